@@ -1,0 +1,82 @@
+"""Command-line entry point: ``python -m condure`` and the ``condure`` script."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import gevent
+from gevent.event import Event
+
+from . import log as clog
+from .app import App, StartupError
+from .config import Config, ConfigError, parse_args
+
+log = logging.getLogger("condure")
+
+
+def unsupported(cfg: Config) -> list[str]:
+    """Options that parse but whose feature is not built yet."""
+    out = []
+    if cfg.workers > 1:
+        out.append("--workers greater than 1")
+    if cfg.compression:
+        out.append("--compression")
+    if cfg.zserver_req or cfg.zserver_stream:
+        out.append("client mode (--zserver-req/--zserver-stream)")
+    if len(cfg.listen) > 1:
+        out.append("more than one --listen")
+    for spec in cfg.listen:
+        for flag, name in ((not spec.stream, "req"), (spec.tls, "tls"), (spec.local, "local")):
+            if flag:
+                out.append(f"--listen ...,{name}")
+    if cfg.http_parser == "httptools":
+        out.append("--http-parser httptools")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    clog.setup(clog.level_for(2))
+    try:
+        cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 1
+    clog.setup(clog.level_for(cfg.log_level))
+    missing = unsupported(cfg)
+    if missing:
+        log.error("%s is not supported yet", missing[0])
+        return 1
+    if cfg.sizes:
+        from .server.stream import StreamConnection
+        print(f"StreamConnection: {StreamConnection.__basicsize__} bytes")
+        return 0
+    return serve(cfg)
+
+
+def serve(cfg: Config) -> int:
+    log.info("starting...")
+    app = App(cfg)
+    try:
+        app.start()
+    except StartupError as e:
+        log.error("%s", e)
+        app.stop()
+        return 1
+    log.info("started")
+    stop = Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        gevent.signal_handler(sig, stop.set)
+    stop.wait()
+    log.info("stopping...")
+    app.stop()
+    log.info("stopped")
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

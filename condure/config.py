@@ -1,0 +1,389 @@
+"""Command line of condure 1.10.1 -> frozen Config / ListenSpec.
+
+Pure: no sockets, no logging. Option names, defaults, help texts and error
+messages follow condure's src/main.rs and src/app.rs; the differences are
+deviations D11 (ipc-file-mode is octal, as in 1.10) and D15 (workers default 1)
+plus our own `--http-parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
+
+from condure import __version__
+
+WORKERS_MAX = 1024
+CONNS_MAX = 10_000_000
+DEFAULT_LISTEN = "0.0.0.0:8000,stream"
+DEFAULT_ZCLIENT_SPEC = "ipc://client"
+HTTP_PARSERS = ("auto", "h11", "httptools")
+
+# used by --deny-out-internal (client mode)
+PRIVATE_SUBNETS = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+)
+
+# exit status condure uses for command-line syntax errors (clap) and for
+# everything else
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class ConfigError(Exception):
+    """A bad command line; str(e) is one line naming the option.
+
+    `exit_status` is what condure exits with for this kind of error: 2 for
+    command-line syntax errors (unknown option, missing value, repeated
+    option), 1 for bad values.
+    """
+
+    def __init__(self, message: str, exit_status: int = EXIT_FAILURE) -> None:
+        super().__init__(" ".join(message.split("\n")).strip())
+        self.exit_status = exit_status
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    """One --listen value. `addr`/`port` for TCP, `path` when `local`."""
+
+    addr: str = "0.0.0.0"
+    port: int = 0
+    path: str | None = None
+    stream: bool = True
+    tls: bool = False
+    default_cert: str | None = None
+    local: bool = False
+    mode: int | None = None
+    user: str | None = None
+    group: str | None = None
+
+    def describe(self) -> str:
+        """The address as condure logs it: 127.0.0.1:8000, [::1]:8000 or the path."""
+        if self.local:
+            return self.path or ""
+        if ":" in self.addr:
+            return f"[{self.addr}]:{self.port}"
+        return f"{self.addr}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the command line sets. Times are in seconds.
+
+    `log_level` is condure's --log-level number (see log.level_for).
+    The default listener rule is applied by parse_args, not here.
+    """
+
+    log_level: int = 2
+    id: str = "condure"
+    workers: int = 1
+    req_maxconn: int = 100
+    stream_maxconn: int = 10000
+    buffer_size: int = 8192
+    body_buffer_size: int = 100000
+    messages_max: int = 100
+    req_timeout: int = 30
+    stream_timeout: int = 1800
+    listen: tuple[ListenSpec, ...] = ()
+    zclient_req: tuple[str, ...] = (DEFAULT_ZCLIENT_SPEC,)
+    zclient_stream: tuple[str, ...] = (DEFAULT_ZCLIENT_SPEC,)
+    zclient_connect: bool = False
+    zserver_req: tuple[str, ...] = ()
+    zserver_stream: tuple[str, ...] = ()
+    zserver_connect: bool = False
+    ipc_file_mode: int = 0
+    tls_identities_dir: str = "."
+    compression: bool = False
+    deny_out_internal: bool = False
+    sizes: bool = False
+    http_parser: str = "auto"
+
+    def validate(self) -> None:
+        """Raise ConfigError for values condure rejects (main.rs, then app.rs)."""
+        self.validate_args()
+        self.validate_limits()
+
+    def validate_args(self) -> None:
+        """The checks condure's main.rs makes before parsing --listen."""
+        if not self.id or " " in self.id:
+            raise ConfigError("failed to parse id: value cannot be empty or contain a space")
+        if self.workers > WORKERS_MAX:
+            raise ConfigError("failed to parse workers: value too large")
+        if self.workers < 1:
+            raise ConfigError("failed to parse workers: value must be at least 1")
+        if self.req_maxconn + self.stream_maxconn > CONNS_MAX:
+            raise ConfigError("total maxconn is too large")
+        if self.buffer_size < 1:
+            raise ConfigError("failed to parse buffer-size: value must be greater than 0")
+        if self.http_parser not in HTTP_PARSERS:
+            raise ConfigError(
+                f"failed to parse http-parser: invalid value {self.http_parser!r}"
+                f" (expected one of {', '.join(HTTP_PARSERS)})"
+            )
+
+    def validate_limits(self) -> None:
+        """The checks condure's app.rs makes when the app starts."""
+        if self.req_maxconn < self.workers:
+            raise ConfigError("req maxconn must be >= workers")
+        if self.stream_maxconn < self.workers:
+            raise ConfigError("stream maxconn must be >= workers")
+
+
+# ---------------------------------------------------------------------------
+# integer parsing with Rust's rules and messages (usize/u16/u32 from_str)
+
+_EMPTY = "cannot parse integer from empty string"
+_INVALID = "invalid digit found in string"
+_TOO_LARGE = "number too large to fit in target type"
+
+
+def parse_uint(text: str, bits: int = 64, radix: int = 10) -> int:
+    """Parse an unsigned integer like Rust's from_str_radix; ValueError with Rust's message."""
+    digits = text[1:] if text.startswith("+") else text
+    if not text:
+        raise ValueError(_EMPTY)
+    allowed = "0123456789"[:radix]
+    if not digits or any(c not in allowed for c in digits):
+        raise ValueError(_INVALID)
+    value = int(digits, radix)
+    if value >= 1 << bits:
+        raise ValueError(_TOO_LARGE)
+    return value
+
+
+def _option_uint(option: str, text: str, bits: int = 64, radix: int = 10) -> int:
+    try:
+        return parse_uint(text, bits, radix)
+    except ValueError as e:
+        raise ConfigError(f"failed to parse {option}: {e}") from None
+
+
+# ---------------------------------------------------------------------------
+# --listen
+
+
+def _parse_ip(host: str) -> str:
+    """Validate an IPv4 literal or a bracketed IPv6 literal; return it normalised."""
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        inner, pct, scope = inner.partition("%")
+        if pct:
+            parse_uint(scope, bits=32)
+        text = str(ipaddress.IPv6Address(inner))
+        return f"{text}%{scope}" if pct else text
+    return str(ipaddress.IPv4Address(host))
+
+
+def _parse_tcp_addr(part1: str) -> tuple[str, int]:
+    """`[addr:]port` -> (addr, port); the port is the text after the last ':'."""
+    colon = part1.rfind(":")
+    port_text = part1[colon + 1 :]
+    try:
+        port = parse_uint(port_text, bits=16)
+    except ValueError:
+        raise ConfigError(f"failed to parse listen: invalid port {port_text}") from None
+    host = part1[:colon] if colon >= 0 else "0.0.0.0"
+    try:
+        if port_text.startswith("+"):  # u16 takes a '+', a socket address does not
+            raise ValueError(port_text)
+        return _parse_ip(host), port
+    except ValueError:
+        raise ConfigError("failed to parse listen: invalid socket address syntax") from None
+
+
+def parse_listen(value: str) -> ListenSpec:
+    """Parse one --listen value: `[addr:]port[,param[=value]]...` or `path,local,...`."""
+    part1, *params = value.split(",")
+    opts: dict[str, Any] = {"stream": True, "tls": False, "local": False}
+    for part in params:
+        key, _, arg = part.partition("=")
+        if key in ("req", "stream"):
+            opts["stream"] = key == "stream"
+        elif key in ("tls", "local"):
+            opts[key] = True
+        elif key == "default-cert":
+            opts["default_cert"] = arg
+        elif key in ("user", "group"):
+            opts[key] = arg
+        elif key == "mode":
+            opts["mode"] = _option_uint("mode", arg, bits=32, radix=8)
+        else:
+            raise ConfigError(f"failed to parse listen: invalid param: {part}")
+    if opts["local"]:
+        return ListenSpec(
+            path=part1,
+            stream=opts["stream"],
+            local=True,
+            mode=opts.get("mode"),
+            user=opts.get("user"),
+            group=opts.get("group"),
+        )
+    addr, port = _parse_tcp_addr(part1)
+    return ListenSpec(
+        addr=addr,
+        port=port,
+        stream=opts["stream"],
+        tls=opts["tls"],
+        default_cert=opts.get("default_cert"),
+    )
+
+
+# ---------------------------------------------------------------------------
+# argparse
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser that raises ConfigError instead of printing usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message, EXIT_USAGE)
+
+
+def _reject_repeat(namespace: argparse.Namespace, option: str) -> None:
+    seen: set[str] = namespace.__dict__.setdefault("_seen_options", set())
+    if option in seen:
+        raise ConfigError(f"the argument '{option}' cannot be used multiple times", EXIT_USAGE)
+    seen.add(option)
+
+
+class _StoreOnce(argparse.Action):
+    """Single-valued option; giving it twice is an error (as clap does)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        _reject_repeat(namespace, self.option_strings[0])
+        setattr(namespace, self.dest, values)
+
+
+class _FlagOnce(argparse.Action):
+    """Boolean flag; giving it twice is an error (as clap does)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        _reject_repeat(namespace, self.option_strings[0])
+        setattr(namespace, self.dest, True)
+
+
+# (option, kind, metavar, default, help) in condure's order; kind is
+# "uint" (non-negative integer), "str", "list" (repeatable) or "flag".
+# A list option's default is replaced, not extended, by the user's values.
+_OPTIONS: tuple[tuple[str, str, str, str | None, str], ...] = (
+    ("log-level", "uint", "N", "2", "Log level"),
+    ("id", "str", "ID", "condure", "Instance ID"),
+    ("workers", "uint", "N", "1", "Number of worker processes"),
+    ("req-maxconn", "uint", "N", "100", "Maximum number of concurrent connections in req mode"),
+    ("stream-maxconn", "uint", "N", "10000",
+     "Maximum number of concurrent connections in stream mode"),
+    ("buffer-size", "uint", "N", "8192", "Connection buffer size (two buffers per connection)"),
+    ("body-buffer-size", "uint", "N", "100000", "Body buffer size for connections in req mode"),
+    ("messages-max", "uint", "N", "100",
+     "Maximum number of queued WebSocket messages per connection"),
+    ("req-timeout", "uint", "N", "30", "Connection timeout in req mode (seconds)"),
+    ("stream-timeout", "uint", "N", "1800", "Connection timeout in stream mode (seconds)"),
+    ("listen", "list", "[addr:]port[,params...]", DEFAULT_LISTEN,
+     "Port to listen on (the default applies only when no --zserver-* option is given)"),
+    ("zclient-req", "list", "spec", DEFAULT_ZCLIENT_SPEC, "ZeroMQ client REQ spec"),
+    ("zclient-stream", "list", "spec-base", DEFAULT_ZCLIENT_SPEC,
+     "ZeroMQ client PUSH/ROUTER/SUB spec base"),
+    ("zclient-connect", "flag", "", None, "ZeroMQ client sockets should connect instead of bind"),
+    ("zserver-req", "list", "spec", None, "ZeroMQ server REQ spec"),
+    ("zserver-stream", "list", "spec-base", None, "ZeroMQ server PULL/ROUTER/PUB spec base"),
+    ("zserver-connect", "flag", "", None, "ZeroMQ server sockets should connect instead of bind"),
+    ("ipc-file-mode", "str", "octal", None, "Permissions for ZeroMQ IPC binds"),
+    ("tls-identities-dir", "str", "directory", ".",
+     "Directory containing certificates and private keys"),
+    ("compression", "flag", "", None, "Allow compression to be used"),
+    ("deny-out-internal", "flag", "", None,
+     "Block outbound connections to local/internal IP address ranges"),
+    ("sizes", "flag", "", None, "Prints sizes of tasks and other objects"),
+    ("http-parser", "str", "|".join(HTTP_PARSERS), "auto", "HTTP/1 request parser"),
+)
+
+
+def _help(text: str, default: str | None) -> str:
+    return text if default is None else f"{text} [default: {default}]"
+
+
+def _add_option(parser: argparse.ArgumentParser, name: str, kind: str, metavar: str,
+                default: str | None, text: str) -> None:
+    flag, help_text = f"--{name}", _help(text, default)
+    if kind == "flag":
+        parser.add_argument(flag, action=_FlagOnce, help=help_text)
+    elif kind == "list":
+        parser.add_argument(flag, metavar=metavar, action="append", help=help_text)
+    else:
+        parser.add_argument(flag, metavar=metavar, default=default, action=_StoreOnce,
+                            help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for condure's options (values are kept as strings)."""
+    parser = _Parser(prog="condure", description="HTTP/WebSocket connection manager",
+                     allow_abbrev=False, add_help=False)
+    parser.add_argument("-h", "--help", action="help", help="Print help information")
+    parser.add_argument("-V", "--version", action="version", version=f"condure {__version__}",
+                        help="Print version information")
+    for option in _OPTIONS:
+        _add_option(parser, *option)
+    return parser
+
+
+def _numbers(ns: argparse.Namespace) -> dict[str, int]:
+    """Parse the "uint" options in condure's order (the first bad one is reported)."""
+    names = [name.replace("-", "_") for name, kind, _, _, _ in _OPTIONS if kind == "uint"]
+    return {name: _option_uint(name.replace("_", "-"), getattr(ns, name)) for name in names}
+
+
+def _listen_values(ns: argparse.Namespace) -> list[str]:
+    if ns.listen:
+        return list(ns.listen)
+    if ns.zserver_req or ns.zserver_stream:
+        return []
+    return [DEFAULT_LISTEN]
+
+
+def parse_args(argv: Sequence[str]) -> Config:
+    """Parse condure's command line (without the program name) into a validated Config.
+
+    Raises ConfigError for any bad input; SystemExit(0) for -h/--help and -V/--version.
+    """
+    ns = build_parser().parse_args(list(argv))
+    numbers = _numbers(ns)
+    mode_text = ns.ipc_file_mode if ns.ipc_file_mode is not None else "0"
+    ipc_file_mode = _option_uint("ipc-file-mode", mode_text, bits=32, radix=8)
+    config = Config(
+        id=ns.id,
+        **numbers,
+        listen=(),
+        zclient_req=tuple(ns.zclient_req or (DEFAULT_ZCLIENT_SPEC,)),
+        zclient_stream=tuple(ns.zclient_stream or (DEFAULT_ZCLIENT_SPEC,)),
+        zclient_connect=ns.zclient_connect,
+        zserver_req=tuple(ns.zserver_req or ()),
+        zserver_stream=tuple(ns.zserver_stream or ()),
+        zserver_connect=ns.zserver_connect,
+        ipc_file_mode=ipc_file_mode,
+        tls_identities_dir=ns.tls_identities_dir,
+        compression=ns.compression,
+        deny_out_internal=ns.deny_out_internal,
+        sizes=ns.sizes,
+        http_parser=ns.http_parser,
+    )
+    config.validate_args()
+    listen = tuple(parse_listen(v) for v in _listen_values(ns))
+    config = replace(config, listen=listen)
+    config.validate_limits()
+    return config

@@ -1,0 +1,70 @@
+"""Exception taxonomy: every error knows its consequence.
+
+Each class carries the ZHTTP ``condition`` a session ends with, the HTTP
+status a client gets when nothing was written yet (deviation D1/D9/D13),
+whether the handler is told with ``cancel`` (D14: only when the handler did
+not cause the end itself) and the log wording operators grep for
+(``process error: <name>``).
+"""
+from __future__ import annotations
+
+
+class CondureError(Exception):
+    condition: str = "undefined-condition"
+    status: int | None = None
+    close_code: int | None = None
+    cancel: bool = True  # tell the handler (if its address is known)
+
+
+class BadRequest(CondureError):
+    """Malformed client request (D1); answered with `status`, handler sees nothing."""
+    condition = "bad-request"
+    status = 400
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ClientGone(CondureError):
+    """The client closed or reset the connection."""
+
+
+class Timeout(CondureError):
+    """Stream timeout or handler silence; D13 answers 504 if nothing was written."""
+    condition = "connection-timeout"
+    status = 504
+
+
+class BufferExceeded(CondureError):
+    """The handler sent more than fits the connection's buffer (credits exceeded)."""
+
+
+class BadHandlerResponse(CondureError):
+    """Handler response that cannot be written as given (D9, bad Content-Length)."""
+    status = 502
+
+
+class HandlerEnded(CondureError):
+    """The handler ended the session itself (cancel, error, bad seq, bad packet)."""
+    cancel = False
+
+
+class HandlerCancel(HandlerEnded):
+    pass
+
+
+class HandlerError(HandlerEnded):
+    pass
+
+
+class BadSeq(HandlerEnded):
+    pass
+
+
+class BadMessage(HandlerEnded):
+    pass
+
+
+class Stopped(CondureError):
+    """The process is shutting down."""

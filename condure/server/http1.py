@@ -1,0 +1,168 @@
+"""HTTP/1.x <-> ZHTTP mapping (pure).
+
+Request side: the uri condure reports, persistence, Expect and upgrade
+detection. Response side: the head condure writes for a handler's first
+data packet and the framing of the body that follows
+(shared/zhttp/server.md sections 5.4-5.7, deviations D5-D10).
+"""
+from __future__ import annotations
+
+from ..errors import BadHandlerResponse
+from .parser import MAX_URI, RequestHead
+from ..errors import BadRequest
+
+# handler headers condure drops and regenerates
+_DROPPED = frozenset([b"content-length", b"transfer-encoding", b"connection"])
+_FORBIDDEN = (b"\r", b"\n", b"\x00")
+MAX_CHUNK = 0xFFFF
+
+LENGTH, CHUNKED, UNTIL_CLOSE, NO_BODY = "length", "chunked", "until-close", "no-body"
+
+
+def request_uri(head: RequestHead, scheme: bytes) -> bytes:
+    """``scheme://Host<target>``; an absolute-form target is used as given (D4)."""
+    target = head.target
+    low = target[:8].lower()
+    if low.startswith(b"http://") or low.startswith(b"https://"):
+        uri = target
+    else:
+        host = head.header(b"host")
+        if host is None or not _utf8(host):
+            host = b"localhost"
+        uri = scheme + b"://" + host + target
+    if len(uri) > MAX_URI:
+        raise BadRequest("request target too long", 414)
+    return uri
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def is_persistent(head: RequestHead) -> bool:
+    """HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive` (tokens
+    compared case-insensitively, D7)."""
+    tokens = head.tokens(b"connection")
+    if head.version == b"1.1":
+        return b"close" not in tokens
+    return b"keep-alive" in tokens and b"close" not in tokens
+
+
+def wants_continue(head: RequestHead) -> bool:
+    if head.version != b"1.1" or not head.has_body or head.content_length == 0:
+        return False
+    return b"100-continue" in head.tokens(b"expect")
+
+
+def is_websocket(head: RequestHead) -> bool:
+    return b"websocket" in head.tokens(b"upgrade")
+
+
+class ResponseBody:
+    """Frames response body bytes for the client as the head decided.
+
+    `overflow` becomes True when the handler sends more than its own
+    Content-Length: the surplus is dropped and the connection must close
+    after the response (D10).
+    """
+
+    __slots__ = ("framing", "remaining", "head_only", "overflow")
+
+    def __init__(self, framing: str, length: int, head_only: bool) -> None:
+        self.framing = framing
+        self.remaining = length
+        self.head_only = head_only
+        self.overflow = False
+
+    def frame(self, data: bytes, last: bool) -> bytes:
+        if self.framing == NO_BODY or self.head_only:
+            return b""
+        if self.framing == LENGTH:
+            if len(data) > self.remaining:
+                self.overflow = True
+                data = data[:self.remaining]
+            self.remaining -= len(data)
+            return data
+        if self.framing == CHUNKED:
+            out = b"".join(_chunks(data))
+            return out + b"0\r\n\r\n" if last else out
+        return data  # until close
+
+
+def _chunks(data: bytes):
+    for i in range(0, len(data), MAX_CHUNK):
+        part = data[i:i + MAX_CHUNK]
+        yield b"%x\r\n%s\r\n" % (len(part), part)
+
+
+def check_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    """Refuse header text that would split the response (D9)."""
+    for name, value in headers:
+        for bad in _FORBIDDEN:
+            if bad in name or bad in value:
+                raise BadHandlerResponse("handler header contains CR, LF or NUL")
+
+
+def _handler_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            v = value.strip()
+            if not v.isdigit() or len(v) > 18:
+                err = BadHandlerResponse("invalid Content-Length in handler response")
+                err.status = None  # condure closes without a response
+                raise err
+            return int(v)
+    return None
+
+
+def response_head(version: bytes, code: int, reason: bytes,
+                  headers: list[tuple[bytes, bytes]], body: bytes, more: bool,
+                  persistent: bool, head_request: bool) -> tuple[bytes, ResponseBody, bool]:
+    """Build the response head for the handler's first data packet.
+
+    Returns (head bytes, body framer, persistent) - persistence can only get
+    lost here (a close-delimited body, D6).
+    """
+    check_headers(headers)
+    length = _handler_length(headers)
+    if 100 <= code < 200 or code in (204, 304):
+        framing, size = NO_BODY, 0
+    elif length is not None:
+        framing, size = LENGTH, length
+    elif not more:
+        framing, size = LENGTH, len(body)
+    elif version == b"1.1":
+        framing, size = CHUNKED, 0
+    else:
+        framing, size, persistent = UNTIL_CLOSE, 0, False
+    lines = [b"HTTP/%s %d %s\r\n" % (version, code, reason)]
+    lines += [b"%s: %s\r\n" % (n, v) for n, v in headers if n.lower() not in _DROPPED]
+    if version == b"1.1" and not persistent:
+        lines.append(b"Connection: close\r\n")
+    elif version == b"1.0" and persistent:
+        lines.append(b"Connection: keep-alive\r\n")
+    if framing == LENGTH:
+        lines.append(b"Content-Length: %d\r\n" % size)
+    elif framing == CHUNKED:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines), ResponseBody(framing, size, head_request), persistent
+
+
+def error_response(status: int, version: bytes = b"1.1") -> bytes:
+    """The short response condure writes itself (D1, D9, D13)."""
+    reason = _REASONS.get(status, b"Error")
+    body = reason + b"\n"
+    return (b"HTTP/%s %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (version, status, reason, len(body), body))
+
+
+_REASONS = {
+    400: b"Bad Request", 413: b"Payload Too Large", 414: b"URI Too Long",
+    431: b"Request Header Fields Too Large", 501: b"Not Implemented",
+    502: b"Bad Gateway", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+}

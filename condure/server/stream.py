@@ -1,0 +1,496 @@
+"""One client connection in stream mode: HTTP/1.x requests as ZHTTP sessions.
+
+The shell around the pure pieces (parser, http1 mapping, Session): this
+greenlet only moves bytes between the client socket and packets between the
+handler and the session. Order of events per request follows
+shared/zhttp/server.md section 5.1:
+
+1. read and parse the head; 2. send the request packet (PUSH); 3. wait for
+the first handler packet without reading the client; 4. forward the body
+under the handler's credits (100 Continue first when asked); 5./6. write the
+response as data packets arrive, returning credits as bytes reach the
+socket; 7. on a persistent connection, start over with a new id.
+
+All waiting goes through `_wait`, which wakes on a handler packet, on client
+readability (only when reading is allowed) or on the timer sweeper flagging
+a timeout, so one greenlet serves both directions.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from gevent.event import Event
+
+from .. import errors
+from ..errors import (BadMessage, BadRequest, BufferExceeded, ClientGone, CondureError,
+                      HandlerCancel, HandlerError, Timeout)
+from ..log import ConnLogger
+from ..zhttp import packet as zp
+from ..zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, Session
+from . import http1
+from .parser import END, NEED_DATA, Body, RequestHead, make_parser
+
+if TYPE_CHECKING:
+    from ..app import Server
+
+log = logging.getLogger("condure.connection")
+
+INBOX_MAX = 1024  # handler packets queued for one connection before it is aborted
+DRAIN_TIME = 1.0  # seconds to drain client input before closing after an early answer
+DRAIN_BYTES = 65536
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class StreamConnection:
+    """Serves HTTP/1.x requests of one client socket, one session at a time."""
+
+    def __init__(self, server: Server, sock: socket.socket, peer: Any, slot: int) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = _peer_fields(peer)
+        self.slot = slot
+        cfg = server.config
+        self.buffer_size = cfg.buffer_size
+        self.stream_timeout = float(cfg.stream_timeout)
+        self.parser = make_parser(cfg.http_parser, cfg.buffer_size)
+        self.log = ConnLogger(log, "")
+        self.session: Session | None = None
+        self.last_io = time.monotonic()
+        self.keepalive_due: float | None = None
+        self._inbox: deque = deque()
+        self._event = Event()
+        self._readable = False
+        self._timeout: str | None = None
+        self._io = gevent.get_hub().loop.io(sock.fileno(), 1)
+        sock.settimeout(self.stream_timeout)
+
+    def __repr__(self) -> str:
+        return f"<StreamConnection slot={self.slot} session={self.session!r}>"
+
+    # --- greenlet entry -----------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while self._serve_one():
+                gevent.sleep(0)  # one busy keep-alive client must not starve the others
+        except Exception:
+            self.log.exception("connection failed")
+        finally:
+            self._end_session()
+            self.server.wheel.remove(self)
+            self._io.close()
+            _close(self.sock)
+
+    # --- one request ----------------------------------------------------
+
+    def _serve_one(self) -> bool:
+        """Handle one request; True if the connection stays open for the next."""
+        now = time.monotonic()
+        rid = self.server.registry.new_id(self.slot)
+        self.session = Session(rid, now)
+        self.log.conn_id = rid.decode()
+        self.log.debug("assigning id")
+        self._inbox.clear()
+        self._timeout = None
+        self.keepalive_due = None
+        self.server.wheel.add(self._next_deadline(), self)
+        try:
+            head = self._read_head()
+        except BadRequest as e:
+            self.log.info("bad request: %s", e)
+            self._answer_and_close(e.status or 400)
+            return False
+        except (ClientGone, Timeout) as e:
+            self.log.debug("process error: %s", type(e).__name__)
+            return False
+        if head is None:
+            return False
+        return Exchange(self, head).run()
+
+    def _read_head(self) -> RequestHead | None:
+        parser = self.parser
+        while True:
+            ev = parser.next_event()
+            if ev is NEED_DATA:
+                data = self.recv()
+                if not data:
+                    return None
+                parser.feed(data)
+                continue
+            if isinstance(ev, RequestHead):
+                self.last_io = time.monotonic()
+                return ev
+            raise BadRequest("unexpected data before request head")
+
+    def _end_session(self) -> None:
+        s = self.session
+        if s is not None:
+            self.server.registry.unregister(s.id)
+            self.session = None
+
+    # --- waiting --------------------------------------------------------
+
+    def deliver(self, rid: bytes, pkt: zp.Packet, seq: int | None) -> None:
+        """Called by the SUB reader for each packet addressed to this connection."""
+        if len(self._inbox) >= INBOX_MAX:
+            self._timeout = "inbox overflow"
+        else:
+            self._inbox.append((rid, pkt, seq))
+        self._event.set()
+
+    def on_timer(self, now: float, keepalives: dict[bytes, list]) -> float | None:
+        """Called by the timer sweeper; returns the next deadline to schedule."""
+        s = self.session
+        if now >= self.last_io + self.stream_timeout:
+            self._flag("stream timeout")
+            return None
+        if s is not None and now >= s.handler_deadline():
+            self._flag("handler timeout")
+            return None
+        if s is not None and self.keepalive_due is not None and now >= self.keepalive_due:
+            if s.addr is not None and not s.paused:
+                keepalives.setdefault(s.addr, []).append((s.id, s.next_seq()))
+            self.keepalive_due = now + KEEPALIVE_INTERVAL
+        return self._next_deadline()
+
+    def _flag(self, reason: str) -> None:
+        self._timeout = reason
+        self._event.set()
+
+    def _next_deadline(self) -> float:
+        d = self.last_io + self.stream_timeout
+        s = self.session
+        if s is not None:
+            d = min(d, s.last_handler + HANDLER_TIMEOUT)
+        if self.keepalive_due is not None:
+            d = min(d, self.keepalive_due)
+        return d
+
+    def reschedule(self) -> None:
+        self.server.wheel.add(self._next_deadline(), self)
+
+    def _on_readable(self) -> None:
+        self._readable = True
+        self._event.set()
+
+    def wait(self, read: bool) -> bool:
+        """Block until a handler packet, a timeout or (if `read`) client input.
+
+        Returns True when the client socket is readable.
+        """
+        ev = self._event
+        ev.clear()
+        if self._inbox or self._timeout:
+            return False
+        if not read:
+            ev.wait()
+            return False
+        self._readable = False
+        self._io.start(self._on_readable)
+        try:
+            ev.wait()
+        finally:
+            self._io.stop()
+        return self._readable
+
+    def check_timeout(self) -> None:
+        if self._timeout:
+            reason, self._timeout = self._timeout, None
+            if reason == "inbox overflow":
+                raise BufferExceeded(reason)
+            raise Timeout(reason)
+
+    def next_packet(self) -> tuple[bytes, zp.Packet, int | None] | None:
+        if self._inbox:
+            return self._inbox.popleft()
+        return None
+
+    # --- client I/O -----------------------------------------------------
+
+    def recv(self) -> bytes:
+        """Read what the client sent (b"" at EOF), waiting only for the client."""
+        while True:
+            self.check_timeout()
+            if self.wait(read=True):
+                return self.recv_now()
+
+    def recv_now(self) -> bytes:
+        try:
+            data = self.sock.recv(self.buffer_size)
+        except (ConnectionError, OSError) as e:
+            raise ClientGone(str(e)) from None
+        self.last_io = time.monotonic()
+        return data
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise Timeout("write timeout") from None
+        except (ConnectionError, OSError) as e:
+            raise ClientGone(str(e)) from None
+        self.last_io = time.monotonic()
+
+    def _answer_and_close(self, status: int) -> None:
+        """Write condure's own error response, then close without an RST (D1)."""
+        try:
+            self.write(http1.error_response(status))
+            self.sock.shutdown(socket.SHUT_WR)
+            self._drain()
+        except (CondureError, OSError):
+            pass
+
+    def _drain(self) -> None:
+        # unread input at close() makes the kernel send RST, which can destroy
+        # the response before the client reads it
+        total = 0
+        with gevent.Timeout(DRAIN_TIME, False):
+            while total < DRAIN_BYTES:
+                data = self.sock.recv(self.buffer_size)
+                if not data:
+                    break
+                total += len(data)
+
+    def close_gracefully(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self._drain()
+        except OSError:
+            pass
+
+
+class Exchange:
+    """One request/response cycle on a connection (steps 2-6 of section 5.1)."""
+
+    def __init__(self, conn: StreamConnection, head: RequestHead) -> None:
+        self.conn = conn
+        self.head = head
+        self.session: Session = conn.session  # type: ignore[assignment]
+        self.server = conn.server
+        self.persistent = http1.is_persistent(head)
+        self.credits = 0  # request-body bytes the handler lets us send
+        self.pending = bytearray()  # parsed request body not yet forwarded
+        self.body_ended = not head.has_body  # parser saw the end of the body
+        self.body_sent = not head.has_body  # final body packet went out
+        self.continue_pending = http1.wants_continue(head)
+        self.started = False  # first handler packet seen
+        self.response: http1.ResponseBody | None = None
+        self.written = False  # any response byte written (D13)
+        self.done = False
+
+    # --- flow -------------------------------------------------------------
+
+    def run(self) -> bool:
+        conn = self.conn
+        try:
+            self._send_request()
+            while not self.done:
+                item = conn.next_packet()
+                if item is None:
+                    conn.check_timeout()
+                    if conn.wait(read=self._want_read()):
+                        self._on_client_readable()
+                    continue
+                rid, pkt, seq = item
+                if rid == self.session.id:
+                    self._apply(pkt, seq)
+        except CondureError as e:
+            self._fail(e)
+            return False
+        conn._end_session()
+        if self.response is not None and self.response.overflow:
+            conn.log.warning("handler sent more body than its Content-Length; closing")
+            self.persistent = False
+        if not self.persistent:
+            conn.close_gracefully()
+            return False
+        conn.log.debug("finished")
+        conn.parser.next_request()
+        return True
+
+    def _send_request(self) -> None:
+        conn, head = self.conn, self.head
+        uri = http1.request_uri(head, self.server.scheme)
+        conn.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
+        more = head.chunked or bool(head.content_length)
+        self.session.next_seq()  # the request packet is seq 0
+        payload = zp.request(self.server.instance_id, self.session.id, head.method, uri,
+                             head.headers, conn.buffer_size, more, True, conn.peer)
+        self.server.registry.register(self.session.id, conn)
+        self.server.zsockets.send_first(payload)
+
+    def _want_read(self) -> bool:
+        if not self.started or self.session.paused:
+            return False
+        if self.response is None and not self.body_ended:
+            return self.credits > 0 and not self.pending
+        if not self.body_ended:
+            return False  # early response: the rest of the body stays unread
+        # watch for EOF; keep pipelined bytes, but no more than one buffer
+        return self.conn.parser.buffered < self.conn.buffer_size
+
+    def _on_client_readable(self) -> None:
+        data = self.conn.recv_now()
+        if not data:
+            raise errors.ClientGone("client closed the connection")
+        self.conn.parser.feed(data)
+        if not self.body_ended:
+            self._pull_body()
+            self._forward_body()
+
+    # --- request body -----------------------------------------------------
+
+    def _pull_body(self) -> None:
+        parser = self.conn.parser
+        while not self.body_ended:
+            ev = parser.next_event()
+            if ev is NEED_DATA:
+                return
+            if ev is END:
+                self.body_ended = True
+            elif isinstance(ev, Body):
+                self.pending += ev.data
+
+    def _forward_body(self) -> None:
+        """Send parsed body to the handler, never more than its credits."""
+        while self.credits > 0 and not self.body_sent:
+            n = min(self.credits, self.conn.buffer_size, len(self.pending))
+            if n == 0 and not self.body_ended:
+                return
+            chunk = bytes(self.pending[:n])
+            del self.pending[:n]
+            self.credits -= n
+            last = self.body_ended and not self.pending
+            self._send(zp.DATA, body=chunk, more=not last)
+            self.body_sent = last
+
+    # --- handler packets --------------------------------------------------
+
+    def _apply(self, pkt: zp.Packet, seq: int | None) -> None:
+        s = self.session
+        had_addr = s.addr is not None
+        s.accept(pkt, seq, time.monotonic())
+        if not had_addr and s.addr is not None:
+            self.conn.keepalive_due = time.monotonic() + KEEPALIVE_INTERVAL
+            self.conn.reschedule()
+        if not self.started:
+            self.started = True
+            if self.continue_pending and not self.body_ended:
+                self.continue_pending = False
+                self.conn.write(CONTINUE)
+            self._pull_body()
+        handler = _HANDLERS.get(pkt.type)
+        if handler is None:
+            raise BadMessage(f"unexpected packet type {pkt.type_name}")
+        handler(self, pkt)
+
+    def _on_data(self, pkt: zp.Packet) -> None:
+        self.credits += pkt.credits
+        self._forward_body()
+        if self.response is None:
+            self._start_response(pkt)
+        else:
+            self._write_body(pkt.body, pkt.more)
+
+    def _on_credit(self, pkt: zp.Packet) -> None:
+        self.credits += pkt.credits
+        self._forward_body()
+
+    def _on_keepalive(self, pkt: zp.Packet) -> None:
+        pass
+
+    def _on_cancel(self, pkt: zp.Packet) -> None:
+        raise HandlerCancel("handler cancel")
+
+    def _on_error(self, pkt: zp.Packet) -> None:
+        raise HandlerError(f"zhttp error condition={pkt.condition.decode('latin-1')}")
+
+    def _on_handoff_start(self, pkt: zp.Packet) -> None:
+        # everything is written synchronously, so nothing is left to flush
+        self._send(b"handoff-proceed")
+        self.session.paused = True
+
+    # --- response ---------------------------------------------------------
+
+    def _start_response(self, pkt: zp.Packet) -> None:
+        conn = self.conn
+        if not self.body_sent:
+            self.persistent = False  # answered before the whole body was read
+        code = 200 if pkt.code is None else pkt.code
+        head, body, self.persistent = http1.response_head(
+            self.head.version, code, pkt.reason, pkt.headers, pkt.body, pkt.more,
+            self.persistent, self.head.method == b"HEAD")
+        if len(head) > conn.buffer_size or len(pkt.body) > conn.buffer_size:
+            raise BufferExceeded("response does not fit the write buffer")
+        self.response = body
+        self.written = True
+        conn.write(head + body.frame(pkt.body, not pkt.more))
+        self._after_write(pkt.body, pkt.more)
+
+    def _write_body(self, data: bytes, more: bool) -> None:
+        if len(data) > self.conn.buffer_size:
+            raise BufferExceeded("handler sent more than its credits")
+        assert self.response is not None
+        out = self.response.frame(data, not more)
+        if out:
+            self.conn.write(out)
+        self._after_write(data, more)
+
+    def _after_write(self, data: bytes, more: bool) -> None:
+        if not more:
+            self.done = True
+        elif data:
+            self._send(b"credit", credits=len(data))
+
+    # --- output to the handler and endings ---------------------------------
+
+    def _send(self, type_: bytes, **fields: Any) -> None:
+        s = self.session
+        if s.addr is None:
+            return  # no `from` seen: nowhere to route (condure's sends would fail too)
+        payload = zp.session_packet(self.server.instance_id, s.id, s.next_seq(), type_, **fields)
+        self.server.zsockets.send_to(s.addr, payload)
+
+    def _fail(self, e: CondureError) -> None:
+        conn = self.conn
+        name = type(e).__name__
+        if isinstance(e, errors.HandlerEnded):
+            conn.log.debug("process error: %s (%s)", name, e)
+        elif isinstance(e, (errors.BadHandlerResponse, BufferExceeded)):
+            conn.log.warning("process error: %s (%s)", name, e)
+        else:
+            conn.log.debug("process error: %s (%s)", name, e)
+        if e.cancel:
+            self._send(b"cancel")
+        conn._end_session()
+        status = e.status
+        if status is not None and not self.written and not isinstance(e, ClientGone):
+            conn._answer_and_close(status)
+
+
+def _peer_fields(peer: Any) -> tuple[bytes, int] | None:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return peer[0].encode(), int(peer[1])
+    return None  # unix socket peers have no address
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+_HANDLERS = {
+    zp.DATA: Exchange._on_data,
+    b"credit": Exchange._on_credit,
+    b"keep-alive": Exchange._on_keepalive,
+    b"cancel": Exchange._on_cancel,
+    b"error": Exchange._on_error,
+    b"handoff-start": Exchange._on_handoff_start,
+}

@@ -1,0 +1,257 @@
+"""ZHTTP packets: parsing what handlers send, building what condure sends.
+
+Pure: bytes in, packets out (and back). This is the only module that
+imports tnetstring. Wire rules are in shared/zhttp/server.md section 3:
+
+* a payload is ``T`` followed by one tnetstring map with byte-string keys;
+* handlers publish ``<instance-id> SP T<map>`` on the SUB socket;
+* condure is strict about value types and drops a malformed packet whole.
+
+tnetstring3's C encoder writes a dict's items last-to-first, so `encode`
+reverses the field list to put fields on the wire in condure's own order
+(from, id, seq, ext, type, ...), which keeps captures byte-comparable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import tnetstring
+
+MAX_IDS = 128
+MAX_HEADERS = 64
+MAX_FROM_LEN = 64
+MAX_ID_LEN = 128
+
+DATA = b""
+# every type a handler may send; anything else parses but aborts the session
+KNOWN_TYPES = frozenset([
+    DATA, b"error", b"credit", b"keep-alive", b"cancel", b"handoff-start",
+    b"handoff-proceed", b"close", b"ping", b"pong",
+])
+
+EXT_MULTI = {b"multi": True}
+
+
+class ParseError(ValueError):
+    """A handler packet that cannot be used at all; it is dropped."""
+
+
+Header = tuple[bytes, bytes]
+
+
+@dataclass(slots=True)
+class Packet:
+    """One packet from a handler. ``type`` is b"" for data packets.
+
+    ``ids`` holds (id, seq-or-None) pairs: one for the plain form, up to
+    128 for the multi-id list form; each addressed session checks its own
+    seq.
+    """
+    ids: list[tuple[bytes, int | None]]
+    from_: bytes = b""
+    type: bytes = DATA
+    code: int | None = None
+    reason: bytes = b""
+    headers: list[Header] = field(default_factory=list)
+    body: bytes = b""
+    more: bool = False
+    credits: int = 0
+    content_type: bytes | None = None
+    condition: bytes = b""
+    multi: bool = False
+
+    @property
+    def type_name(self) -> str:
+        return self.type.decode("ascii", "replace") or "data"
+
+
+def _want(value: Any, kind: type, name: str) -> Any:
+    # bool is an int subclass in Python; tnetstring keeps them apart
+    if type(value) is not kind:
+        raise ParseError(f"{name} must be of type {_type_name(kind)}")
+    return value
+
+
+def _type_name(kind: type) -> str:
+    return {bytes: "string", int: "int", bool: "bool", list: "array", dict: "object"}[kind]
+
+
+def _uint(value: Any, name: str) -> int:
+    _want(value, int, name)
+    if value < 0:
+        raise ParseError(f"{name} must not be negative")
+    return value
+
+
+def _parse_ids(value: Any, seq: Any) -> list[tuple[bytes, int | None]]:
+    if type(value) is bytes:
+        if not value or len(value) > MAX_ID_LEN:
+            raise ParseError("id has a bad length")
+        return [(value, None if seq is None else _uint(seq, "seq"))]
+    if type(value) is not list:
+        raise ParseError("id must be of type string or array")
+    if not value or len(value) > MAX_IDS:
+        raise ParseError("too many ids" if value else "empty id list")
+    out = []
+    for item in value:
+        _want(item, dict, "id item")
+        rid = _want(item.get(b"id"), bytes, "id")
+        s = item.get(b"seq")
+        out.append((rid, None if s is None else _uint(s, "seq")))
+    return out
+
+
+def _parse_headers(value: Any) -> list[Header]:
+    _want(value, list, "headers")
+    if len(value) > MAX_HEADERS:
+        raise ParseError("too many headers")
+    out = []
+    for pair in value:
+        if type(pair) is not list or len(pair) != 2:
+            raise ParseError("header must be a list of two strings")
+        name = _want(pair[0], bytes, "header name")
+        val = _want(pair[1], bytes, "header value")
+        try:
+            name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("header name is not valid utf-8") from None
+        out.append((name, val))
+    return out
+
+
+def parse(payload: bytes) -> Packet:
+    """Parse ``T<tnetstring map>`` (without the address prefix)."""
+    if not payload.startswith(b"T"):
+        raise ParseError("unsupported packet format")
+    try:
+        m = tnetstring.loads(payload[1:])
+    except ValueError as e:
+        raise ParseError(f"bad tnetstring: {e}") from None
+    if type(m) is not dict:
+        raise ParseError("packet is not a map")
+    return _from_map(m)
+
+
+def _from_map(m: dict) -> Packet:
+    if b"id" not in m:
+        raise ParseError("missing id")
+    p = Packet(ids=_parse_ids(m[b"id"], m.get(b"seq")))
+    get = m.get
+    if (v := get(b"from")) is not None:
+        p.from_ = _want(v, bytes, "from")
+    if (v := get(b"type")) is not None:
+        p.type = _want(v, bytes, "type")
+    if (v := get(b"code")) is not None:
+        p.code = _uint(v, "code")
+    if (v := get(b"reason")) is not None:
+        p.reason = _want(v, bytes, "reason")
+    if (v := get(b"headers")) is not None:
+        p.headers = _parse_headers(v)
+    if (v := get(b"body")) is not None:
+        p.body = _want(v, bytes, "body")
+    if (v := get(b"more")) is not None:
+        p.more = _want(v, bool, "more")
+    if (v := get(b"credits")) is not None:
+        p.credits = _uint(v, "credits")
+    if (v := get(b"content-type")) is not None:
+        p.content_type = _want(v, bytes, "content-type")
+    if (v := get(b"condition")) is not None:
+        p.condition = _want(v, bytes, "condition")
+    if (v := get(b"ext")) is not None:
+        p.multi = _want(v, dict, "ext").get(b"multi") is True
+    return p
+
+
+def parse_message(frame: bytes) -> Packet:
+    """Parse one SUB message: ``<instance-id> T<map>``."""
+    sp = frame.find(b" ")
+    if sp < 0:
+        raise ParseError("missing address prefix")
+    return parse(frame[sp + 1:])
+
+
+# --- building packets condure sends -------------------------------------
+
+
+def encode(fields: Iterable[tuple[bytes, Any]]) -> bytes:
+    """Serialize (key, value) pairs, in the given order, as ``T<map>``."""
+    return b"T" + tnetstring.dumps(dict(reversed(list(fields))))
+
+
+def header_list(headers: Iterable[Header]) -> list[list[bytes]]:
+    return [[n, v] for n, v in headers]
+
+
+def request(from_: bytes, rid: bytes, method: bytes, uri: bytes, headers: list[Header],
+            credits: int, more: bool, stream: bool,
+            peer: tuple[bytes, int] | None, body: bytes | None = None,
+            seq: bool = True) -> bytes:
+    """The first packet of a session (stream mode) or the req-mode request."""
+    f: list[tuple[bytes, Any]] = []
+    if from_:
+        f.append((b"from", from_))
+    f.append((b"id", rid))
+    if seq:
+        f.append((b"seq", 0))
+    f += [(b"ext", EXT_MULTI), (b"method", method), (b"uri", uri),
+          (b"headers", header_list(headers))]
+    if body:
+        f.append((b"body", body))
+    if credits:
+        f.append((b"credits", credits))
+    if more:
+        f.append((b"more", True))
+    if stream:
+        f.append((b"stream", True))
+    if peer is not None:
+        f += [(b"peer-address", peer[0]), (b"peer-port", peer[1])]
+    return encode(f)
+
+
+def session_packet(from_: bytes, rid: bytes, seq: int, type_: bytes = DATA, *,
+                   content_type: bytes | None = None, body: bytes = b"",
+                   credits: int = 0, more: bool = False,
+                   code: int | None = None) -> bytes:
+    """A later packet of one session (body, credit, keep-alive, cancel, ...)."""
+    f: list[tuple[bytes, Any]] = [(b"from", from_), (b"id", rid), (b"seq", seq),
+                                  (b"ext", EXT_MULTI)]
+    if type_:
+        f.append((b"type", type_))
+    if content_type is not None:
+        f.append((b"content-type", content_type))
+    if code is not None:
+        f.append((b"code", code))
+    if body:
+        f.append((b"body", body))
+    if credits:
+        f.append((b"credits", credits))
+    if more:
+        f.append((b"more", True))
+    return encode(f)
+
+
+def multi_packet(from_: bytes, ids: list[tuple[bytes, int]], type_: bytes) -> bytes:
+    """One packet for several sessions (batched keep-alives, shutdown cancels)."""
+    if len(ids) == 1:
+        rid, seq = ids[0]
+        return session_packet(from_, rid, seq, type_)
+    id_list = [{b"seq": seq, b"id": rid} for rid, seq in ids]  # reversed: see encode
+    return encode([(b"from", from_), (b"id", id_list), (b"ext", EXT_MULTI), (b"type", type_)])
+
+
+def batches(ids: list[tuple[bytes, int]], limit: int = MAX_IDS,
+            max_bytes: int = 65000) -> Iterable[list[tuple[bytes, int]]]:
+    """Split (id, seq) pairs into groups of at most `limit` ids and about
+    `max_bytes` of id text, as condure bounds its multi-id packets."""
+    group: list[tuple[bytes, int]] = []
+    size = 0
+    for rid, seq in ids:
+        cost = len(rid) + 32
+        if group and (len(group) >= limit or size + cost > max_bytes):
+            yield group
+            group, size = [], 0
+        group.append((rid, seq))
+        size += cost
+    if group:
+        yield group

@@ -1,0 +1,125 @@
+"""Session bookkeeping: ids, sequence numbers, reply address, routing.
+
+Pure: no sockets, no greenlets, no clock reads (callers pass `now`).
+Rules from shared/zhttp/server.md sections 3.2, 3.4, 4.1 and 2.3:
+
+* ids are ``<worker>-<slot>-<counter in lower-case hex>``; a persistent
+  connection keeps its slot and gets a fresh id for every request;
+* condure numbers the packets it sends per session from 0;
+* a handler packet that carries ``seq`` must carry the number of
+  seq-carrying packets accepted so far; packets without ``seq`` are
+  accepted and do not advance it;
+* every accepted packet's ``from`` becomes the reply address (handoff and
+  re-routing both rely on this).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from ..errors import BadMessage, BadSeq
+from .packet import MAX_FROM_LEN, Packet
+
+HANDLER_TIMEOUT = 60.0  # a session without handler packets for this long ends
+KEEPALIVE_INTERVAL = 45.0  # condure -> handler keep-alives
+
+
+class Session:
+    """One request/response exchange (or one WebSocket) as ZHTTP sees it."""
+
+    __slots__ = ("id", "out_seq", "in_seq", "addr", "last_handler", "paused")
+
+    def __init__(self, rid: bytes, now: float) -> None:
+        self.id = rid
+        self.out_seq = 0
+        self.in_seq = 0
+        self.addr: bytes | None = None  # handler address, known after its first packet
+        self.last_handler = now
+        self.paused = False  # between handoff-proceed and the next handler packet
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id.decode()} out={self.out_seq} in={self.in_seq} addr={self.addr!r}>"
+
+    def next_seq(self) -> int:
+        seq = self.out_seq
+        self.out_seq += 1
+        return seq
+
+    def accept(self, packet: Packet, seq: int | None, now: float) -> None:
+        """Apply the common rules to a handler packet addressed to this session.
+
+        Raises BadSeq or BadMessage (the handler's fault: no cancel back).
+        """
+        if seq is not None:
+            if seq != self.in_seq:
+                raise BadSeq(f"bad seq (expected {self.in_seq}, got {seq}), skipping")
+            self.in_seq += 1
+        if len(packet.from_) > MAX_FROM_LEN:
+            raise BadMessage("from address too long")
+        if packet.from_:
+            self.addr = packet.from_
+        self.last_handler = now
+        self.paused = False
+
+    def handler_deadline(self) -> float:
+        return self.last_handler + HANDLER_TIMEOUT
+
+
+class SessionRegistry:
+    """Connection slots, id allocation and id -> owner routing for one worker."""
+
+    def __init__(self, worker: int = 0, maxconn: int = 10000) -> None:
+        self.worker = worker
+        self.maxconn = maxconn
+        self._prefix = f"{worker}-".encode()
+        self._free: list[int] = []
+        self._next_slot = 0
+        self._counter = 0
+        self._owners: dict[bytes, Any] = {}
+        self.active = 0
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def full(self) -> bool:
+        return self.active >= self.maxconn
+
+    def take_slot(self) -> int:
+        self.active += 1
+        if self._free:
+            return self._free.pop()
+        slot = self._next_slot
+        self._next_slot += 1
+        return slot
+
+    def release_slot(self, slot: int) -> None:
+        self.active -= 1
+        self._free.append(slot)
+
+    def new_id(self, slot: int) -> bytes:
+        counter = self._counter
+        self._counter = (counter + 1) & 0xFFFFFFFF
+        return b"%s%d-%x" % (self._prefix, slot, counter)
+
+    def register(self, rid: bytes, owner: Any) -> None:
+        self._owners[rid] = owner
+
+    def unregister(self, rid: bytes) -> None:
+        self._owners.pop(rid, None)
+
+    def owner(self, rid: bytes) -> Any:
+        return self._owners.get(rid)
+
+    def route(self, packet: Packet) -> Iterator[tuple[Any, bytes, int | None]]:
+        """Yield (owner, id, seq) for each id of the packet that is live here.
+
+        Ids of finished or superseded sessions are ignored silently, as
+        condure does.
+        """
+        owners = self._owners
+        for rid, seq in packet.ids:
+            owner = owners.get(rid)
+            if owner is not None:
+                yield owner, rid, seq
+
+    def owners(self) -> list[Any]:
+        return list(self._owners.values())
