@@ -20,7 +20,7 @@ from gevent.server import StreamServer
 from .config import Config, ListenSpec
 from .timer import TimerWheel, run_sweeper
 from .zhttp import packet as zp
-from .zhttp.session import SessionRegistry
+from .zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, SessionRegistry
 from .zhttp.sockets import SpecError, StreamSockets
 
 log = logging.getLogger("condure")
@@ -43,6 +43,9 @@ class Server:
         self.zsockets = zsockets
         self.wheel = TimerWheel()
         self.scheme = b"http"
+        # protocol constants, attributes so in-process tests can shorten them
+        self.handler_timeout = HANDLER_TIMEOUT
+        self.keepalive_interval = KEEPALIVE_INTERVAL
         self._parse_errors = 0
         self._parse_warned_at = 0.0
 

@@ -31,7 +31,7 @@ from ..errors import (BadMessage, BadRequest, BufferExceeded, ClientGone, Condur
                       HandlerCancel, HandlerError, Timeout)
 from ..log import ConnLogger
 from ..zhttp import packet as zp
-from ..zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, Session
+from ..zhttp.session import Session
 from . import http1
 from .parser import END, NEED_DATA, Body, RequestHead, make_parser
 
@@ -149,13 +149,13 @@ class StreamConnection:
         if now >= self.last_io + self.stream_timeout:
             self._flag("stream timeout")
             return None
-        if s is not None and now >= s.handler_deadline():
+        if s is not None and now >= s.last_handler + self.server.handler_timeout:
             self._flag("handler timeout")
             return None
         if s is not None and self.keepalive_due is not None and now >= self.keepalive_due:
             if s.addr is not None and not s.paused:
                 keepalives.setdefault(s.addr, []).append((s.id, s.next_seq()))
-            self.keepalive_due = now + KEEPALIVE_INTERVAL
+            self.keepalive_due = now + self.server.keepalive_interval
         return self._next_deadline()
 
     def _flag(self, reason: str) -> None:
@@ -166,7 +166,7 @@ class StreamConnection:
         d = self.last_io + self.stream_timeout
         s = self.session
         if s is not None:
-            d = min(d, s.last_handler + HANDLER_TIMEOUT)
+            d = min(d, s.last_handler + self.server.handler_timeout)
         if self.keepalive_due is not None:
             d = min(d, self.keepalive_due)
         return d
@@ -376,7 +376,7 @@ class Exchange:
         had_addr = s.addr is not None
         s.accept(pkt, seq, time.monotonic())
         if not had_addr and s.addr is not None:
-            self.conn.keepalive_due = time.monotonic() + KEEPALIVE_INTERVAL
+            self.conn.keepalive_due = time.monotonic() + self.server.keepalive_interval
             self.conn.reschedule()
         if not self.started:
             self.started = True

@@ -60,9 +60,6 @@ class Session:
         self.last_handler = now
         self.paused = False
 
-    def handler_deadline(self) -> float:
-        return self.last_handler + HANDLER_TIMEOUT
-
 
 class SessionRegistry:
     """Connection slots, id allocation and id -> owner routing for one worker."""
