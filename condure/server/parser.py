@@ -94,6 +94,10 @@ class H11Parser:
         """Bytes received but not parsed yet."""
         return len(self._conn.trailing_data[0])
 
+    def leftover(self) -> bytes:
+        """Bytes after the request head, for a protocol switch (WebSocket)."""
+        return bytes(self._conn.trailing_data[0])
+
     def feed(self, data: bytes) -> None:
         try:
             self._conn.receive_data(data)

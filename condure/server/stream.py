@@ -63,6 +63,7 @@ class StreamConnection:
         self.last_io = time.monotonic()
         self.keepalive_due: float | None = None
         self._inbox: deque = deque()
+        self.inbox_max = INBOX_MAX
         self._event = Event()
         self._readable = False
         self._timeout: str | None = None
@@ -96,6 +97,7 @@ class StreamConnection:
         self.log.conn_id = rid.decode()
         self.log.debug("assigning id")
         self._inbox.clear()
+        self.inbox_max = INBOX_MAX
         self._timeout = None
         self.keepalive_due = None
         self.server.wheel.add(self._next_deadline(), self)
@@ -110,6 +112,12 @@ class StreamConnection:
             return False
         if head is None:
             return False
+        if http1.is_websocket(head):
+            from .websocket import WebSocketExchange, valid_upgrade
+            if not valid_upgrade(head):
+                self.log.debug("process error: InvalidWebSocketRequest")
+                return False
+            return WebSocketExchange(self, head).run()
         return Exchange(self, head).run()
 
     def _read_head(self) -> RequestHead | None:
@@ -137,7 +145,7 @@ class StreamConnection:
 
     def deliver(self, rid: bytes, pkt: zp.Packet, seq: int | None) -> None:
         """Called by the SUB reader for each packet addressed to this connection."""
-        if len(self._inbox) >= INBOX_MAX:
+        if len(self._inbox) >= self.inbox_max:
             self._timeout = "inbox overflow"
         else:
             self._inbox.append((rid, pkt, seq))
@@ -267,6 +275,8 @@ class StreamConnection:
 class Exchange:
     """One request/response cycle on a connection (steps 2-6 of section 5.1)."""
 
+    HANDLERS: dict[bytes, Any]  # packet type -> method, set below the class
+
     def __init__(self, conn: StreamConnection, head: RequestHead) -> None:
         self.conn = conn
         self.head = head
@@ -318,9 +328,13 @@ class Exchange:
         uri = http1.request_uri(head, self.server.scheme)
         conn.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
         more = head.chunked or bool(head.content_length)
+        self._send_first(uri, more=more, stream=True)
+
+    def _send_first(self, uri: bytes, more: bool, stream: bool) -> None:
+        conn, head = self.conn, self.head
         self.session.next_seq()  # the request packet is seq 0
         payload = zp.request(self.server.instance_id, self.session.id, head.method, uri,
-                             head.headers, conn.buffer_size, more, True, conn.peer)
+                             head.headers, conn.buffer_size, more, stream, conn.peer)
         self.server.registry.register(self.session.id, conn)
         self.server.zsockets.send_first(payload)
 
@@ -384,7 +398,7 @@ class Exchange:
                 self.continue_pending = False
                 self.conn.write(CONTINUE)
             self._pull_body()
-        handler = _HANDLERS.get(pkt.type)
+        handler = self.HANDLERS.get(pkt.type)
         if handler is None:
             raise BadMessage(f"unexpected packet type {pkt.type_name}")
         handler(self, pkt)
@@ -486,7 +500,7 @@ def _close(sock: socket.socket) -> None:
         pass
 
 
-_HANDLERS = {
+Exchange.HANDLERS = {
     zp.DATA: Exchange._on_data,
     b"credit": Exchange._on_credit,
     b"keep-alive": Exchange._on_keepalive,

@@ -1,0 +1,286 @@
+"""WebSocket in stream mode (shared/zhttp/server.md section 8).
+
+The handshake is an HTTP exchange whose request carries a ``ws://`` uri:
+the handler's first data packet decides. A 101 completes the handshake
+(condure adds Upgrade, Connection, Sec-WebSocket-Accept); anything else is
+written as a plain HTTP response and the connection closes (D3); an
+``error`` with condition ``rejected`` becomes the rejection response.
+
+After the 101 a wsproto Connection takes over with the bytes h11 had already
+buffered. Client messages reach the handler in pieces under its credits
+(never reassembled); handler messages become frames, and their content
+bytes are returned as credits once written. Protocol violations close with
+1002/1007 and the handler gets that close (D2).
+"""
+from __future__ import annotations
+
+import base64
+import codecs
+import hashlib
+from collections import deque
+from typing import Any
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (BytesMessage, CloseConnection, Message, Ping, Pong,
+                            TextMessage)
+from wsproto.utilities import LocalProtocolError
+
+from ..errors import BadMessage, BufferExceeded, ClientGone, HandlerError
+from ..zhttp import packet as zp
+from . import http1
+from .parser import RequestHead
+from .stream import Exchange
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_CONTROL = 125
+# handler headers condure replaces with its own on the handshake response
+_WS_HEADERS = frozenset([b"upgrade", b"connection", b"sec-websocket-accept",
+                         b"sec-websocket-extensions", b"content-length", b"transfer-encoding"])
+
+
+def valid_upgrade(head: RequestHead) -> bool:
+    """condure's checks; an invalid upgrade is closed without a response."""
+    if head.method != b"GET" or head.chunked or head.content_length:
+        return False
+    key = head.header(b"sec-websocket-key")
+    return head.header(b"sec-websocket-version") == b"13" and bool(key) and len(key) <= 256
+
+
+def accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key.strip() + GUID).digest())
+
+
+def handshake_head(reason: bytes, headers: list[tuple[bytes, bytes]], key: bytes) -> bytes:
+    http1.check_headers(headers)
+    lines = [b"HTTP/1.1 101 %s\r\n" % reason]
+    lines += [b"%s: %s\r\n" % (n, v) for n, v in headers if n.lower() not in _WS_HEADERS]
+    lines += [b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
+              b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept_key(key)]
+    return b"".join(lines)
+
+
+def rejection(code: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """The handler's `rejected` answer, as condure writes it (no Connection header)."""
+    http1.check_headers(headers)
+    lines = [b"HTTP/1.1 %d %s\r\n" % (code, reason)]
+    lines += [b"%s: %s\r\n" % (n, v) for n, v in headers if n.lower() not in _WS_HEADERS]
+    lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+    return b"".join(lines) + body
+
+
+class WebSocketExchange(Exchange):
+    """A WebSocket session: handshake through the handler, then messages."""
+
+    HANDLERS: dict[bytes, Any]
+
+    def __init__(self, conn: Any, head: RequestHead) -> None:
+        super().__init__(conn, head)
+        self.persistent = False
+        self.ws: Connection | None = None
+        self.events: deque = deque()  # client events not yet forwarded (credits)
+        self._decoder = None  # incremental UTF-8 decoder of the handler's text message
+        self._out_binary = False
+        conn.inbox_max = conn.server.config.messages_max
+
+    def _send_request(self) -> None:
+        conn, head = self.conn, self.head
+        scheme = b"wss" if self.server.scheme == b"https" else b"ws"
+        uri = http1.request_uri(head, scheme)
+        conn.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
+        self._send_first(uri, more=False, stream=False)
+
+    # --- reading the client ------------------------------------------------
+
+    def _want_read(self) -> bool:
+        ws = self.ws
+        if ws is None or self.session.paused or self.events:
+            return False
+        return self.credits > 0 and ws.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING)
+
+    def _on_client_readable(self) -> None:
+        data = self.conn.recv_now()
+        if not data:
+            raise ClientGone("client closed the connection")
+        self._take_events(data)
+
+    def _take_events(self, data: bytes = b"") -> None:
+        assert self.ws is not None
+        if data:
+            self.ws.receive_data(data)
+        for ev in self.ws.events():
+            if isinstance(ev, Message):
+                body = ev.data.encode("utf-8") if isinstance(ev, TextMessage) else bytes(ev.data)
+                ctype = b"text" if isinstance(ev, TextMessage) else b"binary"
+                self.events.append((zp.DATA, ctype, body, ev.message_finished))
+            elif isinstance(ev, Ping):
+                self.events.append((b"ping", None, bytes(ev.payload), True))
+            elif isinstance(ev, Pong):
+                self.events.append((b"pong", None, bytes(ev.payload), True))
+            elif isinstance(ev, CloseConnection):
+                self.events.append((b"close", ev, b"", True))
+        self._forward()
+
+    def _forward(self) -> None:
+        """Send client events to the handler while its credits allow.
+
+        A message goes in pieces of at most min(credits, buffer size) bytes,
+        `more` on all but its last piece; ping/pong payloads use credits too.
+        """
+        events = self.events
+        while events:
+            kind, extra, body, finished = events[0]
+            if kind == b"close":
+                self._on_client_close(extra)
+            elif kind != zp.DATA:
+                if len(body) > self.credits:
+                    return
+                self.credits -= len(body)
+                self._send(kind, body=body)
+            elif not body:
+                if finished:  # an empty non-final frame makes no packet
+                    self._send(zp.DATA, content_type=extra)
+            else:
+                n = min(self.credits, self.conn.buffer_size, len(body))
+                if n == 0:
+                    return
+                self.credits -= n
+                last = finished and n == len(body)
+                self._send(zp.DATA, content_type=extra, body=body[:n], more=not last)
+                if n < len(body):
+                    events[0] = (kind, extra, body[n:], finished)
+                    continue
+            events.popleft()
+
+    def _on_client_close(self, ev: CloseConnection) -> None:
+        assert self.ws is not None
+        code = ev.code
+        reason = ev.reason.encode("utf-8") if ev.reason else b""
+        if self.ws.state is ConnectionState.OPEN:
+            # wsproto reports a protocol violation as a close it made up (D2)
+            self.conn.log.info("websocket protocol error: %s", ev.reason)
+            self._send(b"close", code=int(code))
+            self._write(CloseConnection(code=int(code)))
+            self.done = True
+            return
+        fields: dict[str, Any] = {}
+        if code not in (1005, 1006):  # 1005: the close frame carried no status
+            fields["code"] = int(code)
+        if reason:
+            fields["body"] = reason
+        self._send(b"close", **fields)
+        if self.ws.state is ConnectionState.CLOSED:
+            self.done = True  # this answered our close
+
+    # --- handler packets ----------------------------------------------------
+
+    def _start_response(self, pkt: zp.Packet) -> None:
+        if pkt.code != 101:
+            self._plain_response(pkt)
+            return
+        conn = self.conn
+        if pkt.body:
+            conn.log.warning("ignoring body of a 101 response")
+        key = self.head.header(b"sec-websocket-key") or b""
+        head = handshake_head(pkt.reason, pkt.headers, key)
+        if len(head) > conn.buffer_size:
+            raise BufferExceeded("response does not fit the write buffer")
+        self.written = True
+        conn.write(head)
+        self.response = http1.ResponseBody(http1.NO_BODY, 0, True)
+        if self.credits == 0:
+            self.credits = conn.buffer_size  # Pushpin sends no credits on accept
+        self.ws = Connection(ConnectionType.SERVER, trailing_data=conn.parser.leftover())
+        self._take_events()
+
+    def _plain_response(self, pkt: zp.Packet) -> None:
+        """D3: a non-101 answer is an ordinary HTTP response, then close."""
+        headers = [(n, v) for n, v in pkt.headers
+                   if n.lower() not in (b"upgrade", b"sec-websocket-accept", b"sec-websocket-extensions")]
+        pkt.headers = headers
+        self.persistent = False
+        super()._start_response(pkt)
+
+    def _on_data(self, pkt: zp.Packet) -> None:
+        if self.ws is None:
+            super()._on_data(pkt)
+            return
+        self.credits += pkt.credits
+        if len(pkt.body) > self.conn.buffer_size:
+            raise BufferExceeded("handler sent more than its credits")
+        self._send_message(pkt)
+        self._forward()
+
+    def _send_message(self, pkt: zp.Packet) -> None:
+        assert self.ws is not None
+        if self._decoder is None:  # first piece of a message decides its type
+            self._out_binary = pkt.content_type == b"binary"
+            self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        last = not pkt.more
+        if self._out_binary:
+            msg: Message = BytesMessage(data=pkt.body, message_finished=last)
+        else:
+            msg = TextMessage(data=self._decoder.decode(pkt.body, final=last), message_finished=last)
+        if last:
+            self._decoder = None
+        if self.ws.state is ConnectionState.OPEN:
+            self._write(msg)
+        if pkt.body:
+            self._send(b"credit", credits=len(pkt.body))
+
+    def _on_error(self, pkt: zp.Packet) -> None:
+        if self.ws is None and pkt.condition == b"rejected":
+            code = 200 if pkt.code is None else pkt.code
+            self.written = True
+            self.conn.write(rejection(code, pkt.reason, pkt.headers, pkt.body))
+            self.done = True
+            return
+        super()._on_error(pkt)
+
+    def _on_credit(self, pkt: zp.Packet) -> None:
+        self.credits += pkt.credits
+        if self.ws is not None:
+            self._forward()
+
+    def _on_control(self, pkt: zp.Packet) -> None:
+        if self.ws is None:
+            raise BadMessage(f"unexpected packet type {pkt.type_name}")
+        if len(pkt.body) > MAX_CONTROL:
+            raise BufferExceeded("control frame payload too large")
+        self.credits += pkt.credits
+        if self.ws.state is ConnectionState.OPEN:
+            self._write(Ping(payload=pkt.body) if pkt.type == b"ping" else Pong(payload=pkt.body))
+        if pkt.body:
+            self._send(b"credit", credits=len(pkt.body))
+        self._forward()
+
+    def _on_close(self, pkt: zp.Packet) -> None:
+        if self.ws is None:
+            raise BadMessage("unexpected packet type close")
+        code = 1000 if pkt.code is None else pkt.code
+        try:
+            reason = pkt.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HandlerError("close reason is not valid utf-8") from None
+        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            self._write(CloseConnection(code=code, reason=reason))
+        if self.ws.state is ConnectionState.CLOSED:
+            self.done = True
+
+    def _write(self, event: Any) -> None:
+        assert self.ws is not None
+        try:
+            data = self.ws.send(event)
+        except (LocalProtocolError, ValueError) as e:
+            raise BadMessage(f"cannot send to client: {e}") from None
+        self.conn.write(data)
+
+
+WebSocketExchange.HANDLERS = {
+    **Exchange.HANDLERS,
+    zp.DATA: WebSocketExchange._on_data,
+    b"credit": WebSocketExchange._on_credit,
+    b"error": WebSocketExchange._on_error,
+    b"ping": WebSocketExchange._on_control,
+    b"pong": WebSocketExchange._on_control,
+    b"close": WebSocketExchange._on_close,
+}
