@@ -20,8 +20,6 @@ def unsupported(cfg: Config) -> list[str]:
     out = []
     if cfg.workers > 1:
         out.append("--workers greater than 1")
-    if cfg.compression:
-        out.append("--compression")
     if cfg.zserver_req or cfg.zserver_stream:
         out.append("client mode (--zserver-req/--zserver-stream)")
     if len(cfg.listen) > 1:

@@ -23,6 +23,8 @@ from typing import Any
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (BytesMessage, CloseConnection, Message, Ping, Pong,
                             TextMessage)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ..errors import BadMessage, BufferExceeded, ClientGone, HandlerError
@@ -38,6 +40,83 @@ _WS_HEADERS = frozenset([b"upgrade", b"connection", b"sec-websocket-accept",
                          b"sec-websocket-extensions", b"content-length", b"transfer-encoding"])
 
 
+# Compressed input is fed to wsproto this many bytes at a time, and no more
+# while earlier output waits for credits: deflate inflates at most ~1032x, so
+# one step yields about 260 KB at worst (a decompression bomb stays bounded).
+DEFLATE_FEED = 256
+MAX_INFLATED_MESSAGE = 16 * 1024 * 1024  # larger compressed messages close with 1009
+
+_DEFLATE_FLAGS = ("client_no_context_takeover", "server_no_context_takeover")
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate that refuses to inflate one message past a cap."""
+
+    def __init__(self, **flags: bool) -> None:
+        super().__init__(**flags)
+        self._inflated = 0
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> Any:
+        return self._count(super().frame_inbound_payload_data(proto, data))
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> Any:
+        out = self._count(super().frame_inbound_complete(proto, fin))
+        if fin:
+            self._inflated = 0
+        return out
+
+    def _count(self, out: Any) -> Any:
+        if isinstance(out, (bytes, bytearray)):
+            self._inflated += len(out)
+            if self._inflated > MAX_INFLATED_MESSAGE:
+                return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+
+def negotiate_deflate(head: RequestHead) -> tuple[bytes, BoundedDeflate] | None:
+    """condure's rules: the first valid permessage-deflate offer wins.
+
+    Accepted parameters: the two no_context_takeover flags (echoed),
+    client_max_window_bits[=8..15] and server_max_window_bits only if 15
+    (never echoed: the server always uses 15). Anything else spoils the offer.
+    """
+    for n, v in head.headers:
+        if n.lower() != b"sec-websocket-extensions":
+            continue
+        for offer in v.decode("latin-1").split(","):
+            flags = _deflate_offer(offer)
+            if flags is not None:
+                value = "; ".join(["permessage-deflate"] + [f for f in _DEFLATE_FLAGS if flags.get(f)])
+                ext = BoundedDeflate(**flags)
+                ext.finalize(value)
+                return value.encode(), ext
+    return None
+
+
+def _deflate_offer(offer: str) -> dict[str, bool] | None:
+    parts = [p.strip() for p in offer.split(";")]
+    if parts[0] != "permessage-deflate":
+        return None
+    flags: dict[str, bool] = {}
+    seen = set()
+    for p in parts[1:]:
+        name, _, value = (x.strip() for x in p.partition("="))
+        if name in seen:
+            return None
+        seen.add(name)
+        if name in _DEFLATE_FLAGS and not value:
+            flags[name] = True
+        elif name == "client_max_window_bits":
+            if value and not (value.isdigit() and 8 <= int(value) <= 15):
+                return None
+        elif name == "server_max_window_bits":
+            if value != "15":
+                return None
+        else:
+            return None
+    return flags
+
+
 def valid_upgrade(head: RequestHead) -> bool:
     """condure's checks; an invalid upgrade is closed without a response."""
     if head.method != b"GET" or head.chunked or head.content_length:
@@ -50,12 +129,16 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key.strip() + GUID).digest())
 
 
-def handshake_head(reason: bytes, headers: list[tuple[bytes, bytes]], key: bytes) -> bytes:
+def handshake_head(reason: bytes, headers: list[tuple[bytes, bytes]], key: bytes,
+                   extension: bytes | None = None) -> bytes:
     http1.check_headers(headers)
     lines = [b"HTTP/1.1 101 %s\r\n" % reason]
     lines += [b"%s: %s\r\n" % (n, v) for n, v in headers if n.lower() not in _WS_HEADERS]
     lines += [b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
-              b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept_key(key)]
+              b"Sec-WebSocket-Accept: %s\r\n" % accept_key(key)]
+    if extension:
+        lines.append(b"Sec-WebSocket-Extensions: %s\r\n" % extension)
+    lines.append(b"\r\n")
     return b"".join(lines)
 
 
@@ -80,6 +163,9 @@ class WebSocketExchange(Exchange):
         self.events: deque = deque()  # client events not yet forwarded (credits)
         self._decoder = None  # incremental UTF-8 decoder of the handler's text message
         self._out_binary = False
+        self._wire = bytearray()  # client bytes not yet given to wsproto (compression)
+        self._feed = 0  # 0: give wsproto everything at once
+        self.deflate = negotiate_deflate(head) if conn.server.config.compression else None
         conn.inbox_max = conn.server.config.messages_max
 
     def _send_request(self) -> None:
@@ -93,7 +179,7 @@ class WebSocketExchange(Exchange):
 
     def _want_read(self) -> bool:
         ws = self.ws
-        if ws is None or self.session.paused or self.events:
+        if ws is None or self.session.paused or self.events or self._wire:
             return False
         return self.credits > 0 and ws.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING)
 
@@ -104,12 +190,28 @@ class WebSocketExchange(Exchange):
         self._take_events(data)
 
     def _take_events(self, data: bytes = b"") -> None:
+        if not self._feed:
+            self._parse(data)
+        else:
+            self._wire += data
+            self._feed_some()
+        self._forward()
+
+    def _feed_some(self) -> None:
+        """Give wsproto small pieces until some events come out (bounded inflation)."""
+        wire = self._wire
+        while wire and not self.events:
+            piece = bytes(wire[:self._feed])
+            del wire[:self._feed]
+            self._parse(piece)
+
+    def _parse(self, data: bytes) -> None:
         assert self.ws is not None
         if data:
             self.ws.receive_data(data)
         for ev in self.ws.events():
             if isinstance(ev, Message):
-                body = ev.data.encode("utf-8") if isinstance(ev, TextMessage) else bytes(ev.data)
+                body = memoryview(ev.data.encode("utf-8") if isinstance(ev, TextMessage) else ev.data)
                 ctype = b"text" if isinstance(ev, TextMessage) else b"binary"
                 self.events.append((zp.DATA, ctype, body, ev.message_finished))
             elif isinstance(ev, Ping):
@@ -118,7 +220,6 @@ class WebSocketExchange(Exchange):
                 self.events.append((b"pong", None, bytes(ev.payload), True))
             elif isinstance(ev, CloseConnection):
                 self.events.append((b"close", ev, b"", True))
-        self._forward()
 
     def _forward(self) -> None:
         """Send client events to the handler while its credits allow.
@@ -127,7 +228,12 @@ class WebSocketExchange(Exchange):
         `more` on all but its last piece; ping/pong payloads use credits too.
         """
         events = self.events
-        while events:
+        while True:
+            if not events:
+                if not self._wire:
+                    return
+                self._feed_some()
+                continue
             kind, extra, body, finished = events[0]
             if kind == b"close":
                 self._on_client_close(extra)
@@ -145,7 +251,7 @@ class WebSocketExchange(Exchange):
                     return
                 self.credits -= n
                 last = finished and n == len(body)
-                self._send(zp.DATA, content_type=extra, body=body[:n], more=not last)
+                self._send(zp.DATA, content_type=extra, body=bytes(body[:n]), more=not last)
                 if n < len(body):
                     events[0] = (kind, extra, body[n:], finished)
                     continue
@@ -181,7 +287,12 @@ class WebSocketExchange(Exchange):
         if pkt.body:
             conn.log.warning("ignoring body of a 101 response")
         key = self.head.header(b"sec-websocket-key") or b""
-        head = handshake_head(pkt.reason, pkt.headers, key)
+        ext_header, extensions = None, []
+        if self.deflate is not None:
+            ext_header, ext = self.deflate
+            extensions = [ext]
+            self._feed = DEFLATE_FEED
+        head = handshake_head(pkt.reason, pkt.headers, key, ext_header)
         if len(head) > conn.buffer_size:
             raise BufferExceeded("response does not fit the write buffer")
         self.written = True
@@ -189,8 +300,8 @@ class WebSocketExchange(Exchange):
         self.response = http1.ResponseBody(http1.NO_BODY, 0, True)
         if self.credits == 0:
             self.credits = conn.buffer_size  # Pushpin sends no credits on accept
-        self.ws = Connection(ConnectionType.SERVER, trailing_data=conn.parser.leftover())
-        self._take_events()
+        self.ws = Connection(ConnectionType.SERVER, extensions)
+        self._take_events(conn.parser.leftover())
 
     def _plain_response(self, pkt: zp.Packet) -> None:
         """D3: a non-101 answer is an ordinary HTTP response, then close."""
