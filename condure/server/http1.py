@@ -53,9 +53,12 @@ def is_persistent(head: RequestHead) -> bool:
 
 
 def wants_continue(head: RequestHead) -> bool:
-    if head.version != b"1.1" or not head.has_body or head.content_length == 0:
+    """HTTP/1.1 with a body (even Content-Length: 0) and the token
+    `100-continue`, matched case-sensitively as condure does."""
+    if head.version != b"1.1" or not head.has_body:
         return False
-    return b"100-continue" in head.tokens(b"expect")
+    return any(t.strip() == b"100-continue"
+               for n, v in head.headers if n.lower() == b"expect" for t in v.split(b","))
 
 
 def is_websocket(head: RequestHead) -> bool:

@@ -15,6 +15,7 @@ Transfer-Encoding (400), only the `chunked` coding (501).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import h11
@@ -72,21 +73,23 @@ class H11Parser:
 
     h11 wants to see a response before it parses the next request, so a new
     h11 connection is made per request, seeded with the bytes the previous
-    one had buffered (pipelined requests).
+    one had buffered (pipelined requests). The raw head bytes are kept while
+    the head is incomplete so the rules h11 is more lenient about than
+    condure's parser (blank lines before the request line are skipped,
+    obs-fold is refused, duplicate headers are kept as sent) apply here.
     """
 
     def __init__(self, max_head: int) -> None:
         self.max_head = max_head
         self._conn = self._new(b"")
-        self._fed = 0
-        self._head_done = False
 
     def _new(self, leftover: bytes) -> h11.Connection:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
-        if leftover:
-            conn.receive_data(leftover)
-        self._fed = len(leftover)
+        self._head_bytes = bytearray()
         self._head_done = False
+        self._conn = conn
+        if leftover:
+            self._feed_head(leftover)
         return conn
 
     @property
@@ -99,17 +102,31 @@ class H11Parser:
         return bytes(self._conn.trailing_data[0])
 
     def feed(self, data: bytes) -> None:
+        """Add received bytes; b"" announces the end of the input."""
+        if not self._head_done and data:
+            self._feed_head(data)
+            return
+        self._receive(data)
+
+    def _feed_head(self, data: bytes) -> None:
+        if not self._head_bytes:
+            data = data.lstrip(b"\r\n")  # empty lines before a request are skipped
+            if not data:
+                return
+        self._head_bytes += data[:self.max_head + 1 - len(self._head_bytes)]
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         try:
             self._conn.receive_data(data)
         except RuntimeError:
             # data after EOF was announced: nothing more can be parsed
             raise ClientGone("data after end of input") from None
-        self._fed += len(data)
 
     def next_request(self) -> None:
         """Start parsing the next request with whatever is left over."""
         leftover, closed = self._conn.trailing_data
-        self._conn = self._new(leftover)
+        self._new(bytes(leftover))
         if closed:
             self._conn.receive_data(b"")
 
@@ -135,11 +152,39 @@ class H11Parser:
         raise BadRequest(f"unexpected event {type(ev).__name__}")
 
     def _head(self, ev: h11.Request) -> RequestHead:
-        head_len = self._fed - self.buffered
-        if head_len > self.max_head:
+        raw = bytes(self._head_bytes)
+        end = _head_end(raw)
+        if end < 0 or end > self.max_head:
             raise BadRequest("request head too large", 431)
+        raw = raw[:end]
         self._head_done = True
-        return check_head(ev.method, ev.target, ev.http_version, list(ev.headers.raw_items()))
+        self._head_bytes = bytearray()
+        if _OBS_FOLD.search(raw):
+            raise BadRequest("obsolete line folding in header")
+        headers = list(ev.headers.raw_items())
+        if raw.lower().count(b"content-length") > 1:
+            headers = _raw_headers(raw)  # h11 merges identical Content-Length lines
+        return check_head(ev.method, ev.target, ev.http_version, headers)
+
+
+_OBS_FOLD = re.compile(rb"\n[ \t]")
+
+
+def _head_end(raw: bytes) -> int:
+    """Length of the head (through its blank line) in `raw`, or -1."""
+    m = re.search(rb"\r?\n\r?\n", raw)
+    return m.end() if m else -1
+
+
+def _raw_headers(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """Header pairs from a head h11 has already validated."""
+    out = []
+    for line in raw.split(b"\n")[1:]:
+        line = line.rstrip(b"\r")
+        if line:
+            name, _, value = line.partition(b":")
+            out.append((name, value.strip(b" \t")))
+    return out
 
 
 def check_head(method: bytes, target: bytes, version: bytes,

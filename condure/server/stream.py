@@ -161,7 +161,7 @@ class StreamConnection:
             self._flag("handler timeout")
             return None
         if s is not None and self.keepalive_due is not None and now >= self.keepalive_due:
-            if s.addr is not None and not s.paused:
+            if s.addr and not s.paused:
                 keepalives.setdefault(s.addr, []).append((s.id, s.next_seq()))
             self.keepalive_due = now + self.server.keepalive_interval
         return self._next_deadline()
@@ -387,9 +387,9 @@ class Exchange:
 
     def _apply(self, pkt: zp.Packet, seq: int | None) -> None:
         s = self.session
-        had_addr = s.addr is not None
+        had_addr = bool(s.addr)
         s.accept(pkt, seq, time.monotonic())
-        if not had_addr and s.addr is not None:
+        if not had_addr and s.addr:
             self.conn.keepalive_due = time.monotonic() + self.server.keepalive_interval
             self.conn.reschedule()
         if not self.started:
@@ -465,7 +465,7 @@ class Exchange:
 
     def _send(self, type_: bytes, **fields: Any) -> None:
         s = self.session
-        if s.addr is None:
+        if not s.addr:
             return  # no `from` seen: nowhere to route (condure's sends would fail too)
         payload = zp.session_packet(self.server.instance_id, s.id, s.next_seq(), type_, **fields)
         self.server.zsockets.send_to(s.addr, payload)

@@ -108,7 +108,8 @@ def _parse_headers(value: Any) -> list[Header]:
         raise ParseError("too many headers")
     out = []
     for pair in value:
-        if type(pair) is not list or len(pair) != 2:
+        # condure uses the first two items and ignores any others
+        if type(pair) is not list or len(pair) < 2:
             raise ParseError("header must be a list of two strings")
         name = _want(pair[0], bytes, "header name")
         val = _want(pair[1], bytes, "header value")

@@ -32,7 +32,7 @@ class Session:
         self.id = rid
         self.out_seq = 0
         self.in_seq = 0
-        self.addr: bytes | None = None  # handler address, known after its first packet
+        self.addr: bytes | None = None  # handler address: the latest packet's `from`
         self.last_handler = now
         self.paused = False  # between handoff-proceed and the next handler packet
 
@@ -55,8 +55,9 @@ class Session:
             self.in_seq += 1
         if len(packet.from_) > MAX_FROM_LEN:
             raise BadMessage("from address too long")
-        if packet.from_:
-            self.addr = packet.from_
+        # an empty `from` is applied too: later directed packets then have
+        # nowhere to go, as with condure
+        self.addr = packet.from_
         self.last_handler = now
         self.paused = False
 
