@@ -22,12 +22,6 @@ def unsupported(cfg: Config) -> list[str]:
         out.append("--workers greater than 1")
     if cfg.zserver_req or cfg.zserver_stream:
         out.append("client mode (--zserver-req/--zserver-stream)")
-    if len(cfg.listen) > 1:
-        out.append("more than one --listen")
-    for spec in cfg.listen:
-        for flag, name in ((not spec.stream, "req"), (spec.tls, "tls"), (spec.local, "local")):
-            if flag:
-                out.append(f"--listen ...,{name}")
     if cfg.http_parser == "httptools":
         out.append("--http-parser httptools")
     return out

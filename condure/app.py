@@ -7,21 +7,19 @@ packets, and one sweeper greenlet drives every timer through the wheel.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from typing import Any
 
 import gevent
-import gevent.socket as gsocket
 import zmq.green as zmq
 from gevent.pool import Pool
-from gevent.server import StreamServer
 
-from .config import Config, ListenSpec
+from .config import Config
 from .timer import TimerWheel, run_sweeper
 from .zhttp import packet as zp
 from .zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, SessionRegistry
-from .zhttp.sockets import SpecError, StreamSockets
+from .server.listener import ListenError, Listener
+from .zhttp.sockets import ReqSockets, SpecError, StreamSockets
 
 log = logging.getLogger("condure")
 log_app = logging.getLogger("condure.app")
@@ -36,13 +34,14 @@ class StartupError(Exception):
 class Server:
     """Shared state of one worker: what every connection greenlet needs."""
 
-    def __init__(self, config: Config, zsockets: StreamSockets, worker: int = 0) -> None:
+    def __init__(self, config: Config, zsockets: StreamSockets | None,
+                 zreq: ReqSockets | None = None, worker: int = 0) -> None:
         self.config = config
         self.instance_id = config.id.encode()
-        self.registry = SessionRegistry(worker, config.stream_maxconn)
+        self.registry = SessionRegistry(worker, config.stream_maxconn + config.req_maxconn)
         self.zsockets = zsockets
+        self.zreq = zreq
         self.wheel = TimerWheel()
-        self.scheme = b"http"
         # protocol constants, attributes so in-process tests can shorten them
         self.handler_timeout = HANDLER_TIMEOUT
         self.keepalive_interval = KEEPALIVE_INTERVAL
@@ -53,6 +52,16 @@ class Server:
         """A message from the SUB socket: parse it and hand it to its sessions."""
         try:
             pkt = zp.parse_message(frame)
+        except zp.ParseError as e:
+            self._warn_parse_error(e)
+            return
+        for owner, rid, seq in self.registry.route(pkt):
+            owner.deliver(rid, pkt, seq)
+
+    def on_req_message(self, payload: bytes) -> None:
+        """A reply from the req DEALER (no address prefix)."""
+        try:
+            pkt = zp.parse(payload)
         except zp.ParseError as e:
             self._warn_parse_error(e)
             return
@@ -83,68 +92,67 @@ class Server:
 
 
 class App:
+    """Builds the ZeroMQ sockets, the Server state and the listeners; runs them."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.ctx = zmq.Context()
-        self.servers: list[StreamServer] = []
+        self.listeners: list[Listener] = []
         self.greenlets: list[gevent.Greenlet] = []
         self.server: Server | None = None
+        self._zsockets: list[Any] = []
 
     def start(self) -> None:
         cfg = self.config
         hwm = max((cfg.req_maxconn + cfg.stream_maxconn) // 20, 1)
+        stream = any(spec.stream for spec in cfg.listen)
+        req = any(not spec.stream for spec in cfg.listen)
+        mode = "connect" if cfg.zclient_connect else "bind"
         try:
-            zs = StreamSockets(self.ctx, list(cfg.zclient_stream), cfg.id.encode(),
-                               cfg.zclient_connect, cfg.ipc_file_mode, hwm)
+            zs = zr = None
+            if stream:
+                zs = StreamSockets(self.ctx, list(cfg.zclient_stream), cfg.id.encode(),
+                                   cfg.zclient_connect, cfg.ipc_file_mode, hwm)
+                self._zsockets.append(zs)
+                log.info("zhttp client %s %s", mode, zs.describe())
+            if req:
+                zr = ReqSockets(self.ctx, list(cfg.zclient_req), cfg.zclient_connect,
+                                cfg.ipc_file_mode, hwm)
+                self._zsockets.append(zr)
+                log.info("zhttp client %s req %s", mode, zr.describe())
         except SpecError as e:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
             raise StartupError(f"zhttp client setup failed: {e}") from None
-        log.info("zhttp client %s %s", "connect" if cfg.zclient_connect else "bind", zs.describe())
-        server = Server(cfg, zs)
+        server = Server(cfg, zs, zr)
         self.server = server
-        zs.start(server.on_message)
+        if zs is not None:
+            zs.start(server.on_message)
+        if zr is not None:
+            zr.start(server.on_req_message)
         self.greenlets.append(gevent.spawn(run_sweeper, server.wheel, server.on_expired))
-        for spec in cfg.listen:
-            self._listen(spec, server)
+        self._listen(server)
 
-    def _listen(self, spec: ListenSpec, server: Server) -> None:
+    def _listen(self, server: Server) -> None:
+        from .server.req import ReqConnection
         from .server.stream import StreamConnection
 
-        pool = Pool(server.config.stream_maxconn)
-
-        def handle(sock: socket.socket, peer: Any) -> None:
-            if sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            slot = server.registry.take_slot()
+        cfg = self.config
+        pools = {True: Pool(cfg.stream_maxconn), False: Pool(cfg.req_maxconn)}
+        for spec in cfg.listen:
+            conn_class = StreamConnection if spec.stream else ReqConnection
             try:
-                StreamConnection(server, sock, peer, slot).run()
-            finally:
-                server.registry.release_slot(slot)
-
-        family = socket.AF_INET6 if ":" in spec.addr else socket.AF_INET
-        try:
-            listener = _bind_tcp(family, spec.addr, spec.port)
-        except OSError as e:
-            raise StartupError(f"failed to bind {spec.describe()}: {e.strerror}") from None
-        srv = StreamServer(listener, handle, spawn=pool)
-        srv.start()
-        self.servers.append(srv)
-        log.info("listening on %s", spec.describe())
+                listener = Listener(spec, server, pools[spec.stream], conn_class)
+            except ListenError as e:
+                raise StartupError(str(e)) from None
+            self.listeners.append(listener)
+        for listener in self.listeners:
+            listener.start()
 
     def stop(self) -> None:
-        for srv in self.servers:
-            srv.close()
+        for listener in self.listeners:
+            listener.close()
         gevent.killall(self.greenlets, block=False)
-        if self.server is not None:
-            self.server.zsockets.close()
+        for zs in self._zsockets:
+            zs.close()
         self.ctx.term()
-
-
-def _bind_tcp(family: int, addr: str, port: int) -> gsocket.socket:
-    sock = gsocket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((addr, port))
-    sock.listen(1024)
-    return sock

@@ -49,8 +49,10 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class StreamConnection:
     """Serves HTTP/1.x requests of one client socket, one session at a time."""
 
-    def __init__(self, server: Server, sock: socket.socket, peer: Any, slot: int) -> None:
+    def __init__(self, server: Server, sock: socket.socket, peer: Any, slot: int,
+                 scheme: bytes = b"http") -> None:
         self.server = server
+        self.scheme = scheme
         self.sock = sock
         self.peer = _peer_fields(peer)
         self.slot = slot
@@ -68,6 +70,7 @@ class StreamConnection:
         self._readable = False
         self._timeout: str | None = None
         self._io = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._tls = hasattr(sock, "pending")  # TLS may hold decrypted bytes the fd does not show
         sock.settimeout(self.stream_timeout)
 
     def __repr__(self) -> str:
@@ -112,6 +115,9 @@ class StreamConnection:
             return False
         if head is None:
             return False
+        return self._exchange(head)
+
+    def _exchange(self, head: RequestHead) -> bool:
         if http1.is_websocket(head):
             from .websocket import WebSocketExchange, valid_upgrade
             if not valid_upgrade(head):
@@ -198,6 +204,8 @@ class StreamConnection:
         if not read:
             ev.wait()
             return False
+        if self._tls and self.sock.pending():
+            return True
         self._readable = False
         self._io.start(self._on_readable)
         try:
@@ -325,7 +333,7 @@ class Exchange:
 
     def _send_request(self) -> None:
         conn, head = self.conn, self.head
-        uri = http1.request_uri(head, self.server.scheme)
+        uri = http1.request_uri(head, conn.scheme)
         conn.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
         more = head.chunked or bool(head.content_length)
         self._send_first(uri, more=more, stream=True)

@@ -170,7 +170,7 @@ class WebSocketExchange(Exchange):
 
     def _send_request(self) -> None:
         conn, head = self.conn, self.head
-        scheme = b"wss" if self.server.scheme == b"https" else b"ws"
+        scheme = b"wss" if conn.scheme == b"https" else b"ws"
         uri = http1.request_uri(head, scheme)
         conn.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
         self._send_first(uri, more=False, stream=False)

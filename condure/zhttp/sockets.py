@@ -101,6 +101,8 @@ class StreamSockets:
         while True:
             frames = sub.recv_multipart()
             for _ in range(READ_BATCH):
+                if log.isEnabledFor(TRACE):
+                    log.log(TRACE, "IN stream %r", frames[0])
                 self._dispatch(on_message, frames[0])
                 try:
                     frames = sub.recv_multipart(zmq.NOBLOCK)
@@ -110,8 +112,6 @@ class StreamSockets:
 
     @staticmethod
     def _dispatch(on_message: Callable[[bytes], None], frame: bytes) -> None:
-        if log.isEnabledFor(TRACE):
-            log.log(TRACE, "IN stream %r", frame)
         try:
             on_message(frame)
         except Exception:
@@ -140,3 +140,57 @@ class StreamSockets:
         gevent.killall(self._greenlets, block=False)
         for s in (self.push, self.router, self.sub):
             s.close(0)
+
+
+class ReqSockets:
+    """The DEALER of req-mode listeners: one request message, one reply message."""
+
+    def __init__(self, ctx: zmq.Context, specs: list[str], connect: bool, ipc_mode: int,
+                 hwm: int) -> None:
+        self.dealer = ctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.setsockopt(zmq.SNDHWM, hwm)
+        self.dealer.setsockopt(zmq.RCVHWM, hwm)
+        for spec in specs:
+            if not spec.startswith(("ipc://", "tcp://")):
+                raise SpecError(f"invalid req spec: {spec}")
+            attach(self.dealer, spec, connect, ipc_mode)
+        self.specs = specs
+        self._q: Queue = Queue()
+        self._greenlets: list[gevent.Greenlet] = []
+
+    def describe(self) -> str:
+        return " ".join(self.specs)
+
+    def start(self, on_message: Callable[[bytes], None]) -> None:
+        self._greenlets = [gevent.spawn(self._read_loop, on_message),
+                           gevent.spawn(self._write_loop)]
+
+    def send(self, payload: bytes) -> None:
+        self._q.put_nowait(payload)
+
+    def _read_loop(self, on_message: Callable[[bytes], None]) -> None:
+        dealer = self.dealer
+        while True:
+            frames = dealer.recv_multipart()
+            # the envelope ends at the empty delimiter; the first frame after it is the packet
+            try:
+                payload = frames[frames.index(b"") + 1]
+            except (ValueError, IndexError):
+                log.warning("req: message without an envelope delimiter dropped")
+                continue
+            if log.isEnabledFor(TRACE):
+                log.log(TRACE, "IN req %r", payload)
+            StreamSockets._dispatch(on_message, payload)
+
+    def _write_loop(self) -> None:
+        q, dealer = self._q, self.dealer
+        while True:
+            payload = q.get()
+            if log.isEnabledFor(TRACE):
+                log.log(TRACE, "OUT req %r", payload)
+            dealer.send_multipart([b"", payload])
+
+    def close(self) -> None:
+        gevent.killall(self._greenlets, block=False)
+        self.dealer.close(0)

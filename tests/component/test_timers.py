@@ -28,7 +28,7 @@ def app():
     a = App(cfg)
     a.start()
     a.base = f"ipc://{zdir}/client"
-    a.port = a.servers[0].server_port
+    a.port = a.listeners[0].port
     yield a
     a.stop()
     shutil.rmtree(zdir, ignore_errors=True)

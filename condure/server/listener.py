@@ -1,0 +1,129 @@
+"""Listening sockets: one gevent StreamServer per --listen.
+
+Each mode (stream, req) has one Pool sized by its maxconn, shared by all
+listeners of that mode; a full pool stops the servers from accepting, so
+further clients wait in the kernel backlog as with condure.
+"""
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import socket
+import stat
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.socket as gsocket
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from ..config import ListenSpec
+from .tls import Identities, server_context
+
+if TYPE_CHECKING:
+    from ..app import Server
+
+log = logging.getLogger("condure.listener")
+
+BACKLOG = 1024
+
+
+class ListenError(Exception):
+    pass
+
+
+def bind(spec: ListenSpec) -> gsocket.socket:
+    """A listening socket for the spec (TCP v4/v6 or a Unix socket path)."""
+    try:
+        if spec.local:
+            return _bind_unix(spec)
+        family = socket.AF_INET6 if ":" in spec.addr else socket.AF_INET
+        sock = gsocket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((spec.addr, spec.port))
+        sock.listen(BACKLOG)
+        return sock
+    except OSError as e:
+        raise ListenError(f"failed to bind {spec.describe()}: {e.strerror or e}") from None
+
+
+def _bind_unix(spec: ListenSpec) -> gsocket.socket:
+    path = spec.path or ""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # a stale socket from an earlier run
+    except FileNotFoundError:
+        pass
+    sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    if spec.mode is not None:
+        os.chmod(path, spec.mode)
+    if spec.user is not None or spec.group is not None:
+        uid = pwd.getpwnam(spec.user).pw_uid if spec.user else -1
+        gid = grp.getgrnam(spec.group).gr_gid if spec.group else -1
+        os.chown(path, uid, gid)
+    sock.listen(BACKLOG)
+    return sock
+
+
+class Listener:
+    """Accepts clients of one --listen and runs a connection greenlet for each."""
+
+    def __init__(self, spec: ListenSpec, server: Server, pool: Pool, conn_class: Any) -> None:
+        self.spec = spec
+        self.server = server
+        self.conn_class = conn_class
+        self.scheme = b"https" if spec.tls and not spec.local else b"http"
+        self.ssl_context = None
+        if self.scheme == b"https":
+            identities = Identities(server.config.tls_identities_dir)
+            self.ssl_context = server_context(identities, spec.default_cert)
+        self.sock = bind(spec)
+        self.stream_server = StreamServer(self.sock, self._handle, spawn=pool)
+
+    @property
+    def port(self) -> int:
+        return self.stream_server.server_port if not self.spec.local else 0
+
+    def start(self) -> None:
+        self.stream_server.start()
+        where = self.spec.describe()
+        log.info("listening on %s", f'"{where}" (pathname)' if self.spec.local else where)
+
+    def close(self) -> None:
+        self.stream_server.close()
+        if self.spec.local and self.spec.path:
+            try:
+                os.unlink(self.spec.path)
+            except OSError:
+                pass
+
+    def _handle(self, sock: gsocket.socket, peer: Any) -> None:
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if self.ssl_context is not None:
+            sock = self._handshake(sock)
+            if sock is None:
+                return
+        registry = self.server.registry
+        slot = registry.take_slot()
+        try:
+            self.conn_class(self.server, sock, peer, slot, self.scheme).run()
+        finally:
+            registry.release_slot(slot)
+
+    def _handshake(self, sock: gsocket.socket) -> Any:
+        """TLS handshake under the stream timeout; failures are logged at debug."""
+        try:
+            tls = self.ssl_context.wrap_socket(sock, server_side=True,
+                                               do_handshake_on_connect=False)
+            with gevent.Timeout(self.server.config.stream_timeout):
+                tls.do_handshake()
+            return tls
+        except (OSError, gevent.Timeout) as e:
+            log.debug("tls accept: %s", e)
+            sock.close()
+            return None

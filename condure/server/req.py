@@ -1,0 +1,135 @@
+"""Req mode (`--listen ...,req`): one DEALER message per request, one reply.
+
+shared/zhttp/server.md section 7 and client.md section 12: the whole body
+is read first (at most --body-buffer-size, else 413: our deviation from
+condure's hang), the request goes out with no from/seq/credits/stream, the
+first data reply for the id is the response (other replies are skipped),
+always framed with Content-Length. --req-timeout bounds the whole cycle and
+the wait for the next request on a persistent connection (504, D13).
+"""
+from __future__ import annotations
+
+import time
+
+from ..errors import BadHandlerResponse, BadRequest, ClientGone, CondureError
+from ..zhttp import packet as zp
+from . import http1
+from .parser import END, NEED_DATA, Body, RequestHead
+from .stream import StreamConnection
+
+WS_REFUSAL = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 48\r\n\r\n"
+              b"WebSockets not supported on req mode interface.\n")
+
+
+class ReqConnection(StreamConnection):
+    """A client connection on a req-mode listener."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.req_timeout = float(self.server.config.req_timeout)
+        self.sock.settimeout(self.req_timeout)
+        self.cycle_start = time.monotonic()
+        self._persistent = False
+
+    def _serve_one(self) -> bool:
+        self.cycle_start = time.monotonic()
+        return super()._serve_one()
+
+    # --- timers: one deadline per request cycle -------------------------
+
+    def _next_deadline(self) -> float:
+        return self.cycle_start + self.req_timeout
+
+    def on_timer(self, now: float, keepalives: dict) -> float | None:
+        if now >= self._next_deadline():
+            self._flag("req timeout")
+            return None
+        return self._next_deadline()
+
+    # --- one request -----------------------------------------------------
+
+    def _exchange(self, head: RequestHead) -> bool:
+        if http1.is_websocket(head):
+            self._refuse(WS_REFUSAL)
+            return False
+        written = False
+        try:
+            uri = http1.request_uri(head, self.scheme)
+            body = self._read_body(head)
+            pkt = self._ask(head, uri, body)
+            out = self._response(head, pkt)
+            written = True
+            self.write(out)
+        except BadRequest as e:
+            self.log.info("bad request: %s", e)
+            self._answer_and_close(e.status or 400)
+            return False
+        except CondureError as e:
+            self.log.debug("process error: %s (%s)", type(e).__name__, e)
+            if e.status is not None and not written and not isinstance(e, ClientGone):
+                self._answer_and_close(e.status)
+            return False
+        finally:
+            self._end_session()
+        if not self._persistent:
+            self.close_gracefully()
+            return False
+        self.parser.next_request()
+        return True
+
+    def _refuse(self, response: bytes) -> None:
+        try:
+            self.write(response)
+        except CondureError:
+            return
+        self.close_gracefully()
+
+    def _read_body(self, head: RequestHead) -> bytes:
+        body = bytearray()
+        if not head.has_body:
+            return b""
+        limit = self.server.config.body_buffer_size
+        while True:
+            ev = self.parser.next_event()
+            if ev is END:
+                return bytes(body)
+            if ev is NEED_DATA:
+                data = self.recv()
+                if not data:
+                    raise ClientGone("client closed the connection")
+                self.parser.feed(data)
+            elif isinstance(ev, Body):
+                body += ev.data
+                if len(body) > limit:
+                    raise BadRequest("request body larger than --body-buffer-size", 413)
+
+    def _ask(self, head: RequestHead, uri: bytes, body: bytes) -> zp.Packet:
+        """Send the request and wait for the first data reply for its id."""
+        rid = self.session.id  # type: ignore[union-attr]
+        self.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
+        self.server.registry.register(rid, self)
+        self.server.zreq.send(zp.request(b"", rid, head.method, uri, head.headers, 0, False,
+                                         False, self.peer, body=body, seq=False))
+        while True:
+            item = self.next_packet()
+            if item is None:
+                self.check_timeout()
+                self.wait(read=False)
+                continue
+            got, pkt, _seq = item
+            if got == rid and pkt.type == zp.DATA:
+                return pkt
+            self.log.debug("unexpected packet in req mode")
+
+    def _response(self, head: RequestHead, pkt: zp.Packet) -> bytes:
+        if len(pkt.body) > self.server.config.body_buffer_size:
+            err = BadHandlerResponse("reply body larger than --body-buffer-size")
+            err.status = None  # condure 1.10 closes with nothing written
+            raise err
+        headers = [(n, v) for n, v in pkt.headers if n.lower() != b"content-length"]
+        code = 200 if pkt.code is None else pkt.code
+        out, framer, self._persistent = http1.response_head(
+            head.version, code, pkt.reason, headers, pkt.body, False,
+            http1.is_persistent(head), head.method == b"HEAD")
+        return out + framer.frame(pkt.body, True)
+

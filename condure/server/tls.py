@@ -1,0 +1,82 @@
+"""TLS for `--listen ...,tls`: identities from --tls-identities-dir chosen by SNI.
+
+condure's lookup (shared/zhttp/server.md 1.2): the SNI host lower-cased names
+the files `HOST.crt` + `HOST.key`; if they are missing, the one-level
+wildcard file `_.rest.of.domain.crt`; else the listener's `default-cert`;
+else the handshake fails. Files are reloaded when their mtime changes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from typing import Any
+
+from gevent import ssl as gssl
+
+log = logging.getLogger("condure.tls")
+
+
+class Identities:
+    """SSL contexts per identity name, cached and reloaded on mtime change."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._cache: dict[str, tuple[float, ssl.SSLContext]] = {}
+
+    def paths(self, name: str) -> tuple[str, str]:
+        base = os.path.join(self.directory, name)
+        return base + ".crt", base + ".key"
+
+    def context(self, name: str) -> ssl.SSLContext | None:
+        """The context for identity `name`, or None if its files are missing/bad."""
+        crt, key = self.paths(name)
+        try:
+            mtime = max(os.stat(crt).st_mtime, os.stat(key).st_mtime)
+        except OSError:
+            return None
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        ctx = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.load_cert_chain(crt, key)
+        except (OSError, ssl.SSLError) as e:
+            log.warning("failed to load tls identity %s: %s", name, e)
+            return None
+        self._cache[name] = (mtime, ctx)
+        return ctx
+
+    def lookup(self, server_name: str | None, default: str | None) -> ssl.SSLContext | None:
+        if server_name:
+            host = server_name.lower()
+            ctx = self.context(host)
+            if ctx is None and "." in host:
+                ctx = self.context("_." + host.split(".", 1)[1])
+            if ctx is not None:
+                return ctx
+        return self.context(default) if default else None
+
+
+def server_context(identities: Identities, default: str | None) -> ssl.SSLContext:
+    """The listener's context: its SNI callback swaps in the identity's context.
+
+    Without SNI (or with no match) the default identity is used; if there is
+    none the handshake fails with an alert.
+    """
+    base = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+    def on_sni(sock: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        ctx = identities.lookup(server_name, default)
+        if ctx is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        sock.context = ctx
+        return None
+
+    base.sni_callback = on_sni
+    # a handshake without SNI never calls the callback: give the base the default cert
+    default_ctx = identities.lookup(None, default)
+    if default_ctx is not None:
+        crt, key = identities.paths(default)  # type: ignore[arg-type]
+        base.load_cert_chain(crt, key)
+    return base
