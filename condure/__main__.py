@@ -10,6 +10,7 @@ from gevent.event import Event
 
 from . import log as clog
 from .app import App, StartupError
+from .server.parser import httptools
 from .config import Config, ConfigError, parse_args
 
 log = logging.getLogger("condure")
@@ -22,8 +23,8 @@ def unsupported(cfg: Config) -> list[str]:
         out.append("--workers greater than 1")
     if cfg.zserver_req or cfg.zserver_stream:
         out.append("client mode (--zserver-req/--zserver-stream)")
-    if cfg.http_parser == "httptools":
-        out.append("--http-parser httptools")
+    if cfg.http_parser == "httptools" and httptools is None:
+        out.append("--http-parser httptools (httptools is not installed)")
     return out
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_args(sys.argv[1:] if argv is None else argv)
     except ConfigError as e:
         log.error("%s", e)
-        return 1
+        return e.exit_status  # 2 for command-line syntax, 1 for bad values (as condure)
     clog.setup(clog.level_for(cfg.log_level))
     missing = unsupported(cfg)
     if missing:

@@ -16,9 +16,16 @@ Transfer-Encoding (400), only the `chunked` coding (501).
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import h11
+
+try:
+    import httptools
+except ImportError:  # h11 is the always-available reference
+    httptools = None  # type: ignore[assignment]
 
 from ..errors import BadRequest, ClientGone
 
@@ -161,10 +168,9 @@ class H11Parser:
         self._head_bytes = bytearray()
         if _OBS_FOLD.search(raw):
             raise BadRequest("obsolete line folding in header")
-        headers = list(ev.headers.raw_items())
-        if raw.lower().count(b"content-length") > 1:
-            headers = _raw_headers(raw)  # h11 merges identical Content-Length lines
-        return check_head(ev.method, ev.target, ev.http_version, headers)
+        if raw.lower().count(b"\ncontent-length:") > 1:
+            raise BadRequest("more than one Content-Length")  # h11 would merge identical ones
+        return check_head(ev.method, ev.target, ev.http_version, list(ev.headers.raw_items()))
 
 
 _OBS_FOLD = re.compile(rb"\n[ \t]")
@@ -174,17 +180,6 @@ def _head_end(raw: bytes) -> int:
     """Length of the head (through its blank line) in `raw`, or -1."""
     m = re.search(rb"\r?\n\r?\n", raw)
     return m.end() if m else -1
-
-
-def _raw_headers(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """Header pairs from a head h11 has already validated."""
-    out = []
-    for line in raw.split(b"\n")[1:]:
-        line = line.rstrip(b"\r")
-        if line:
-            name, _, value = line.partition(b":")
-            out.append((name, value.strip(b" \t")))
-    return out
 
 
 def check_head(method: bytes, target: bytes, version: bytes,
@@ -197,12 +192,17 @@ def check_head(method: bytes, target: bytes, version: bytes,
     head = RequestHead(method, target, version, headers)
     lengths = []
     te = []
+    hosts = 0
     for n, v in headers:
         ln = n.lower()
         if ln == b"content-length":
             lengths.append(v)
         elif ln == b"transfer-encoding":
             te += [t.strip().lower() for t in v.split(b",")]
+        elif ln == b"host":
+            hosts += 1
+    if hosts > 1 or (hosts == 0 and version == b"1.1"):
+        raise BadRequest("HTTP/1.1 request needs exactly one Host header")
     if te:
         if lengths:
             raise BadRequest("both Content-Length and Transfer-Encoding")
@@ -215,18 +215,189 @@ def check_head(method: bytes, target: bytes, version: bytes,
 
 
 def _content_length(values: list[bytes]) -> int:
-    parsed = set()
-    for v in values:
-        for part in v.split(b","):
-            part = part.strip()
-            if not part.isdigit() or len(part) > 18:
-                raise BadRequest("invalid Content-Length")
-            parsed.add(int(part))
-    if len(parsed) != 1:
-        raise BadRequest("conflicting Content-Length values")
-    return parsed.pop()
+    # one plain decimal only: duplicates, even identical ones, are refused so
+    # that nothing downstream can read the length differently (smuggling)
+    if len(values) != 1:
+        raise BadRequest("more than one Content-Length")
+    v = values[0].strip()
+    if not v.isdigit() or len(v) > 18:
+        raise BadRequest("invalid Content-Length")
+    return int(v)
 
 
-def make_parser(kind: str, max_head: int) -> H11Parser:
-    """The parser selected by --http-parser (only h11 for now)."""
-    return H11Parser(max_head)
+class HttptoolsParser:
+    """llhttp (through httptools) behind the same pull interface as H11Parser.
+
+    llhttp is a push parser that runs through everything it is fed, so its
+    callbacks queue events (pipelined requests included) and `next_event`
+    hands them out in order; an error is queued as an event too, so the
+    requests before it are still served. Its own limits are none: head size
+    and header count are counted here and refused like h11's (431).
+    """
+
+    def __init__(self, max_head: int) -> None:
+        self.max_head = max_head
+        self._events: deque = deque()
+        self._pending = 0  # bytes represented by queued events
+        self._leftover = b""
+        self._failed = False
+        self._eof = False
+        self._done = False  # END handed out; the next request waits for next_request()
+        self._sniff: bytearray | None = bytearray()  # first request line, until we see its end
+        self._delegate: H11Parser | None = None  # takes over for a client using bare LFs
+        self._parser = httptools.HttpRequestParser(self)
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        self.on_message_begin()
+
+    # --- llhttp callbacks --------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 2  # the blank line
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._grow(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._grow(len(name) + len(value) + 4)
+
+    def _grow(self, n: int) -> None:
+        self._head_size += n
+        if self._head_size > self.max_head:
+            raise BadRequest("request head too large", 431)
+
+    def on_headers_complete(self) -> None:
+        p = self._parser
+        method = p.get_method()
+        version = p.get_http_version()
+        if version == "0.9":
+            raise BadRequest("illegal request line")  # no version: not an HTTP/1.x request
+        self._grow(len(method) + 12)  # request line: "M SP target SP HTTP/x.y CRLF"
+        headers, self._headers = self._headers, []  # trailers must not join the head
+        head = check_head(method, self._url, version.encode(), headers)
+        self._queue(head, self._head_size)
+
+    def on_body(self, body: bytes) -> None:
+        self._queue(Body(body), len(body))
+
+    def on_message_complete(self) -> None:
+        self._queue(END, 0)
+
+    def _queue(self, ev: Any, size: int) -> None:
+        self._events.append((ev, size))
+        self._pending += size
+
+    # --- the interface -------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        if self._delegate is not None:
+            return self._delegate.buffered
+        return self._pending
+
+    def leftover(self) -> bytes:
+        if self._delegate is not None:
+            return self._delegate.leftover()
+        return self._leftover
+
+    def feed(self, data: bytes) -> None:
+        if self._delegate is not None:
+            self._delegate.feed(data)
+            return
+        if self._sniff is not None and data:
+            data = self._sniff_first_line(data)
+            if not data:
+                return
+        if self._eof and data:
+            raise ClientGone("data after end of input")
+        if self._failed:
+            return
+        if not data:
+            self._eof = True
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._leftover = data[e.args[0]:]
+        except httptools.HttpParserCallbackError as e:
+            self._fail(e.__context__ if isinstance(e.__context__, BadRequest) else
+                       BadRequest("bad request"))
+        except httptools.HttpParserError as e:
+            self._fail(_llhttp_error(str(e), self._headers))
+
+    def _sniff_first_line(self, data: bytes) -> bytes:
+        """Hold back the connection's first bytes until its first line ends.
+
+        llhttp insists on CRLF in the request line; condure (and h11) accept
+        bare LFs, so such a client is parsed by h11 from then on.
+        """
+        sniff = self._sniff
+        assert sniff is not None
+        sniff += data
+        if sniff.lstrip(b"\r\n").find(b"\n") < 0 and len(sniff) <= self.max_head:
+            return b""
+        data, self._sniff = bytes(sniff), None
+        if _bare_lf(data):
+            self._delegate = H11Parser(self.max_head)
+            self._delegate.feed(data)
+            return b""
+        return data
+
+    def _fail(self, err: BadRequest) -> None:
+        self._failed = True
+        self._events.append((err, 0))
+
+    def next_request(self) -> None:
+        """Skip what is left of this request (its END when nobody asked for
+        it); the next request's events are already queued."""
+        if self._delegate is not None:
+            self._delegate.next_request()
+            return
+        while not self._done and self._events and not isinstance(self._events[0][0], BadRequest):
+            self.next_event()
+        self._done = False
+
+    def next_event(self) -> Any:
+        if self._delegate is not None:
+            return self._delegate.next_event()
+        if self._done:
+            return END
+        if not self._events:
+            if self._eof:
+                raise ClientGone("connection closed")
+            return NEED_DATA
+        ev, size = self._events.popleft()
+        self._pending -= size
+        if isinstance(ev, BadRequest):
+            raise ev
+        if ev is END:
+            self._done = True
+        return ev
+
+
+def _bare_lf(data: bytes) -> bool:
+    """Does the first line (after any empty lines) end with LF alone?"""
+    data = data.lstrip(b"\r\n")
+    end = data.find(b"\n")
+    return end > 0 and data[end - 1] != 0x0D
+
+
+def _llhttp_error(message: str, headers: list[tuple[bytes, bytes]]) -> BadRequest:
+    """Map an llhttp error to the status h11 (and D1) would give."""
+    for n, v in headers:
+        if n.lower() == b"transfer-encoding" and not any(
+                n2.lower() == b"content-length" for n2, _ in headers):
+            if [t.strip().lower() for t in v.split(b",")] != [b"chunked"]:
+                return BadRequest("unsupported transfer coding", 501)
+    return BadRequest(message)
+
+
+
+def make_parser(kind: str, max_head: int) -> Any:
+    """The parser selected by --http-parser: auto prefers httptools."""
+    if kind == "h11" or httptools is None:
+        return H11Parser(max_head)
+    return HttptoolsParser(max_head)

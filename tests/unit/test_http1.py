@@ -21,7 +21,12 @@ from condure.server.parser import RequestHead, check_head
 
 def req(*headers: tuple[bytes, bytes], target: bytes = b"/", version: bytes = b"1.1",
         method: bytes = b"GET") -> RequestHead:
-    return check_head(method, target, version, list(headers))
+    """A checked head with exactly `headers` (the Host rule is the parser's
+    business, tested in test_parser.py; these tests are about the mapping)."""
+    has_host = any(n.lower() == b"host" for n, _ in headers)
+    head = check_head(method, target, version, list(headers) + ([] if has_host else [(b"Host", b"x")]))
+    head.headers = list(headers)
+    return head
 
 
 # --- request_uri ------------------------------------------------------------
