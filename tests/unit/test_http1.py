@@ -23,8 +23,8 @@ def req(*headers: tuple[bytes, bytes], target: bytes = b"/", version: bytes = b"
         method: bytes = b"GET") -> RequestHead:
     """A checked head with exactly `headers` (the Host rule is the parser's
     business, tested in test_parser.py; these tests are about the mapping)."""
-    has_host = any(n.lower() == b"host" for n, _ in headers)
-    head = check_head(method, target, version, list(headers) + ([] if has_host else [(b"Host", b"x")]))
+    others = [(n, v) for n, v in headers if n.lower() != b"host"]
+    head = check_head(method, target, version, others + [(b"Host", b"x")])
     head.headers = list(headers)
     return head
 
