@@ -261,7 +261,7 @@ class HttptoolsParser:
         self._grow(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        self._headers.append((name, value.rstrip(b" \t")))  # llhttp keeps trailing OWS
         self._grow(len(name) + len(value) + 4)
 
     def _grow(self, n: int) -> None:

@@ -399,3 +399,10 @@ def test_request_head_helpers() -> None:
     assert h.header(b"missing") is None
     assert h.tokens(b"connection") == [b"keep-alive", b"upgrade", b"te", b"close"]
     assert h.tokens(b"missing") == []
+
+
+def test_header_whitespace_is_trimmed_on_both_sides(parser_cls: type) -> None:
+    parser = parser_cls(BUFFER_SIZE)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Spaces:   padded value   \r\nX-Empty:\r\n\r\n")
+    head = parser.next_event()
+    assert head.headers == [(b"Host", b"a"), (b"X-Spaces", b"padded value"), (b"X-Empty", b"")]
