@@ -52,8 +52,8 @@ def bind(spec: ListenSpec) -> gsocket.socket:
 def _bind_unix(spec: ListenSpec) -> gsocket.socket:
     path = spec.path or ""
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)  # a stale socket from an earlier run
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)  # whatever is there goes first, as with condure
     except FileNotFoundError:
         pass
     sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -61,8 +61,13 @@ def _bind_unix(spec: ListenSpec) -> gsocket.socket:
     if spec.mode is not None:
         os.chmod(path, spec.mode)
     if spec.user is not None or spec.group is not None:
-        uid = pwd.getpwnam(spec.user).pw_uid if spec.user else -1
-        gid = grp.getgrnam(spec.group).gr_gid if spec.group else -1
+        try:
+            uid = pwd.getpwnam(spec.user).pw_uid if spec.user else -1
+            gid = grp.getgrnam(spec.group).gr_gid if spec.group else -1
+        except KeyError as e:
+            sock.close()
+            os.unlink(path)
+            raise ListenError(f"failed to set owner of {path}: {e.args[0]}") from None
         os.chown(path, uid, gid)
     sock.listen(BACKLOG)
     return sock
