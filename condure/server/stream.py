@@ -71,6 +71,8 @@ class StreamConnection:
         self._timeout: str | None = None
         self._io = gevent.get_hub().loop.io(sock.fileno(), 1)
         self._tls = hasattr(sock, "pending")  # TLS may hold decrypted bytes the fd does not show
+        # the plain socket under gevent's wrapper, for calls known not to block
+        self._raw = None if self._tls else getattr(sock, "_sock", None)
         sock.settimeout(self.stream_timeout)
 
     def __repr__(self) -> str:
@@ -80,8 +82,11 @@ class StreamConnection:
 
     def run(self) -> None:
         try:
+            # no explicit yield between requests: every request waits for its
+            # handler's answer (and every read waits for readiness) through the
+            # hub, so a busy keep-alive client cannot starve the others
             while self._serve_one():
-                gevent.sleep(0)  # one busy keep-alive client must not starve the others
+                pass
         except Exception:
             self.log.exception("connection failed")
         finally:
@@ -236,8 +241,15 @@ class StreamConnection:
                 return self.recv_now()
 
     def recv_now(self) -> bytes:
+        """Read after `wait` said the socket is readable."""
         try:
-            data = self.sock.recv(self.buffer_size)
+            if self._raw is not None:
+                try:
+                    data = self._raw.recv(self.buffer_size)
+                except BlockingIOError:
+                    data = self.sock.recv(self.buffer_size)
+            else:
+                data = self.sock.recv(self.buffer_size)
         except (ConnectionError, OSError) as e:
             raise ClientGone(str(e)) from None
         self.last_io = time.monotonic()
@@ -245,7 +257,15 @@ class StreamConnection:
 
     def write(self, data: bytes) -> None:
         try:
-            self.sock.sendall(data)
+            if self._raw is not None:
+                try:
+                    sent = self._raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    self.sock.sendall(data[sent:])
+            else:
+                self.sock.sendall(data)
         except socket.timeout:
             raise Timeout("write timeout") from None
         except (ConnectionError, OSError) as e:

@@ -1,12 +1,17 @@
 """ZeroMQ transport for the client side (condure -> handlers).
 
 A zmq.green socket allows one waiting greenlet per direction, so each socket
-has exactly one reader and/or one writer greenlet; connections hand their
-packets to the writers through queues. The queues are unbounded on purpose:
-a session's sequence number is taken when its packet is queued, so a put
-must never block (it would let another packet of the same session overtake
-it). What bounds them is credits: a connection sends at most a few packets
-before it waits for its handler.
+has exactly one reader and/or one writer greenlet. Waiting is the only thing
+that needs zmq.green, though, and its wrappers cost 10x a plain call: a
+message that can go out at once is sent by the calling greenlet with the
+non-blocking Cython call, and the writer greenlet only takes over (through a
+queue, keeping order) when the socket would block. Readers drain with
+non-blocking calls and wait through zmq.green only when nothing is left.
+
+The queues are unbounded on purpose: a session's sequence number is taken
+when its packet is handed over, so handing over must never block (another
+packet of the same session could overtake it). What bounds them is credits:
+a connection sends at most a few packets before it waits for its handler.
 """
 from __future__ import annotations
 
@@ -17,12 +22,19 @@ from typing import Callable
 import gevent
 import zmq.green as zmq
 from gevent.queue import Queue
+from zmq.backend.cython._zmq import Socket as _RawSocket
 
 from ..log import TRACE
 
 log = logging.getLogger("condure.zhttpsocket")
 
-READ_BATCH = 64  # messages drained without waiting after a wake-up
+READ_BATCH = 64  # messages handled before other greenlets get a turn
+
+_send = _RawSocket.send
+_recv = _RawSocket.recv
+_get = _RawSocket.get
+NOBLOCK = zmq.NOBLOCK
+SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
 
 
 class SpecError(ValueError):
@@ -55,6 +67,94 @@ def attach(sock: zmq.Socket, endpoint: str, connect: bool, ipc_mode: int) -> Non
         os.chmod(endpoint[len("ipc://"):], ipc_mode)
 
 
+class Outbox:
+    """Sends on one zmq.green socket in order, waiting only in its own greenlet."""
+
+    def __init__(self, sock: zmq.Socket, name: str, direct: bool = True) -> None:
+        self.sock = sock
+        self.name = name
+        # direct sends bypass zmq.green's wake-up of a reader waiting on the
+        # same socket, so a socket that is also read must not use them
+        self.direct = direct
+        self._q: Queue = Queue()
+        self._busy = False  # the writer holds a message it could not send yet
+
+    def send(self, frames: tuple[bytes, ...]) -> None:
+        if log.isEnabledFor(TRACE):
+            log.log(TRACE, "OUT %s %r", self.name, frames)
+        if self.direct and not self._busy and self._q.empty():  # (a gevent Queue is always true)
+            try:
+                self._send_now(frames)
+                return
+            except zmq.Again:
+                pass
+            except zmq.ZMQError as e:
+                self._failed(frames, e)
+                return
+        self._q.put_nowait(frames)
+
+    def _send_now(self, frames: tuple[bytes, ...]) -> None:
+        sock = self.sock
+        for f in frames[:-1]:
+            _send(sock, f, SNDMORE_NOBLOCK, True, False)
+        _send(sock, frames[-1], NOBLOCK, True, False)
+
+    def _failed(self, frames: tuple[bytes, ...], e: zmq.ZMQError) -> None:
+        # a ROUTER send to a handler that is gone: condure logs and drops it
+        log.debug("%s zmq send to %r: %s", self.name, frames[0], e.strerror)
+
+    def run(self) -> None:
+        """The writer greenlet: the blocking sends, in order."""
+        q, sock = self._q, self.sock
+        while True:
+            frames = q.get()
+            self._busy = True
+            try:
+                sock.send_multipart(frames)
+            except zmq.ZMQError as e:
+                self._failed(frames, e)
+            finally:
+                self._busy = False
+
+
+def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes | None],
+              on_message: Callable[[bytes], None]) -> None:
+    """The reader greenlet: drain without waiting, wait through zmq.green when empty."""
+    trace = log.isEnabledFor(TRACE)
+    while True:
+        for _ in range(READ_BATCH):
+            try:
+                frames = [_recv(sock, NOBLOCK, True, False)]
+            except zmq.Again:
+                frames = sock.recv_multipart()  # nothing left: wait
+            else:
+                while _get(sock, zmq.RCVMORE):
+                    frames.append(_recv(sock, NOBLOCK, True, False))
+            payload = pick(frames)
+            if payload is None:
+                continue
+            if trace:
+                log.log(TRACE, "IN %s %r", name, payload)
+            try:
+                on_message(payload)
+            except Exception:
+                log.exception("error handling handler packet")
+        gevent.sleep(0)  # let the connections run before the next batch
+
+
+def _first_frame(frames: list[bytes]) -> bytes:
+    return frames[0]
+
+
+def _after_delimiter(frames: list[bytes]) -> bytes | None:
+    """The first frame after the envelope's empty delimiter (DEALER replies)."""
+    try:
+        return frames[frames.index(b"") + 1]
+    except (ValueError, IndexError):
+        log.warning("req: message without an envelope delimiter dropped")
+        return None
+
+
 class StreamSockets:
     """PUSH (first packets), ROUTER (directed packets) and SUB (handler packets)."""
 
@@ -76,8 +176,8 @@ class StreamSockets:
             attach(self.router, out_stream, connect, ipc_mode)
             attach(self.sub, in_, connect, ipc_mode)
         self.endpoints = endpoints
-        self._push_q: Queue = Queue()
-        self._router_q: Queue = Queue()
+        self._push = Outbox(self.push, "stream")
+        self._router = Outbox(self.router, "stream to")
         self._greenlets: list[gevent.Greenlet] = []
 
     def describe(self) -> str:
@@ -85,56 +185,16 @@ class StreamSockets:
 
     def start(self, on_message: Callable[[bytes], None]) -> None:
         self._greenlets = [
-            gevent.spawn(self._read_loop, on_message),
-            gevent.spawn(self._push_loop),
-            gevent.spawn(self._router_loop),
+            gevent.spawn(read_loop, self.sub, "stream", _first_frame, on_message),
+            gevent.spawn(self._push.run),
+            gevent.spawn(self._router.run),
         ]
 
     def send_first(self, payload: bytes) -> None:
-        self._push_q.put_nowait(payload)
+        self._push.send((payload,))
 
     def send_to(self, addr: bytes, payload: bytes) -> None:
-        self._router_q.put_nowait((addr, payload))
-
-    def _read_loop(self, on_message: Callable[[bytes], None]) -> None:
-        sub = self.sub
-        while True:
-            frames = sub.recv_multipart()
-            for _ in range(READ_BATCH):
-                if log.isEnabledFor(TRACE):
-                    log.log(TRACE, "IN stream %r", frames[0])
-                self._dispatch(on_message, frames[0])
-                try:
-                    frames = sub.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-            gevent.sleep(0)  # let the connections run before the next batch
-
-    @staticmethod
-    def _dispatch(on_message: Callable[[bytes], None], frame: bytes) -> None:
-        try:
-            on_message(frame)
-        except Exception:
-            log.exception("error handling handler packet")
-
-    def _push_loop(self) -> None:
-        q, push = self._push_q, self.push
-        while True:
-            payload = q.get()
-            if log.isEnabledFor(TRACE):
-                log.log(TRACE, "OUT stream %r", payload)
-            push.send(payload)
-
-    def _router_loop(self) -> None:
-        q, router = self._router_q, self.router
-        while True:
-            addr, payload = q.get()
-            if log.isEnabledFor(TRACE):
-                log.log(TRACE, "OUT stream to %r %r", addr, payload)
-            try:
-                router.send_multipart([addr, b"", payload])
-            except zmq.ZMQError as e:
-                log.debug("stream zmq send to %r: %s", addr, e.strerror)
+        self._router.send((addr, b"", payload))
 
     def close(self) -> None:
         gevent.killall(self._greenlets, block=False)
@@ -156,40 +216,18 @@ class ReqSockets:
                 raise SpecError(f"invalid req spec: {spec}")
             attach(self.dealer, spec, connect, ipc_mode)
         self.specs = specs
-        self._q: Queue = Queue()
+        self._out = Outbox(self.dealer, "req", direct=False)
         self._greenlets: list[gevent.Greenlet] = []
 
     def describe(self) -> str:
         return " ".join(self.specs)
 
     def start(self, on_message: Callable[[bytes], None]) -> None:
-        self._greenlets = [gevent.spawn(self._read_loop, on_message),
-                           gevent.spawn(self._write_loop)]
+        self._greenlets = [gevent.spawn(read_loop, self.dealer, "req", _after_delimiter, on_message),
+                           gevent.spawn(self._out.run)]
 
     def send(self, payload: bytes) -> None:
-        self._q.put_nowait(payload)
-
-    def _read_loop(self, on_message: Callable[[bytes], None]) -> None:
-        dealer = self.dealer
-        while True:
-            frames = dealer.recv_multipart()
-            # the envelope ends at the empty delimiter; the first frame after it is the packet
-            try:
-                payload = frames[frames.index(b"") + 1]
-            except (ValueError, IndexError):
-                log.warning("req: message without an envelope delimiter dropped")
-                continue
-            if log.isEnabledFor(TRACE):
-                log.log(TRACE, "IN req %r", payload)
-            StreamSockets._dispatch(on_message, payload)
-
-    def _write_loop(self) -> None:
-        q, dealer = self._q, self.dealer
-        while True:
-            payload = q.get()
-            if log.isEnabledFor(TRACE):
-                log.log(TRACE, "OUT req %r", payload)
-            dealer.send_multipart([b"", payload])
+        self._out.send((b"", payload))
 
     def close(self) -> None:
         gevent.killall(self._greenlets, block=False)
