@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -9,7 +10,8 @@ import gevent
 from gevent.event import Event
 
 from . import log as clog
-from .app import App, StartupError
+from . import workers
+from .app import App, StartupError, WorkerInfo
 from .server.parser import httptools
 from .config import Config, ConfigError, parse_args
 
@@ -19,8 +21,6 @@ log = logging.getLogger("condure")
 def unsupported(cfg: Config) -> list[str]:
     """Options that parse but whose feature is not built yet."""
     out = []
-    if cfg.workers > 1:
-        out.append("--workers greater than 1")
     if cfg.zserver_req or cfg.zserver_stream:
         out.append("client mode (--zserver-req/--zserver-stream)")
     if cfg.http_parser == "httptools" and httptools is None:
@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         log.error("%s is not supported yet", missing[0])
         return 1
+    worker = os.environ.get(workers.ENV)
+    if worker:
+        info = WorkerInfo.decode(worker)
+        return serve(workers.worker_config(cfg, info.count), info)
+    if cfg.workers > 1:
+        return workers.run(cfg, sys.argv[1:] if argv is None else argv)
     if cfg.sizes:
         from .server.stream import StreamConnection
         print(f"StreamConnection: {StreamConnection.__basicsize__} bytes")
@@ -47,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     return serve(cfg)
 
 
-def serve(cfg: Config) -> int:
+def serve(cfg: Config, worker: WorkerInfo | None = None) -> int:
     log.info("starting...")
-    app = App(cfg)
+    app = App(cfg, worker)
     try:
         app.start()
     except StartupError as e:

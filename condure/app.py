@@ -7,14 +7,17 @@ packets, and one sweeper greenlet drives every timer through the wheel.
 from __future__ import annotations
 
 import logging
+import socket
+from dataclasses import dataclass
 import time
 from typing import Any
 
 import gevent
+import gevent.socket as gsocket
 import zmq.green as zmq
 from gevent.pool import Pool
 
-from .config import Config
+from .config import Config, ListenSpec
 from .timer import TimerWheel, run_sweeper
 from .zhttp import packet as zp
 from .zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, SessionRegistry
@@ -35,9 +38,10 @@ class Server:
     """Shared state of one worker: what every connection greenlet needs."""
 
     def __init__(self, config: Config, zsockets: StreamSockets | None,
-                 zreq: ReqSockets | None = None, worker: int = 0) -> None:
+                 zreq: ReqSockets | None = None, worker: int = 0,
+                 instance_id: bytes | None = None) -> None:
         self.config = config
-        self.instance_id = config.id.encode()
+        self.instance_id = instance_id or config.id.encode()
         self.registry = SessionRegistry(worker, config.stream_maxconn + config.req_maxconn)
         self.zsockets = zsockets
         self.zreq = zreq
@@ -91,11 +95,32 @@ class Server:
                 self.zsockets.send_to(addr, zp.multi_packet(self.instance_id, group, b"keep-alive"))
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker process of `--workers N` gets from its parent (D15)."""
+    index: int
+    count: int
+    dir: str  # the parent's internal ipc endpoints live here
+    fds: tuple[int, ...]  # listening sockets, one per --listen
+    instance_id: bytes  # this worker's own `from`: handlers' replies reach it by subscription
+
+    def encode(self) -> str:
+        fds = ",".join(str(fd) for fd in self.fds)
+        return f"{self.index}:{self.count}:{fds}:{self.instance_id.decode()}:{self.dir}"
+
+    @classmethod
+    def decode(cls, text: str) -> WorkerInfo:
+        index, count, fds, instance_id, d = text.split(":", 4)
+        return cls(int(index), int(count), d, tuple(int(f) for f in fds.split(",") if f),
+                   instance_id.encode())
+
+
 class App:
     """Builds the ZeroMQ sockets, the Server state and the listeners; runs them."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: WorkerInfo | None = None) -> None:
         self.config = config
+        self.worker = worker
         self.ctx = zmq.Context()
         self.listeners: list[Listener] = []
         self.greenlets: list[gevent.Greenlet] = []
@@ -103,28 +128,33 @@ class App:
         self._zsockets: list[Any] = []
 
     def start(self) -> None:
-        cfg = self.config
+        cfg, w = self.config, self.worker
         hwm = max((cfg.req_maxconn + cfg.stream_maxconn) // 20, 1)
         stream = any(spec.stream for spec in cfg.listen)
         req = any(not spec.stream for spec in cfg.listen)
+        instance_id = cfg.id.encode() if w is None else w.instance_id
         mode = "connect" if cfg.zclient_connect else "bind"
         try:
             zs = zr = None
             if stream:
-                zs = StreamSockets(self.ctx, list(cfg.zclient_stream), cfg.id.encode(),
-                                   cfg.zclient_connect, cfg.ipc_file_mode, hwm)
+                internal = None if w is None else [internal_stream_endpoints(w.dir)]
+                zs = StreamSockets(self.ctx, list(cfg.zclient_stream), instance_id,
+                                   cfg.zclient_connect, cfg.ipc_file_mode, hwm, internal)
                 self._zsockets.append(zs)
-                log.info("zhttp client %s %s", mode, zs.describe())
+                if w is None:
+                    log.info("zhttp client %s %s", mode, zs.describe())
             if req:
-                zr = ReqSockets(self.ctx, list(cfg.zclient_req), cfg.zclient_connect,
-                                cfg.ipc_file_mode, hwm)
+                specs = list(cfg.zclient_req) if w is None else [internal_req_endpoint(w.dir)]
+                zr = ReqSockets(self.ctx, specs, cfg.zclient_connect or w is not None,
+                                cfg.ipc_file_mode, hwm, None if w is None else b"%d" % w.index)
                 self._zsockets.append(zr)
-                log.info("zhttp client %s req %s", mode, zr.describe())
+                if w is None:
+                    log.info("zhttp client %s req %s", mode, zr.describe())
         except SpecError as e:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
             raise StartupError(f"zhttp client setup failed: {e}") from None
-        server = Server(cfg, zs, zr)
+        server = Server(cfg, zs, zr, 0 if w is None else w.index, instance_id)
         self.server = server
         if zs is not None:
             zs.start(server.on_message)
@@ -137,12 +167,13 @@ class App:
         from .server.req import ReqConnection
         from .server.stream import StreamConnection
 
-        cfg = self.config
+        cfg, w = self.config, self.worker
         pools = {True: Pool(cfg.stream_maxconn), False: Pool(cfg.req_maxconn)}
-        for spec in cfg.listen:
+        for i, spec in enumerate(cfg.listen):
             conn_class = StreamConnection if spec.stream else ReqConnection
+            sock = None if w is None else inherited_socket(w.fds[i], spec)
             try:
-                listener = Listener(spec, server, pools[spec.stream], conn_class)
+                listener = Listener(spec, server, pools[spec.stream], conn_class, sock)
             except ListenError as e:
                 raise StartupError(str(e)) from None
             self.listeners.append(listener)
@@ -156,3 +187,17 @@ class App:
         for zs in self._zsockets:
             zs.close()
         self.ctx.term()
+
+
+def internal_stream_endpoints(d: str) -> tuple[str, str, str]:
+    """The parent's side of the worker proxies: first packets, directed packets, replies."""
+    return f"ipc://{d}/push", f"ipc://{d}/route", f"ipc://{d}/sub"
+
+
+def internal_req_endpoint(d: str) -> str:
+    return f"ipc://{d}/req"
+
+
+def inherited_socket(fd: int, spec: ListenSpec) -> gsocket.socket:
+    family = socket.AF_UNIX if spec.local else (socket.AF_INET6 if ":" in spec.addr else socket.AF_INET)
+    return gsocket.socket(family, socket.SOCK_STREAM, fileno=fd)

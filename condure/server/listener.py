@@ -76,7 +76,9 @@ def _bind_unix(spec: ListenSpec) -> gsocket.socket:
 class Listener:
     """Accepts clients of one --listen and runs a connection greenlet for each."""
 
-    def __init__(self, spec: ListenSpec, server: Server, pool: Pool, conn_class: Any) -> None:
+    def __init__(self, spec: ListenSpec, server: Server, pool: Pool, conn_class: Any,
+                 sock: gsocket.socket | None = None) -> None:
+        """`sock`: an already listening socket (a worker gets its parent's)."""
         self.spec = spec
         self.server = server
         self.conn_class = conn_class
@@ -85,7 +87,8 @@ class Listener:
         if self.scheme == b"https":
             identities = Identities(server.config.tls_identities_dir)
             self.ssl_context = server_context(identities, spec.default_cert)
-        self.sock = bind(spec)
+        self.owner = sock is None  # only the process that bound a Unix path removes it
+        self.sock = bind(spec) if sock is None else sock
         self.stream_server = StreamServer(self.sock, self._handle, spawn=pool)
 
     @property
@@ -99,7 +102,7 @@ class Listener:
 
     def close(self) -> None:
         self.stream_server.close()
-        if self.spec.local and self.spec.path:
+        if self.owner and self.spec.local and self.spec.path:
             try:
                 os.unlink(self.spec.path)
             except OSError:

@@ -159,22 +159,28 @@ class StreamSockets:
     """PUSH (first packets), ROUTER (directed packets) and SUB (handler packets)."""
 
     def __init__(self, ctx: zmq.Context, bases: list[str], instance_id: bytes,
-                 connect: bool, ipc_mode: int, hwm: int) -> None:
-        endpoints = [stream_endpoints(b) for b in bases]
+                 connect: bool, ipc_mode: int, hwm: int,
+                 endpoints: list[tuple[str, str, str]] | None = None) -> None:
+        """`endpoints` instead of `bases`: a worker process behind the parent's
+        proxies (D15), whose directed packets go out on a PUSH with the
+        handler's identity as first frame for the parent's ROUTER."""
+        worker = endpoints is not None
+        endpoints = endpoints or [stream_endpoints(b) for b in bases]
         self.push = ctx.socket(zmq.PUSH)
-        self.router = ctx.socket(zmq.ROUTER)
+        self.router = ctx.socket(zmq.PUSH if worker else zmq.ROUTER)
         self.sub = ctx.socket(zmq.SUB)
         for s in (self.push, self.router, self.sub):
             s.setsockopt(zmq.LINGER, 0)
         self.push.setsockopt(zmq.SNDHWM, hwm)
         self.router.setsockopt(zmq.SNDHWM, hwm)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if not worker:
+            self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sub.setsockopt(zmq.RCVHWM, hwm)
         self.sub.setsockopt(zmq.SUBSCRIBE, instance_id + b" ")
         for out, out_stream, in_ in endpoints:
-            attach(self.push, out, connect, ipc_mode)
-            attach(self.router, out_stream, connect, ipc_mode)
-            attach(self.sub, in_, connect, ipc_mode)
+            attach(self.push, out, connect or worker, ipc_mode)
+            attach(self.router, out_stream, connect or worker, ipc_mode)
+            attach(self.sub, in_, connect or worker, ipc_mode)
         self.endpoints = endpoints
         self._push = Outbox(self.push, "stream")
         self._router = Outbox(self.router, "stream to")
@@ -206,8 +212,10 @@ class ReqSockets:
     """The DEALER of req-mode listeners: one request message, one reply message."""
 
     def __init__(self, ctx: zmq.Context, specs: list[str], connect: bool, ipc_mode: int,
-                 hwm: int) -> None:
+                 hwm: int, identity: bytes | None = None) -> None:
         self.dealer = ctx.socket(zmq.DEALER)
+        if identity is not None:  # a worker: the parent routes replies by it
+            self.dealer.setsockopt(zmq.IDENTITY, identity)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.setsockopt(zmq.SNDHWM, hwm)
         self.dealer.setsockopt(zmq.RCVHWM, hwm)

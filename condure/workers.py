@@ -1,0 +1,241 @@
+"""`--workers N` (N > 1): a parent process in front of N worker processes (D15).
+
+The parent binds everything the outside sees: the listening sockets (handed
+to the workers, which all accept on them) and the ZeroMQ endpoints handlers
+connect to. libzmq's own proxies, in threads, forward stream-mode traffic so
+no Python code touches those messages:
+
+* workers' first packets: PULL (internal) -> PUSH (BASE-out);
+* workers' directed packets: PULL (internal) -> ROUTER (BASE-out-stream),
+  the handler's identity travelling as the first frame;
+* handlers' packets: XSUB (BASE-in) -> XPUB (internal); each worker's SUB
+  subscribes to its own `from` (`<id>-<index>`), so replies reach the worker
+  that sent the request by subscription, filtered at the handlers' PUBs.
+
+Req mode keeps condure's 3-frame envelope at the handler, so its replies are
+routed to the worker named in the id (`<worker>-<slot>-<counter>`) by a small
+forwarder thread. A worker that dies is logged and started again; SIGTERM or
+SIGINT stop the workers and the parent; a second signal kills them at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import tnetstring
+import zmq
+
+from .app import StartupError, WorkerInfo, internal_req_endpoint, internal_stream_endpoints
+from .config import Config
+from .server.listener import ListenError, bind
+from .zhttp.sockets import SpecError, attach, stream_endpoints
+
+log = logging.getLogger("condure.workers")
+
+ENV = "CONDURE_WORKER"
+RESTART_DELAY = 1.0  # seconds before a dead worker is started again
+STOP_GRACE = 10.0  # seconds workers get to stop before they are killed
+
+
+def worker_config(cfg: Config, count: int) -> Config:
+    """Each worker gets its share of the connection limits, as condure divides them."""
+    return dataclasses.replace(cfg, stream_maxconn=max(cfg.stream_maxconn // count, 1),
+                               req_maxconn=max(cfg.req_maxconn // count, 1))
+
+
+class Parent:
+    def __init__(self, cfg: Config, argv: list[str]) -> None:
+        self.cfg = cfg
+        self.argv = argv
+        self.count = cfg.workers
+        self.dir = tempfile.mkdtemp(prefix="condure-w")
+        self.ctx = zmq.Context()
+        self.listen_socks: list = []
+        self.children: dict[int, subprocess.Popen] = {}
+        self.stopping = 0
+
+    # --- set-up -------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self.listen_socks = [bind(spec) for spec in self.cfg.listen]
+        except ListenError as e:
+            raise StartupError(str(e)) from None
+        for s in self.listen_socks:
+            s.set_inheritable(True)
+        try:
+            if any(spec.stream for spec in self.cfg.listen):
+                self._stream_proxies()
+            if any(not spec.stream for spec in self.cfg.listen):
+                self._req_forwarder()
+        except SpecError as e:
+            raise StartupError(str(e)) from None
+        except zmq.ZMQError as e:
+            raise StartupError(f"zhttp client setup failed: {e}") from None
+        for spec in self.cfg.listen:
+            log.info("listening on %s", spec.describe())
+        for i in range(self.count):
+            self._spawn(i)
+
+    def _external(self, kind: int, endpoints: list[str], hwm: int) -> zmq.Socket:
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, hwm)
+        s.setsockopt(zmq.RCVHWM, hwm)
+        for ep in endpoints:
+            attach(s, ep, self.cfg.zclient_connect, self.cfg.ipc_file_mode)
+        return s
+
+    def _internal(self, kind: int, endpoint: str) -> zmq.Socket:
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 0)
+        s.setsockopt(zmq.RCVHWM, 0)
+        s.bind(endpoint)
+        return s
+
+    def _stream_proxies(self) -> None:
+        cfg = self.cfg
+        hwm = max((cfg.req_maxconn + cfg.stream_maxconn) // 20, 1)
+        ends = [stream_endpoints(b) for b in cfg.zclient_stream]
+        push = self._external(zmq.PUSH, [e[0] for e in ends], hwm)
+        router = self._external(zmq.ROUTER, [e[1] for e in ends], hwm)
+        xsub = self._external(zmq.XSUB, [e[2] for e in ends], hwm)
+        i_push, i_route, i_sub = internal_stream_endpoints(self.dir)
+        pairs = [(self._internal(zmq.PULL, i_push), push),
+                 (self._internal(zmq.PULL, i_route), router),
+                 (xsub, self._internal(zmq.XPUB, i_sub))]
+        mode = "connect" if cfg.zclient_connect else "bind"
+        log.info("zhttp client %s %s", mode, " ".join(" ".join(e) for e in ends))
+        for front, back in pairs:
+            threading.Thread(target=_proxy, args=(front, back), daemon=True).start()
+
+    def _req_forwarder(self) -> None:
+        cfg = self.cfg
+        hwm = max((cfg.req_maxconn + cfg.stream_maxconn) // 20, 1)
+        dealer = self._external(zmq.DEALER, list(cfg.zclient_req), hwm)
+        inner = self._internal(zmq.ROUTER, internal_req_endpoint(self.dir))
+        mode = "connect" if cfg.zclient_connect else "bind"
+        log.info("zhttp client %s req %s", mode, " ".join(cfg.zclient_req))
+        threading.Thread(target=_req_forward, args=(inner, dealer), daemon=True).start()
+
+    def _spawn(self, index: int) -> None:
+        info = WorkerInfo(index, self.count, self.dir,
+                          tuple(s.fileno() for s in self.listen_socks),
+                          f"{self.cfg.id}-{index}".encode())
+        env = dict(os.environ, **{ENV: info.encode()})
+        self.children[index] = subprocess.Popen(
+            [sys.executable, "-m", "condure", *self.argv], env=env,
+            pass_fds=info.fds)
+        log.info("worker %d started (pid %d)", index, self.children[index].pid)
+
+    # --- running ------------------------------------------------------------
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.stopping += 1
+        if self.stopping > 1:
+            for p in self.children.values():
+                p.kill()
+            os._exit(1)
+
+    def supervise(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self.on_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        while not self.stopping:
+            time.sleep(0.2)
+            for index, p in list(self.children.items()):
+                if p.poll() is not None and not self.stopping:
+                    log.error("worker %d exited with status %s; restarting", index, p.returncode)
+                    time.sleep(RESTART_DELAY)
+                    self._spawn(index)
+        log.info("stopping...")
+        self._stop_children()
+        log.info("stopped")
+        return 0
+
+    def _stop_children(self) -> None:
+        for p in self.children.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for p in self.children.values():
+            try:
+                p.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def close(self) -> None:
+        for s in self.listen_socks:
+            s.close()
+        for spec in self.cfg.listen:
+            if spec.local and spec.path:
+                try:
+                    os.unlink(spec.path)
+                except OSError:
+                    pass
+        self.ctx.destroy(0)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _proxy(front: zmq.Socket, back: zmq.Socket) -> None:
+    while True:
+        try:
+            zmq.proxy(front, back)
+        except zmq.ContextTerminated:
+            return
+        except zmq.ZMQError as e:
+            # e.g. a message that arrived where none is expected: it is dropped
+            log.debug("proxy error: %s", e)
+
+
+def _req_forward(inner: zmq.Socket, dealer: zmq.Socket) -> None:
+    """Workers' requests out as [b"", payload]; replies back by the id's worker prefix."""
+    poller = zmq.Poller()
+    poller.register(inner, zmq.POLLIN)
+    poller.register(dealer, zmq.POLLIN)
+    try:
+        while True:
+            for sock, _ in poller.poll():
+                frames = sock.recv_multipart()
+                if sock is inner:
+                    dealer.send_multipart(frames[1:])  # drop the worker's identity
+                else:
+                    target = _reply_worker(frames)
+                    if target is not None:
+                        inner.send_multipart([target, *frames])
+    except zmq.ContextTerminated:
+        return
+
+
+def _reply_worker(frames: list[bytes]) -> bytes | None:
+    try:
+        payload = frames[frames.index(b"") + 1]
+        rid = tnetstring.loads(payload[1:])[b"id"]
+        return rid.split(b"-", 1)[0]
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+        log.debug("req: reply without a routable id dropped")
+        return None
+
+
+def run(cfg: Config, argv: list[str]) -> int:
+    parent = Parent(cfg, argv)
+    try:
+        log.info("starting...")
+        parent.start()
+        log.info("started")
+        return parent.supervise()
+    except StartupError as e:
+        log.error("%s", e)
+        return 1
+    finally:
+        parent.close()

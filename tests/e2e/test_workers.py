@@ -1,0 +1,147 @@
+"""--workers N: a parent with libzmq proxies in front of N worker processes (D15)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import tnetstring
+import zmq
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def workers2(zdir):
+    port, rport = _free_port(), _free_port()
+    base, req = f"ipc://{zdir}/client", f"ipc://{zdir}/req"
+    log = open(os.path.join(zdir, "log"), "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "condure", "--workers", "2",
+         "--listen", f"127.0.0.1:{port},stream", "--listen", f"127.0.0.1:{rport},req",
+         "--zclient-stream", base, "--zclient-req", req, "--log-level", "3"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield proc, port, rport, base, req, os.path.join(zdir, "log")
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+
+
+def _get(port: int, path: str = "/") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % path.encode())
+        data = b""
+        while chunk := c.recv(4096):
+            data += chunk
+    return data
+
+
+class StreamHandler:
+    """Answers every request with its `from` in the body, for `count` requests."""
+
+    def __init__(self, base: str) -> None:
+        self.ctx = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.connect(base + "-out")
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.connect(base + "-in")
+        self.pull.setsockopt(zmq.RCVTIMEO, 5000)
+        time.sleep(0.5)  # subscriptions reach the parent's XSUB
+
+    def answer(self) -> bytes:
+        req = tnetstring.loads(self.pull.recv()[1:])
+        resp = {b"from": b"h", b"id": req[b"id"], b"code": 200, b"reason": b"OK",
+                b"body": req[b"from"]}
+        self.pub.send(req[b"from"] + b" T" + tnetstring.dumps(resp))
+        return req[b"from"]
+
+    def close(self) -> None:
+        self.ctx.destroy(0)
+
+
+def test_requests_are_spread_over_workers_with_their_own_from(workers2):
+    proc, port, _rport, base, _req, _log = workers2
+    h = StreamHandler(base)
+    froms = set()
+    import threading
+    for _ in range(12):
+        t = threading.Thread(target=lambda: froms.add(_get(port).split(b"\r\n\r\n", 1)[1]))
+        t.start()
+        froms.add(h.answer())
+        t.join(5)
+    h.close()
+    assert froms <= {b"condure-0", b"condure-1"}
+    assert froms == {b"condure-0", b"condure-1"}, "both workers should have served"
+
+
+def test_req_mode_replies_reach_the_right_worker(workers2):
+    proc, _port, rport, _base, req, _log = workers2
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.connect(req)
+    router.setsockopt(zmq.RCVTIMEO, 5000)
+    time.sleep(0.3)
+    import threading
+    for _ in range(6):
+        out: list[bytes] = []
+        t = threading.Thread(target=lambda: out.append(_get(rport)))
+        t.start()
+        frames = router.recv_multipart()
+        assert len(frames) == 3 and frames[1] == b""  # condure's envelope, unchanged
+        msg = tnetstring.loads(frames[2][1:])
+        body = b"worker " + msg[b"id"].split(b"-")[0]
+        router.send_multipart([frames[0], b"", b"T" + tnetstring.dumps(
+            {b"id": msg[b"id"], b"code": 200, b"reason": b"OK", b"body": body})])
+        t.join(5)
+        assert out and out[0].endswith(body)
+    ctx.destroy(0)
+
+
+def test_dead_worker_is_restarted_and_sigterm_stops_all(workers2):
+    proc, port, _rport, base, _req, logpath = workers2
+    time.sleep(0.5)
+    pids = [int(line.rsplit("pid ", 1)[1].rstrip(")\n"))
+            for line in open(logpath) if "started (pid" in line]
+    assert len(pids) == 2
+    os.kill(pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "restarting" not in open(logpath).read():
+        time.sleep(0.1)
+    assert "worker 0 exited" in open(logpath).read()
+    time.sleep(1.5)
+    h = StreamHandler(base)
+    import threading
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.append(_get(port)))
+    t.start()
+    h.answer()
+    t.join(5)
+    h.close()
+    assert got and got[0].startswith(b"HTTP/1.1 200 OK")
+    proc.terminate()
+    assert proc.wait(15) == 0
+    for pid in pids[1:]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
