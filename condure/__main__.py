@@ -64,11 +64,18 @@ def serve(cfg: Config, worker: WorkerInfo | None = None) -> int:
         return 1
     log.info("started")
     stop = Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)  # a second signal: no more waiting
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        gevent.signal_handler(sig, stop.set)
+        gevent.signal_handler(sig, on_signal)
+    gevent.signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored"))
     stop.wait()
     log.info("stopping...")
-    app.stop()
+    app.shutdown(float(cfg.shutdown_timeout))
     log.info("stopped")
     return 0
 

@@ -46,6 +46,7 @@ class Server:
         self.zsockets = zsockets
         self.zreq = zreq
         self.wheel = TimerWheel()
+        self.connections: set[Any] = set()  # live client connections, for shutdown
         # protocol constants, attributes so in-process tests can shorten them
         self.handler_timeout = HANDLER_TIMEOUT
         self.keepalive_interval = KEEPALIVE_INTERVAL
@@ -179,6 +180,28 @@ class App:
             self.listeners.append(listener)
         for listener in self.listeners:
             listener.start()
+
+    def shutdown(self, grace: float) -> None:
+        """D12: stop accepting, end idle connections and WebSockets (1001), let
+        requests in flight finish for `grace` seconds, then cancel the rest."""
+        for listener in self.listeners:
+            listener.stream_server.stop_accepting()
+        server = self.server
+        if server is not None:
+            for conn in list(server.connections):
+                conn.stop(False)
+            deadline = time.monotonic() + grace
+            while server.connections and time.monotonic() < deadline:
+                gevent.sleep(0.05)
+            if server.connections:
+                log.info("cancelling %d connections", len(server.connections))
+                for conn in list(server.connections):
+                    conn.stop(True)
+                with gevent.Timeout(1.0, False):
+                    while server.connections:
+                        gevent.sleep(0.02)
+            gevent.sleep(0.1)  # let the writers hand the last cancels to ZeroMQ
+        self.stop()
 
     def stop(self) -> None:
         for listener in self.listeners:

@@ -3,7 +3,7 @@
 Pure: no sockets, no logging. Option names, defaults, help texts and error
 messages follow condure's src/main.rs and src/app.rs; the differences are
 deviations D11 (ipc-file-mode is octal, as in 1.10) and D15 (workers default 1)
-plus our own `--http-parser`.
+plus our own `--http-parser` and `--shutdown-timeout`.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class Config:
     deny_out_internal: bool = False
     sizes: bool = False
     http_parser: str = "auto"
+    shutdown_timeout: int = 5
 
     def validate(self) -> None:
         """Raise ConfigError for values condure rejects (main.rs, then app.rs)."""
@@ -311,6 +312,8 @@ _OPTIONS: tuple[tuple[str, str, str, str | None, str], ...] = (
      "Block outbound connections to local/internal IP address ranges"),
     ("sizes", "flag", "", None, "Prints sizes of tasks and other objects"),
     ("http-parser", "str", "|".join(HTTP_PARSERS), "auto", "HTTP/1 request parser"),
+    ("shutdown-timeout", "uint", "N",  "5",
+     "Seconds responses in flight get to finish on SIGTERM/SIGINT"),
 )
 
 

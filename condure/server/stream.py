@@ -28,7 +28,7 @@ from gevent.event import Event
 
 from .. import errors
 from ..errors import (BadMessage, BadRequest, BufferExceeded, ClientGone, CondureError,
-                      HandlerCancel, HandlerError, Timeout)
+                      HandlerCancel, HandlerError, Stopped, Timeout)
 from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
@@ -66,6 +66,9 @@ class StreamConnection:
         self.keepalive_due: float | None = None
         self._inbox: deque = deque()
         self.inbox_max = INBOX_MAX
+        self.stopping = False  # shutting down: no further requests
+        self.waiting_for_request = False
+        self.websocket = False
         self._event = Event()
         self._readable = False
         self._timeout: str | None = None
@@ -81,6 +84,7 @@ class StreamConnection:
     # --- greenlet entry -----------------------------------------------
 
     def run(self) -> None:
+        self.server.connections.add(self)
         try:
             # no explicit yield between requests: every request waits for its
             # handler's answer (and every read waits for readiness) through the
@@ -90,6 +94,7 @@ class StreamConnection:
         except Exception:
             self.log.exception("connection failed")
         finally:
+            self.server.connections.discard(self)
             self._end_session()
             self.server.wheel.remove(self)
             self._io.close()
@@ -109,15 +114,20 @@ class StreamConnection:
         self._timeout = None
         self.keepalive_due = None
         self.server.wheel.add(self._next_deadline(), self)
+        if self.stopping:
+            return False
+        self.waiting_for_request = True
         try:
             head = self._read_head()
         except BadRequest as e:
             self.log.info("bad request: %s", e)
             self._answer_and_close(e.status or 400)
             return False
-        except (ClientGone, Timeout) as e:
+        except (ClientGone, Timeout, Stopped) as e:
             self.log.debug("process error: %s", type(e).__name__)
             return False
+        finally:
+            self.waiting_for_request = False
         if head is None:
             return False
         return self._exchange(head)
@@ -224,7 +234,16 @@ class StreamConnection:
             reason, self._timeout = self._timeout, None
             if reason == "inbox overflow":
                 raise BufferExceeded(reason)
+            if reason == "stopped":
+                raise Stopped("shutting down")
             raise Timeout(reason)
+
+    def stop(self, force: bool) -> None:
+        """Shutdown (D12): idle connections and WebSockets end now; a request
+        in flight may finish (then the connection closes) unless `force`."""
+        self.stopping = True
+        if force or self.waiting_for_request or self.websocket:
+            self._flag("stopped")
 
     def next_packet(self) -> tuple[bytes, zp.Packet, int | None] | None:
         if self._inbox:
@@ -344,7 +363,7 @@ class Exchange:
         if self.response is not None and self.response.overflow:
             conn.log.warning("handler sent more body than its Content-Length; closing")
             self.persistent = False
-        if not self.persistent:
+        if not self.persistent or conn.stopping:
             conn.close_gracefully()
             return False
         conn.log.debug("finished")

@@ -27,7 +27,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
-from ..errors import BadMessage, BufferExceeded, ClientGone, HandlerError
+from ..errors import BadMessage, BufferExceeded, ClientGone, HandlerError, Stopped
 from ..zhttp import packet as zp
 from . import http1
 from .parser import RequestHead
@@ -301,6 +301,9 @@ class WebSocketExchange(Exchange):
         if self.credits == 0:
             self.credits = conn.buffer_size  # Pushpin sends no credits on accept
         self.ws = Connection(ConnectionType.SERVER, extensions)
+        conn.websocket = True
+        if conn.stopping:
+            conn.stop(False)
         self._take_events(conn.parser.leftover())
 
     def _plain_response(self, pkt: zp.Packet) -> None:
@@ -376,6 +379,15 @@ class WebSocketExchange(Exchange):
             self._write(CloseConnection(code=code, reason=reason))
         if self.ws.state is ConnectionState.CLOSED:
             self.done = True
+
+    def _fail(self, e: Any) -> None:
+        if isinstance(e, Stopped) and self.ws is not None and self.ws.state is ConnectionState.OPEN:
+            try:  # D12: WebSockets are closed with 1001 (going away)
+                self._write(CloseConnection(code=1001))
+            except Exception:
+                pass
+        self.conn.websocket = False
+        super()._fail(e)
 
     def _write(self, event: Any) -> None:
         assert self.ws is not None

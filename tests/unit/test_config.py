@@ -53,6 +53,7 @@ EXPECTED_DEFAULTS = {
     "deny_out_internal": False,
     "sizes": False,
     "http_parser": "auto",
+    "shutdown_timeout": 5,
 }
 
 
@@ -90,7 +91,8 @@ VALUE_OPTIONS = [
     ("stream-timeout", "5", "stream_timeout", 5),
     ("ipc-file-mode", "660", "ipc_file_mode", 0o660),
     ("tls-identities-dir", "/etc/certs", "tls_identities_dir", "/etc/certs"),
-    ("http-parser", "h11", "http_parser", "h11"),
+    ("http-parser", "httptools", "http_parser", "httptools"),
+    ("shutdown-timeout", "2", "shutdown_timeout", 2),
     ("http-parser", "httptools", "http_parser", "httptools"),
     ("zclient-req", "tcp://127.0.0.1:5000", "zclient_req", ("tcp://127.0.0.1:5000",)),
     ("zclient-stream", "ipc:///run/x", "zclient_stream", ("ipc:///run/x",)),

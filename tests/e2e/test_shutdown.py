@@ -1,0 +1,117 @@
+"""Graceful shutdown (deviation D12) and signals."""
+from __future__ import annotations
+
+import signal
+import socket
+import struct
+import time
+
+from zhttp_handler import Handler
+
+WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+
+
+def _client(port: int, data: bytes) -> socket.socket:
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c.sendall(data)
+    return c
+
+
+def _read_all(c: socket.socket) -> bytes:
+    out = b""
+    while chunk := c.recv(65536):
+        out += chunk
+    return out
+
+
+def test_response_in_flight_finishes_then_exit_0(condure):
+    cd = condure("--shutdown-timeout", "5")
+    h = Handler(cd.base)
+    c = _client(cd.port, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    req = h.recv_request()
+    h.respond(req, 200, "OK", [("Content-Type", "text/plain")], more=True)
+    time.sleep(0.2)
+    cd.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    # new connections are no longer accepted (or are closed at once)
+    try:
+        late = socket.create_connection(("127.0.0.1", cd.port), timeout=1)
+        late.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        late.settimeout(2)
+        assert late.recv(100) == b""
+        late.close()
+    except OSError:
+        pass
+    h.body(req, "the end\n")
+    data = _read_all(c)
+    assert data.endswith(b"8\r\nthe end\n\r\n0\r\n\r\n")
+    assert cd.proc.wait(10) == 0
+    h.close()
+
+
+def test_websocket_is_closed_with_1001_and_handler_cancelled(condure):
+    cd = condure()
+    h = Handler(cd.base)
+    c = _client(cd.port, WS_UPGRADE)
+    req = h.recv_request()
+    h.respond(req, 101, "Switching Protocols")
+    assert c.recv(4096).startswith(b"HTTP/1.1 101 ")
+    cd.proc.send_signal(signal.SIGTERM)
+    frame = c.recv(4096)
+    assert frame[0] == 0x88 and struct.unpack("!H", frame[2:4])[0] == 1001
+    assert h.recv_type(b"cancel")
+    assert cd.proc.wait(10) == 0
+    h.close()
+
+
+def test_unanswered_request_is_cancelled_after_the_grace(condure):
+    cd = condure("--shutdown-timeout", "1")
+    h = Handler(cd.base)
+    c = _client(cd.port, b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n")
+    req = h.recv_request()
+    h.packet(req, "keep-alive")  # the handler's address is now known
+    time.sleep(0.2)
+    start = time.monotonic()
+    cd.proc.send_signal(signal.SIGTERM)
+    assert h.recv_type(b"cancel", timeout=5)
+    assert _read_all(c) == b""
+    assert cd.proc.wait(10) == 0
+    assert 0.8 < time.monotonic() - start < 5
+    h.close()
+
+
+def test_idle_keepalive_connection_closes_at_once(condure):
+    cd = condure()
+    h = Handler(cd.base)
+    c = _client(cd.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.respond(h.recv_request(), 200, "OK", [], "hi")
+    assert c.recv(4096).endswith(b"hi")
+    start = time.monotonic()
+    cd.proc.send_signal(signal.SIGTERM)
+    assert _read_all(c) == b""
+    assert cd.proc.wait(10) == 0
+    assert time.monotonic() - start < 3
+    h.close()
+
+
+def test_second_signal_exits_1_at_once(condure):
+    cd = condure("--shutdown-timeout", "30")
+    h = Handler(cd.base)
+    c = _client(cd.port, b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.recv_request()
+    cd.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    cd.proc.send_signal(signal.SIGINT)
+    assert cd.proc.wait(5) == 1
+    c.close()
+    h.close()
+
+
+def test_sighup_is_logged_and_ignored(condure):
+    cd = condure()
+    cd.proc.send_signal(signal.SIGHUP)
+    cd.wait_log("SIGHUP ignored")
+    assert cd.alive()
+    c = socket.create_connection(("127.0.0.1", cd.port), timeout=2)
+    c.close()
