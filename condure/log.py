@@ -98,7 +98,8 @@ class ConnLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     `prefix` is the word before the id.
     """
 
-    def __init__(self, logger: logging.Logger, conn_id: str, prefix: str = "conn") -> None:
+    def __init__(self, logger: logging.Logger, conn_id: str | bytes,
+                 prefix: str = "conn") -> None:
         super().__init__(logger, {})
         self.conn_id = conn_id
         self.prefix = prefix
@@ -106,7 +107,10 @@ class ConnLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if not self.isEnabledFor(level):
             return
-        head = f"{self.prefix} {self.conn_id}: "
+        cid = self.conn_id
+        if isinstance(cid, bytes):  # session ids are decoded only when a line is written
+            cid = cid.decode("ascii", "replace")
+        head = f"{self.prefix} {cid}: "
         if args:  # the message is %-formatted later: keep the prefix literal
             head = head.replace("%", "%%")
         msg, kwargs = self.process(f"{head}{msg}", kwargs)

@@ -246,7 +246,6 @@ class HttptoolsParser:
         self._sniff: bytearray | None = bytearray()  # first request line, until we see its end
         self._delegate: H11Parser | None = None  # takes over for a client using bare LFs
         self._parser = httptools.HttpRequestParser(self)
-        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.on_message_begin()
 
     # --- llhttp callbacks --------------------------------------------------

@@ -61,6 +61,7 @@ class StreamConnection:
         self.stream_timeout = float(cfg.stream_timeout)
         self.parser = make_parser(cfg.http_parser, cfg.buffer_size)
         self.log = ConnLogger(log, "")
+        self.debug = log.isEnabledFor(logging.DEBUG)  # checked once: the hot path logs nothing
         self.session: Session | None = None
         self.last_io = time.monotonic()
         self.keepalive_due: float | None = None
@@ -107,8 +108,9 @@ class StreamConnection:
         now = time.monotonic()
         rid = self.server.registry.new_id(self.slot)
         self.session = Session(rid, now)
-        self.log.conn_id = rid.decode()
-        self.log.debug("assigning id")
+        self.log.conn_id = rid
+        if self.debug:
+            self.log.debug("assigning id")
         self._inbox.clear()
         self.inbox_max = INBOX_MAX
         self._timeout = None
@@ -312,11 +314,25 @@ class StreamConnection:
                 total += len(data)
 
     def close_gracefully(self) -> None:
+        """Close after a response. Only unread input makes close() send an RST,
+        so the drain (a round trip with the client) is needed only then."""
+        if not self.parser.buffered and not self._input_pending():
+            return  # run() closes the socket
         try:
             self.sock.shutdown(socket.SHUT_WR)
             self._drain()
         except OSError:
             pass
+
+    def _input_pending(self) -> bool:
+        if self._raw is None:
+            return True  # TLS: be careful
+        try:
+            return bool(self._raw.recv(1, socket.MSG_PEEK))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False
 
 
 class Exchange:
@@ -366,14 +382,16 @@ class Exchange:
         if not self.persistent or conn.stopping:
             conn.close_gracefully()
             return False
-        conn.log.debug("finished")
+        if conn.debug:
+            conn.log.debug("finished")
         conn.parser.next_request()
         return True
 
     def _send_request(self) -> None:
         conn, head = self.conn, self.head
         uri = http1.request_uri(head, conn.scheme)
-        conn.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
+        if conn.debug:
+            conn.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
         more = head.chunked or bool(head.content_length)
         self._send_first(uri, more=more, stream=True)
 
