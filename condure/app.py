@@ -16,8 +16,10 @@ import gevent
 import gevent.socket as gsocket
 import zmq.green as zmq
 from gevent.pool import Pool
+from gevent.server import StreamServer
 
-from .config import Config, ListenSpec
+from .config import Config, ListenSpec, parse_prometheus
+from .metrics import Metrics
 from .timer import TimerWheel, run_sweeper
 from .zhttp import packet as zp
 from .zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, SessionRegistry
@@ -47,6 +49,7 @@ class Server:
         self.zreq = zreq
         self.wheel = TimerWheel()
         self.connections: set[Any] = set()  # live client connections, for shutdown
+        self.metrics = Metrics()
         # protocol constants, attributes so in-process tests can shorten them
         self.handler_timeout = HANDLER_TIMEOUT
         self.keepalive_interval = KEEPALIVE_INTERVAL
@@ -60,8 +63,16 @@ class Server:
         except zp.ParseError as e:
             self._warn_parse_error(e)
             return
+        self._deliver(pkt)
+
+    def _deliver(self, pkt: zp.Packet) -> None:
+        self.metrics.packets_in[pkt.type_name] += 1
+        delivered = False
         for owner, rid, seq in self.registry.route(pkt):
             owner.deliver(rid, pkt, seq)
+            delivered = True
+        if not delivered:
+            self.metrics.packets_dropped += 1
 
     def on_req_message(self, payload: bytes) -> None:
         """A reply from the req DEALER (no address prefix)."""
@@ -70,10 +81,10 @@ class Server:
         except zp.ParseError as e:
             self._warn_parse_error(e)
             return
-        for owner, rid, seq in self.registry.route(pkt):
-            owner.deliver(rid, pkt, seq)
+        self._deliver(pkt)
 
     def _warn_parse_error(self, e: Exception) -> None:
+        self.metrics.packets_dropped += 1
         self._parse_errors += 1
         now = time.monotonic()
         if now - self._parse_warned_at >= PARSE_WARN_INTERVAL:
@@ -93,6 +104,7 @@ class Server:
         for addr, ids in keepalives.items():
             log_app.debug("sending keep alives for %d sessions", len(ids))
             for group in zp.batches(ids):
+                self.metrics.packets_out["keep-alive"] += 1
                 self.zsockets.send_to(addr, zp.multi_packet(self.instance_id, group, b"keep-alive"))
 
 
@@ -126,6 +138,7 @@ class App:
         self.listeners: list[Listener] = []
         self.greenlets: list[gevent.Greenlet] = []
         self.server: Server | None = None
+        self.metrics_server: StreamServer | None = None
         self._zsockets: list[Any] = []
 
     def start(self) -> None:
@@ -163,6 +176,21 @@ class App:
             zr.start(server.on_req_message)
         self.greenlets.append(gevent.spawn(run_sweeper, server.wheel, server.on_expired))
         self._listen(server)
+        if cfg.prometheus:
+            self._serve_metrics(server)
+
+    def _serve_metrics(self, server: Server) -> None:
+        """--prometheus: the metrics over HTTP from this hub (a worker adds its index
+        to the port, so each worker of --workers N has its own)."""
+        addr, port, prefix = parse_prometheus(self.config.prometheus or "")
+        port += 0 if self.worker is None else self.worker.index
+        try:
+            srv = StreamServer((addr, port), lambda s, _a: serve_metrics(s, server.metrics, prefix))
+            srv.start()
+        except OSError as e:
+            raise StartupError(f"prometheus listener: {e.strerror or e}") from None
+        self.metrics_server = srv
+        log.info("prometheus metrics on %s:%d", addr, port)
 
     def _listen(self, server: Server) -> None:
         from .server.req import ReqConnection
@@ -204,12 +232,31 @@ class App:
         self.stop()
 
     def stop(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         for listener in self.listeners:
             listener.close()
         gevent.killall(self.greenlets, block=False)
         for zs in self._zsockets:
             zs.close()
         self.ctx.term()
+
+
+def serve_metrics(sock: gsocket.socket, metrics: Metrics, prefix: str) -> None:
+    """Answer one scrape (any path) with the text exposition, then close."""
+    try:
+        sock.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data and b"\n\n" not in data and len(data) < 8192:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        body = metrics.render(prefix).encode()
+        sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    except OSError:
+        pass
 
 
 def internal_stream_endpoints(d: str) -> tuple[str, str, str]:

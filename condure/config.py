@@ -3,7 +3,8 @@
 Pure: no sockets, no logging. Option names, defaults, help texts and error
 messages follow condure's src/main.rs and src/app.rs; the differences are
 deviations D11 (ipc-file-mode is octal, as in 1.10) and D15 (workers default 1)
-plus our own `--http-parser` and `--shutdown-timeout`.
+plus our own `--http-parser` and `--shutdown-timeout`, and `--prometheus` as
+pushpin-connmgr spells it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,21 @@ class ConfigError(Exception):
     def __init__(self, message: str, exit_status: int = EXIT_FAILURE) -> None:
         super().__init__(" ".join(message.split("\n")).strip())
         self.exit_status = exit_status
+
+
+def parse_prometheus(value: str) -> tuple[str, int, str]:
+    """`[addr:]port[,prefix=P]` (pushpin-connmgr's --prometheus) -> (addr, port, prefix)."""
+    parts = value.split(",")
+    addr, _, port = parts[0].rpartition(":")
+    prefix = ""
+    for p in parts[1:]:
+        k, _, v = p.partition("=")
+        if k != "prefix":
+            raise ValueError(f"invalid param: {p}")
+        prefix = v
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid port {port}")
+    return (addr.strip("[]") or "0.0.0.0"), int(port), prefix
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,7 @@ class Config:
     sizes: bool = False
     http_parser: str = "auto"
     shutdown_timeout: int = 5
+    prometheus: str | None = None
 
     def validate(self) -> None:
         """Raise ConfigError for values condure rejects (main.rs, then app.rs)."""
@@ -132,6 +149,11 @@ class Config:
                 f"failed to parse http-parser: invalid value {self.http_parser!r}"
                 f" (expected one of {', '.join(HTTP_PARSERS)})"
             )
+        if self.prometheus is not None:
+            try:
+                parse_prometheus(self.prometheus)
+            except ValueError as e:
+                raise ConfigError(f"failed to parse prometheus: {e}") from None
 
     def validate_limits(self) -> None:
         """The checks condure's app.rs makes when the app starts."""
@@ -312,7 +334,9 @@ _OPTIONS: tuple[tuple[str, str, str, str | None, str], ...] = (
      "Block outbound connections to local/internal IP address ranges"),
     ("sizes", "flag", "", None, "Prints sizes of tasks and other objects"),
     ("http-parser", "str", "|".join(HTTP_PARSERS), "auto", "HTTP/1 request parser"),
-    ("shutdown-timeout", "uint", "N",  "5",
+    ("prometheus", "str", "[addr:]port[,prefix=P]", None,
+     "Address/port to serve Prometheus metrics on"),
+    ("shutdown-timeout", "uint", "N", "5",
      "Seconds responses in flight get to finish on SIGTERM/SIGINT"),
 )
 
@@ -384,6 +408,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         deny_out_internal=ns.deny_out_internal,
         sizes=ns.sizes,
         http_parser=ns.http_parser,
+        prometheus=ns.prometheus,
     )
     config.validate_args()
     listen = tuple(parse_listen(v) for v in _listen_values(ns))

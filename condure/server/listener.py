@@ -116,12 +116,19 @@ class Listener:
             sock = self._handshake(sock)
             if sock is None:
                 return
-        registry = self.server.registry
+        registry, metrics = self.server.registry, self.server.metrics
+        metrics.accepted += 1
+        mode = "stream" if self.spec.stream else "req"
+        metrics.connections[(mode, "http")] += 1
         slot = registry.take_slot()
+        conn = None
         try:
-            self.conn_class(self.server, sock, peer, slot, self.scheme).run()
+            conn = self.conn_class(self.server, sock, peer, slot, self.scheme)
+            conn.run()
         finally:
             registry.release_slot(slot)
+            protocol = "websocket" if conn is not None and conn.protocol == "websocket" else "http"
+            metrics.connections[(mode, protocol)] -= 1
 
     def _handshake(self, sock: gsocket.socket) -> Any:
         """TLS handshake under the stream timeout; failures are logged at debug."""
@@ -132,6 +139,7 @@ class Listener:
                 tls.do_handshake()
             return tls
         except (OSError, gevent.Timeout) as e:
+            self.server.metrics.rejected += 1
             log.debug("tls accept: %s", e)
             sock.close()
             return None

@@ -54,6 +54,7 @@ class ReqConnection(StreamConnection):
             return False
         written = False
         try:
+            self.server.metrics.requests += 1
             uri = http1.request_uri(head, self.scheme)
             body = self._read_body(head)
             pkt = self._ask(head, uri, body)
@@ -108,6 +109,7 @@ class ReqConnection(StreamConnection):
         rid = self.session.id  # type: ignore[union-attr]
         self.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
         self.server.registry.register(rid, self)
+        self.server.metrics.packets_out["request"] += 1
         self.server.zreq.send(zp.request(b"", rid, head.method, uri, head.headers, 0, False,
                                          False, self.peer, body=body, seq=False))
         while True:

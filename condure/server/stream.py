@@ -70,6 +70,7 @@ class StreamConnection:
         self.stopping = False  # shutting down: no further requests
         self.waiting_for_request = False
         self.websocket = False
+        self.protocol = "http"  # "websocket" once upgraded (for the connection gauge)
         self._event = Event()
         self._readable = False
         self._timeout: str | None = None
@@ -122,6 +123,7 @@ class StreamConnection:
         try:
             head = self._read_head()
         except BadRequest as e:
+            self.server.metrics.parse_errors += 1
             self.log.info("bad request: %s", e)
             self._answer_and_close(e.status or 400)
             return False
@@ -181,6 +183,7 @@ class StreamConnection:
             self._flag("stream timeout")
             return None
         if s is not None and now >= s.last_handler + self.server.handler_timeout:
+            self.server.metrics.handler_timeouts += 1
             self._flag("handler timeout")
             return None
         if s is not None and self.keepalive_due is not None and now >= self.keepalive_due:
@@ -274,6 +277,7 @@ class StreamConnection:
         except (ConnectionError, OSError) as e:
             raise ClientGone(str(e)) from None
         self.last_io = time.monotonic()
+        self.server.metrics.bytes["in"] += len(data)
         return data
 
     def write(self, data: bytes) -> None:
@@ -287,6 +291,7 @@ class StreamConnection:
                     self.sock.sendall(data[sent:])
             else:
                 self.sock.sendall(data)
+            self.server.metrics.bytes["out"] += len(data)
         except socket.timeout:
             raise Timeout("write timeout") from None
         except (ConnectionError, OSError) as e:
@@ -351,6 +356,7 @@ class Exchange:
         self.body_ended = not head.has_body  # parser saw the end of the body
         self.body_sent = not head.has_body  # final body packet went out
         self.continue_pending = http1.wants_continue(head)
+        self.server.metrics.requests += 1
         self.started = False  # first handler packet seen
         self.response: http1.ResponseBody | None = None
         self.written = False  # any response byte written (D13)
@@ -401,6 +407,7 @@ class Exchange:
         payload = zp.request(self.server.instance_id, self.session.id, head.method, uri,
                              head.headers, conn.buffer_size, more, stream, conn.peer)
         self.server.registry.register(self.session.id, conn)
+        self.server.metrics.packets_out["request"] += 1
         self.server.zsockets.send_first(payload)
 
     def _want_read(self) -> bool:
@@ -533,6 +540,7 @@ class Exchange:
         if not s.addr:
             return  # no `from` seen: nowhere to route (condure's sends would fail too)
         payload = zp.session_packet(self.server.instance_id, s.id, s.next_seq(), type_, **fields)
+        self.server.metrics.packets_out[type_.decode() or "data"] += 1
         self.server.zsockets.send_to(s.addr, payload)
 
     def _fail(self, e: CondureError) -> None:

@@ -244,6 +244,7 @@ class WebSocketExchange(Exchange):
                 self._send(kind, body=body)
             elif not body:
                 if finished:  # an empty non-final frame makes no packet
+                    self.server.metrics.ws_messages["in"] += 1
                     self._send(zp.DATA, content_type=extra)
             else:
                 n = min(self.credits, self.conn.buffer_size, len(body))
@@ -251,6 +252,8 @@ class WebSocketExchange(Exchange):
                     return
                 self.credits -= n
                 last = finished and n == len(body)
+                if last:
+                    self.server.metrics.ws_messages["in"] += 1
                 self._send(zp.DATA, content_type=extra, body=bytes(body[:n]), more=not last)
                 if n < len(body):
                     events[0] = (kind, extra, body[n:], finished)
@@ -302,6 +305,10 @@ class WebSocketExchange(Exchange):
             self.credits = conn.buffer_size  # Pushpin sends no credits on accept
         self.ws = Connection(ConnectionType.SERVER, extensions)
         conn.websocket = True
+        conn.protocol = "websocket"
+        metrics = self.server.metrics
+        metrics.connections[("stream", "http")] -= 1
+        metrics.connections[("stream", "websocket")] += 1
         if conn.stopping:
             conn.stop(False)
         self._take_events(conn.parser.leftover())
@@ -336,6 +343,7 @@ class WebSocketExchange(Exchange):
             msg = TextMessage(data=self._decoder.decode(pkt.body, final=last), message_finished=last)
         if last:
             self._decoder = None
+            self.server.metrics.ws_messages["out"] += 1
         if self.ws.state is ConnectionState.OPEN:
             self._write(msg)
         if pkt.body:

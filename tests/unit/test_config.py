@@ -54,6 +54,7 @@ EXPECTED_DEFAULTS = {
     "sizes": False,
     "http_parser": "auto",
     "shutdown_timeout": 5,
+    "prometheus": None,
 }
 
 
