@@ -21,8 +21,8 @@ log = logging.getLogger("condure")
 def unsupported(cfg: Config) -> list[str]:
     """Options that parse but whose feature is not built yet."""
     out = []
-    if cfg.zserver_req or cfg.zserver_stream:
-        out.append("client mode (--zserver-req/--zserver-stream)")
+    if cfg.workers > 1 and (cfg.zserver_req or cfg.zserver_stream):
+        out.append("client mode (--zserver-*) with --workers greater than 1")
     if cfg.http_parser == "httptools" and httptools is None:
         out.append("--http-parser httptools (httptools is not installed)")
     return out

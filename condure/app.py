@@ -139,6 +139,7 @@ class App:
         self.greenlets: list[gevent.Greenlet] = []
         self.server: Server | None = None
         self.metrics_server: StreamServer | None = None
+        self.client: Any = None  # client mode (--zserver-*)
         self._zsockets: list[Any] = []
 
     def start(self) -> None:
@@ -168,6 +169,8 @@ class App:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
             raise StartupError(f"zhttp client setup failed: {e}") from None
+        if w is None and (cfg.zserver_stream or cfg.zserver_req):
+            self.client = self._client_mode()
         server = Server(cfg, zs, zr, 0 if w is None else w.index, instance_id)
         self.server = server
         if zs is not None:
@@ -191,6 +194,20 @@ class App:
             raise StartupError(f"prometheus listener: {e.strerror or e}") from None
         self.metrics_server = srv
         log.info("prometheus metrics on %s:%d", addr, port)
+
+    def _client_mode(self) -> Any:
+        from .client.service import ClientService
+
+        try:
+            client = ClientService(self.config, self.ctx)
+        except SpecError as e:
+            raise StartupError(str(e)) from None
+        except zmq.ZMQError as e:
+            raise StartupError(f"zhttp server setup failed: {e}") from None
+        for line in client.describe():
+            log.info("%s", line)
+        client.start()
+        return client
 
     def _listen(self, server: Server) -> None:
         from .server.req import ReqConnection
@@ -239,6 +256,8 @@ class App:
         gevent.killall(self.greenlets, block=False)
         for zs in self._zsockets:
             zs.close()
+        if self.client is not None:
+            self.client.close()
         self.ctx.term()
 
 

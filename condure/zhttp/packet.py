@@ -60,6 +60,7 @@ class Packet:
     content_type: bytes | None = None
     condition: bytes = b""
     multi: bool = False
+    raw: dict = field(default_factory=dict, repr=False)  # the decoded map (client-mode fields)
 
     @property
     def type_name(self) -> str:
@@ -121,7 +122,7 @@ def _parse_headers(value: Any) -> list[Header]:
     return out
 
 
-def parse(payload: bytes) -> Packet:
+def parse(payload: bytes, require_id: bool = True) -> Packet:
     """Parse ``T<tnetstring map>`` (without the address prefix)."""
     if not payload.startswith(b"T"):
         raise ParseError("unsupported packet format")
@@ -131,13 +132,18 @@ def parse(payload: bytes) -> Packet:
         raise ParseError(f"bad tnetstring: {e}") from None
     if type(m) is not dict:
         raise ParseError("packet is not a map")
-    return _from_map(m)
+    return _from_map(m, require_id)
 
 
-def _from_map(m: dict) -> Packet:
+NO_ID = b"\x00"  # the id of a client-mode REQ request that has none
+
+
+def _from_map(m: dict, require_id: bool = True) -> Packet:
     if b"id" not in m:
-        raise ParseError("missing id")
-    p = Packet(ids=_parse_ids(m[b"id"], m.get(b"seq")))
+        if require_id:
+            raise ParseError("missing id")
+        m = {**m, b"id": NO_ID}
+    p = Packet(ids=_parse_ids(m[b"id"], m.get(b"seq")), raw=m)
     get = m.get
     if (v := get(b"from")) is not None:
         p.from_ = _want(v, bytes, "from")

@@ -240,3 +240,99 @@ class ReqSockets:
     def close(self) -> None:
         gevent.killall(self._greenlets, block=False)
         self.dealer.close(0)
+
+
+def server_endpoints(base: str) -> tuple[str, str, str]:
+    """Client mode (--zserver-stream): (PULL -in, ROUTER -in-stream, PUB -out)."""
+    if base.startswith("ipc://"):
+        return base + "-in", base + "-in-stream", base + "-out"
+    return stream_endpoints(base)  # tcp: P, P+1, P+2 in the same order
+
+
+class ServerStreamSockets:
+    """Client mode: PULL (first messages), ROUTER with identity --id (later
+    messages), PUB (everything condure sends, prefixed with the handler's address)."""
+
+    def __init__(self, ctx: zmq.Context, bases: list[str], instance_id: bytes,
+                 connect: bool, ipc_mode: int, hwm: int) -> None:
+        endpoints = [server_endpoints(b) for b in bases]
+        self.pull = ctx.socket(zmq.PULL)
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.IDENTITY, instance_id)  # before bind/connect
+        self.pub = ctx.socket(zmq.PUB)
+        for s in (self.pull, self.router, self.pub):
+            s.setsockopt(zmq.LINGER, 0)
+        self.pull.setsockopt(zmq.RCVHWM, 128)
+        self.router.setsockopt(zmq.RCVHWM, hwm)
+        self.pub.setsockopt(zmq.SNDHWM, hwm)
+        for in_, in_stream, out in endpoints:
+            attach(self.pull, in_, connect, ipc_mode)
+            attach(self.router, in_stream, connect, ipc_mode)
+            attach(self.pub, out, connect, ipc_mode)
+        self.endpoints = endpoints
+        self._pub = Outbox(self.pub, "server stream")
+        self._greenlets: list[gevent.Greenlet] = []
+
+    def describe(self) -> str:
+        return " ".join(" ".join(e) for e in self.endpoints)
+
+    def start(self, on_first: Callable[[bytes], None], on_later: Callable[[bytes], None]) -> None:
+        self._greenlets = [
+            gevent.spawn(read_loop, self.pull, "server stream", _first_frame, on_first),
+            gevent.spawn(read_loop, self.router, "server stream", _after_delimiter, on_later),
+            gevent.spawn(self._pub.run),
+        ]
+
+    def send(self, addr: bytes, payload: bytes) -> None:
+        self._pub.send((addr + b" " + payload,))
+
+    def close(self) -> None:
+        gevent.killall(self._greenlets, block=False)
+        for s in (self.pull, self.router, self.pub):
+            s.close(0)
+
+
+class ServerReqSockets:
+    """Client mode REQ interface: a ROUTER; replies keep the request's envelope."""
+
+    def __init__(self, ctx: zmq.Context, specs: list[str], connect: bool, ipc_mode: int,
+                 hwm: int) -> None:
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.SNDHWM, 128)
+        self.router.setsockopt(zmq.RCVHWM, hwm)
+        for spec in specs:
+            if not spec.startswith(("ipc://", "tcp://")):
+                raise SpecError(f"invalid req spec: {spec}")
+            attach(self.router, spec, connect, ipc_mode)
+        self.specs = specs
+        self._out = Outbox(self.router, "server req", direct=False)
+        self._greenlets: list[gevent.Greenlet] = []
+
+    def describe(self) -> str:
+        return " ".join(self.specs)
+
+    def start(self, on_request: Callable[[list[bytes], bytes], None]) -> None:
+        self._greenlets = [gevent.spawn(self._read_loop, on_request), gevent.spawn(self._out.run)]
+
+    def _read_loop(self, on_request: Callable[[list[bytes], bytes], None]) -> None:
+        router = self.router
+        while True:
+            frames = router.recv_multipart()
+            try:
+                split = frames.index(b"")
+            except ValueError:
+                continue  # no envelope delimiter: not a request we can answer
+            if split > 8 or split + 1 >= len(frames):
+                continue
+            try:
+                on_request(frames[:split], frames[split + 1])
+            except Exception:
+                log.exception("error handling a client-mode request")
+
+    def reply(self, envelope: list[bytes], payload: bytes) -> None:
+        self._out.send((*envelope, b"", payload))
+
+    def close(self) -> None:
+        gevent.killall(self._greenlets, block=False)
+        self.router.close(0)

@@ -1,0 +1,140 @@
+"""Client-mode HTTP/1.1 to origins with h11, and a pool of idle connections.
+
+h11 speaks the client side: it frames what we send and parses responses
+with the HTTP rules (HEAD, 1xx, close-delimited bodies read to EOF, which
+condure would deliver as empty: we follow h11, as zurl does).
+shared/zhttp/client.md section 10.1: only plain exchanges that finished
+cleanly on a persistent connection go back to the pool; a pooled connection
+is checked with a non-blocking read before reuse and dropped after 55 s idle.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+from typing import Any, Callable
+
+import h11
+from gevent import select
+
+from .connect import ClientError, Target, connect
+from .request import ClientRequest, head_headers
+
+POOL_IDLE_TTL = 55.0
+READ_SIZE = 65536
+
+
+class Origin:
+    """One connection to an origin, driven through h11's client role."""
+
+    def __init__(self, sock: Any, key: tuple) -> None:
+        self.sock = sock
+        self.key = key
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.reused = False
+
+    def send_head(self, req: ClientRequest, framing: str, length: int = 0) -> None:
+        try:
+            data = self.h11.send(h11.Request(method=req.method, target=req.target,
+                                             headers=head_headers(req, framing, length)))
+        except h11.LocalProtocolError as e:
+            raise ClientError("bad-request", str(e)) from None
+        self.write(data)
+
+    def send_body(self, data: bytes) -> None:
+        if data:
+            self.write(self.h11.send(h11.Data(data=data)))
+
+    def end(self) -> None:
+        self.write(self.h11.send(h11.EndOfMessage()))
+
+    def write(self, data: bytes | None) -> None:
+        if not data:
+            return
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise ClientError("connection-timeout", "write timed out") from None
+        except OSError as e:
+            raise ClientError("undefined-condition", f"write: {e}") from None
+
+    def next_event(self, wait: Callable[[], None] | None = None) -> Any:
+        """The next response event; reads the socket as needed (`wait` first, if given)."""
+        while True:
+            try:
+                ev = self.h11.next_event()
+            except h11.RemoteProtocolError as e:
+                raise ClientError("undefined-condition", f"bad response: {e}") from None
+            if ev is not h11.NEED_DATA:
+                if type(ev) is h11.ConnectionClosed:
+                    raise ClientError("undefined-condition", "origin closed the connection")
+                return ev
+            if wait is not None:
+                wait()
+            self.h11.receive_data(self._recv())
+
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(READ_SIZE)
+        except socket.timeout:
+            raise ClientError("connection-timeout", "read timed out") from None
+        except OSError as e:
+            raise ClientError("undefined-condition", f"read: {e}") from None
+
+    def reusable(self) -> bool:
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Pool:
+    """Idle keep-alive connections by (address, port, tls, URI host)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._idle: dict[tuple, deque] = {}
+        self._count = 0
+
+    def get(self, key: tuple) -> Origin | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            origin, since = idle.pop()
+            self._count -= 1
+            if now - since < POOL_IDLE_TTL and _alive(origin.sock):
+                origin.reused = True
+                return origin
+            origin.close()
+        return None
+
+    def put(self, origin: Origin) -> None:
+        if not origin.reusable() or self._count >= self.capacity:
+            origin.close()
+            return
+        origin.h11.start_next_cycle()
+        self._idle.setdefault(origin.key, deque()).append((origin, time.monotonic()))
+        self._count += 1
+
+
+def _alive(sock: Any) -> bool:
+    """An idle connection must have nothing to read (no EOF, no stray bytes)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable and not getattr(sock, "pending", lambda: 0)()
+
+
+def open_origin(req: ClientRequest, pool: Pool, deny: bool, timeout: float | None) -> Origin:
+    target: Target = req.target_for(deny)
+    key = (target.host, target.port, target.tls, target.tls_name, target.verify, req.host)
+    if not req.websocket:
+        origin = pool.get(key)
+        if origin is not None:
+            origin.sock.settimeout(timeout)
+            return origin
+    return Origin(connect(target, timeout), key)

@@ -1,0 +1,131 @@
+"""Client mode's shared state: the zserver sockets, live sessions, the pool.
+
+Dispatch (shared/zhttp/client.md 1.5): a first stream message starts a
+session keyed by (from, id) unless one is live (then it is dropped); later
+messages reach every live session named in their id (list); anything else
+is dropped silently. REQ requests each get a greenlet, at most --req-maxconn
+at once (the socket is not read while all are busy).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+from gevent.pool import Pool as GreenletPool
+
+from ..config import Config
+from ..zhttp import packet as zp
+from ..zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL
+from ..zhttp.sockets import ServerReqSockets, ServerStreamSockets
+from .connect import ClientError
+from .http1 import Pool
+from .session import StreamSession, req_exchange, req_reply
+
+log = logging.getLogger("condure.client")
+
+MAX_KEY = 64
+
+
+class ClientService:
+    def __init__(self, config: Config, ctx: Any) -> None:
+        self.config = config
+        self.instance_id = config.id.encode()
+        hwm = max((config.req_maxconn + config.stream_maxconn) // 20, 1)
+        self.sockets = (ServerStreamSockets(ctx, list(config.zserver_stream), self.instance_id,
+                                            config.zserver_connect, config.ipc_file_mode, hwm)
+                        if config.zserver_stream else None)
+        self.req_sockets = (ServerReqSockets(ctx, list(config.zserver_req), config.zserver_connect,
+                                             config.ipc_file_mode, hwm)
+                            if config.zserver_req else None)
+        self.pool = Pool(max((config.req_maxconn + config.stream_maxconn) // 10, 1))
+        self.sessions: dict[tuple[bytes, bytes], StreamSession] = {}
+        self.stream_slots = GreenletPool(config.stream_maxconn)
+        self.req_slots = GreenletPool(config.req_maxconn)
+        self.handler_timeout = HANDLER_TIMEOUT
+        self.keepalive_interval = KEEPALIVE_INTERVAL
+        self.stream_timeout = float(config.stream_timeout)
+
+    def describe(self) -> list[str]:
+        mode = "connect" if self.config.zserver_connect else "bind"
+        out = []
+        if self.sockets is not None:
+            out.append(f"zhttp server {mode} {self.sockets.describe()}")
+        if self.req_sockets is not None:
+            out.append(f"zhttp server {mode} req {self.req_sockets.describe()}")
+        return out
+
+    def start(self) -> None:
+        if self.sockets is not None:
+            self.sockets.start(self.on_first, self.on_later)
+        if self.req_sockets is not None:
+            self.req_sockets.start(self.on_request)
+
+    def close(self) -> None:
+        for s in (self.sockets, self.req_sockets):
+            if s is not None:
+                s.close()
+
+    # --- stream interface ---------------------------------------------------
+
+    def on_first(self, payload: bytes) -> None:
+        pkt = self._parse(payload)
+        if pkt is None or len(pkt.ids) != 1 or pkt.type or len(pkt.from_) > MAX_KEY:
+            return
+        rid, seq = pkt.ids[0]
+        if seq != 0 or len(rid) > MAX_KEY or (pkt.from_, rid) in self.sessions:
+            return  # condure drops these silently
+        if self.stream_slots.full():
+            log.warning("client stream sessions full; request dropped")
+            return
+        session = StreamSession(self, pkt, rid)
+        self.sessions[session.key] = session
+        self.stream_slots.spawn(session.run)
+
+    def on_later(self, payload: bytes) -> None:
+        pkt = self._parse(payload)
+        if pkt is None:
+            return
+        for rid, seq in pkt.ids:
+            session = self.sessions.get((pkt.from_, rid))
+            if session is not None:
+                session.deliver(pkt, seq)
+
+    def end_session(self, session: StreamSession) -> None:
+        self.sessions.pop(session.key, None)
+
+    # --- REQ interface ------------------------------------------------------
+
+    def on_request(self, envelope: list[bytes], payload: bytes) -> None:
+        try:
+            pkt = zp.parse(payload, require_id=False)
+        except zp.ParseError as e:
+            log.warning("zhttp parse error: %s", e)
+            return
+        if len(pkt.ids) != 1 or len(pkt.ids[0][0]) > MAX_KEY or len(pkt.from_) > MAX_KEY:
+            return  # no reply, as condure
+        self.req_slots.wait_available()
+        self.req_slots.spawn(self._req, envelope, pkt)
+
+    def _req(self, envelope: list[bytes], pkt: zp.Packet) -> None:
+        rid = pkt.ids[0][0]
+        rid_out = None if rid == zp.NO_ID else rid
+        try:
+            with gevent.Timeout(self.config.req_timeout, ClientError("connection-timeout")):
+                fields = req_exchange(self, pkt)
+        except ClientError as e:
+            log.debug("client req failed: %s (%s)", e.condition, e)
+            fields = {b"type": b"error", b"condition": e.condition.encode()}
+        except Exception:
+            log.exception("client req failed")
+            fields = {b"type": b"error", b"condition": b"undefined-condition"}
+        assert self.req_sockets is not None
+        self.req_sockets.reply(envelope, req_reply(rid_out, fields))
+
+    @staticmethod
+    def _parse(payload: bytes) -> zp.Packet | None:
+        try:
+            return zp.parse(payload)
+        except zp.ParseError as e:
+            log.warning("zhttp parse error: %s", e)
+            return None

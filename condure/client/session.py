@@ -1,0 +1,352 @@
+"""Client mode: handlers' requests become outgoing HTTP exchanges.
+
+Two interfaces (shared/zhttp/client.md sections 1-7):
+
+* REQ (--zserver-req): one request message, the whole exchange under
+  --req-timeout, exactly one reply ({code, reason, headers, body} or
+  {type: error, condition}).
+* stream (--zserver-stream): a session per (from, id) with seq numbers both
+  ways: `keep-alive` ack, the response head as a data packet with `more`,
+  the body under the handler's credits, a final packet without `more`;
+  uploads with `more` are streamed under condure's credits. Errors before the
+  head was delivered are `error` + condition, after it `cancel`; handler
+  faults end the session silently.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import h11
+from gevent.event import Event
+
+from ..zhttp import packet as zp
+from .connect import ClientError
+from .http1 import Origin, open_origin
+from .request import MAX_REDIRECTS, ClientRequest, from_packet, redirect
+
+if TYPE_CHECKING:
+    from .service import ClientService
+
+log = logging.getLogger("condure.client")
+
+HTTP_SCHEMES = ("http", "https")
+ALL_SCHEMES = ("http", "https", "ws", "wss")
+EXT = {b"multi": True}
+
+
+class HandlerGone(Exception):
+    """The handler ended the session (cancel, error, bad seq, unexpected packet)."""
+
+
+class SessionTimeout(Exception):
+    """No handler packet for 60 s: the session ends silently."""
+
+
+# --- REQ interface ---------------------------------------------------------
+
+
+def req_exchange(service: ClientService, pkt: zp.Packet) -> dict[bytes, Any]:
+    """Run one REQ-interface request; the reply's fields (without id)."""
+    if pkt.type:
+        raise ClientError("bad-request", "request must be a data packet")
+    req = from_packet(pkt, HTTP_SCHEMES)
+    cfg = service.config
+    if len(req.body) > cfg.body_buffer_size:
+        raise ClientError("undefined-condition", "request body too large")
+    for _hop in range(MAX_REDIRECTS + 1):
+        origin = open_origin(req, service.pool, cfg.deny_out_internal, cfg.req_timeout)
+        try:
+            origin.send_head(req, "length", req.length if req.length is not None else len(req.body))
+            origin.send_body(req.body)
+            origin.end()
+            head, body = _read_whole(origin, req, cfg.body_buffer_size)
+        except BaseException:
+            origin.close()
+            raise
+        service.pool.put(origin)
+        nxt = redirect(req, head.status_code, list(head.headers.raw_items()), HTTP_SCHEMES) \
+            if req.follow_redirects else None
+        if nxt is None:
+            return _reply_fields(head, body)
+        req = nxt
+    raise ClientError("too-many-redirects")
+
+
+def _read_whole(origin: Origin, req: ClientRequest, limit: int) -> tuple[Any, bytes]:
+    head = _response_head(origin)
+    body = bytearray()
+    while True:
+        ev = origin.next_event()
+        if type(ev) is h11.EndOfMessage:
+            return head, bytes(body)
+        body += ev.data
+        if len(body) > limit:
+            raise ClientError("undefined-condition", "response body larger than --body-buffer-size")
+
+
+def _response_head(origin: Origin, wait: Any = None) -> Any:
+    while True:
+        ev = origin.next_event(wait)
+        if type(ev) is h11.Response:
+            return ev
+        # 1xx interim responses (h11.InformationalResponse) are skipped
+
+
+def _reply_fields(head: Any, body: bytes) -> dict[bytes, Any]:
+    out: dict[bytes, Any] = {b"code": head.status_code, b"reason": bytes(head.reason)}
+    headers = [[n, v] for n, v in head.headers.raw_items()]
+    if headers:
+        out[b"headers"] = headers
+    if body:
+        out[b"body"] = body
+    return out
+
+
+def req_reply(rid: bytes | None, fields: dict[bytes, Any]) -> bytes:
+    pairs: list[tuple[bytes, Any]] = [] if rid is None else [(b"id", rid)]
+    return zp.encode(pairs + list(fields.items()))
+
+
+# --- stream interface --------------------------------------------------------
+
+
+class StreamSession:
+    """One stream-interface session: an outgoing HTTP exchange for a handler."""
+
+    def __init__(self, service: ClientService, pkt: zp.Packet, rid: bytes) -> None:
+        self.service = service
+        self.first = pkt
+        self.rid = rid
+        self.addr = pkt.from_
+        self.key = (pkt.from_, rid)
+        self.out_seq = 0
+        self.in_seq = 1  # the first packet was seq 0
+        self.credits = pkt.credits
+        self.inbox: deque = deque()
+        self.event = Event()
+        self.last_handler = self.last_io = time.monotonic()
+        self.keepalive_due = self.last_handler + service.keepalive_interval
+        self.header_sent = False
+        self.origin: Origin | None = None
+
+    def __repr__(self) -> str:
+        return f"<StreamSession {self.rid!r} from {self.addr!r}>"
+
+    # --- packets -----------------------------------------------------------
+
+    def deliver(self, pkt: zp.Packet, seq: int | None) -> None:
+        self.inbox.append((pkt, seq))
+        self.event.set()
+
+    def send(self, type_: bytes = zp.DATA, **fields: Any) -> None:
+        pairs: list[tuple[bytes, Any]] = [(b"from", self.service.instance_id), (b"id", self.rid),
+                                          (b"seq", self.out_seq), (b"ext", EXT)]
+        self.out_seq += 1
+        if type_:
+            pairs.append((b"type", type_))
+        pairs += [(k.replace("_", "-").encode(), v) for k, v in fields.items() if v not in (None, b"", False)]
+        self.service.sockets.send(self.addr, zp.encode(pairs))
+
+    def _take(self) -> tuple[zp.Packet, int | None] | None:
+        """The next handler packet after the common checks, or None."""
+        if not self.inbox:
+            return None
+        pkt, seq = self.inbox.popleft()
+        if seq is not None:
+            if seq != self.in_seq:
+                raise HandlerGone(f"bad seq (expected {self.in_seq}, got {seq})")
+            self.in_seq += 1
+        self.last_handler = time.monotonic()
+        if pkt.type in (b"cancel", b"error"):
+            raise HandlerGone(pkt.type.decode())
+        if pkt.type == b"handoff-start":
+            self.send(b"handoff-proceed")
+            self._paused()
+            return None
+        self.credits += pkt.credits if pkt.type in (zp.DATA, b"credit", b"ping", b"pong") else 0
+        return pkt, seq
+
+    def _paused(self) -> None:
+        """After handoff-proceed nothing happens until the next handler packet."""
+        while not self.inbox:
+            self.wait()
+
+    def wait(self, sock: Any = None) -> bool:
+        """Until a handler packet comes or, with `sock`, the origin has data
+        (True). Sends keep-alives when due; ends a silent session."""
+        if self.inbox:
+            return False
+        now = time.monotonic()
+        if now >= self.last_handler + self.service.handler_timeout:
+            raise SessionTimeout()
+        if now >= self.last_io + self.service.stream_timeout:
+            raise ClientError("connection-timeout", "stream timeout")
+        if now >= self.keepalive_due:
+            self.keepalive_due = now + self.service.keepalive_interval
+            self.send(b"keep-alive")
+        timeout = min(self.last_handler + self.service.handler_timeout, self.keepalive_due,
+                      self.last_io + self.service.stream_timeout) - now
+        self.event.clear()
+        if sock is None:
+            self.event.wait(timeout)
+            return False
+        if getattr(sock, "pending", lambda: 0)():
+            return True
+        readable = []
+        watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        watcher.start(lambda: (readable.append(True), self.event.set()))
+        try:
+            self.event.wait(timeout)
+        finally:
+            watcher.stop()
+            watcher.close()
+        if readable:
+            self.last_io = time.monotonic()
+        return bool(readable)
+
+    def _handle_control(self) -> None:
+        """Apply queued packets while no body is expected from the handler."""
+        while (item := self._take()) is not None:
+            if item[0].type == zp.DATA:
+                raise HandlerGone("unexpected data packet")
+
+    def _until_readable(self) -> None:
+        assert self.origin is not None
+        while True:
+            self._handle_control()
+            if self.wait(self.origin.sock):
+                return
+
+    # --- the exchange ----------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except HandlerGone as e:
+            log.debug("client session %r ended by the handler: %s", self.rid, e)
+        except SessionTimeout:
+            log.debug("client session %r expired", self.rid)
+        except ClientError as e:
+            log.debug("client session %r failed: %s (%s)", self.rid, e.condition, e)
+            if self.header_sent:
+                self.send(b"cancel")
+            else:
+                self.send(b"error", condition=e.condition.encode())
+        except Exception:
+            log.exception("client session %r failed", self.rid)
+            self.send(b"cancel" if self.header_sent else b"error", condition=None if self.header_sent
+                      else b"undefined-condition")
+        finally:
+            if self.origin is not None:
+                self.origin.close()
+            self.service.end_session(self)
+
+    def _run(self) -> None:
+        try:
+            req = from_packet(self.first, ALL_SCHEMES)
+        except ClientError as e:
+            self.send(b"error", condition=e.condition.encode())  # no ack before this
+            return
+        self.send(b"keep-alive")  # the ack: the handler now knows our address
+        if req.websocket:
+            from .websocket import run_websocket
+            run_websocket(self, req)
+            return
+        head = self._exchange(req)
+        self.header_sent = True
+        self.send(zp.DATA, code=head.status_code, reason=bytes(head.reason),
+                  headers=[[n, v] for n, v in head.headers.raw_items()], more=True)
+        self._stream_body()
+
+    def _exchange(self, req: ClientRequest) -> Any:
+        cfg = self.service.config
+        for _hop in range(MAX_REDIRECTS + 1):
+            self.origin = open_origin(req, self.service.pool, cfg.deny_out_internal,
+                                      cfg.stream_timeout)
+            self._send_request(req)
+            head = _response_head(self.origin, self._until_readable)
+            follow = req.follow_redirects and not req.more
+            nxt = redirect(req, head.status_code, list(head.headers.raw_items()),
+                           HTTP_SCHEMES) if follow else None
+            if nxt is None:
+                return head
+            self._discard_body()
+            req = nxt
+        raise ClientError("too-many-redirects")
+
+    def _send_request(self, req: ClientRequest) -> None:
+        origin = self.origin
+        assert origin is not None
+        if not req.more:
+            length = req.length if req.length is not None else len(req.body)
+            origin.send_head(req, "length", length)
+            origin.send_body(req.body)
+            origin.end()
+            return
+        origin.send_head(req, "chunked" if req.length is None else "length", req.length or 0)
+        origin.send_body(req.body)
+        self._upload()
+
+    def _upload(self) -> None:
+        """Request body from the handler under our credits, granted as it is written."""
+        origin = self.origin
+        assert origin is not None
+        window = self.service.config.buffer_size
+        self.send(b"credit", credits=window)
+        while True:
+            item = self._take()
+            if item is None:
+                self.wait()
+                continue
+            pkt, _seq = item
+            if pkt.type != zp.DATA:
+                continue  # credit, keep-alive
+            if len(pkt.body) > window:
+                raise ClientError("undefined-condition", "handler sent more than its credits")
+            origin.send_body(pkt.body)
+            if not pkt.more:
+                origin.end()
+                return
+            if pkt.body:
+                self.send(b"credit", credits=len(pkt.body))
+
+    def _discard_body(self) -> None:
+        origin = self.origin
+        assert origin is not None
+        while type(origin.next_event()) is not h11.EndOfMessage:
+            pass
+        self.service.pool.put(origin)
+        self.origin = None
+
+    def _stream_body(self) -> None:
+        """Body packets of at most min(credits, buffer size); the end needs credits too."""
+        origin = self.origin
+        assert origin is not None
+        size = self.service.config.buffer_size
+        pending = b""
+        ended = False
+        while True:
+            self._handle_control()
+            if self.credits > 0 and (pending or ended):
+                n = min(self.credits, size, len(pending))
+                chunk, pending = pending[:n], pending[n:]
+                self.credits -= n
+                last = ended and not pending
+                self.send(zp.DATA, body=chunk, more=not last)
+                if last:
+                    self.service.pool.put(origin)
+                    self.origin = None
+                    return
+                continue
+            if pending or ended:
+                self.wait()
+                continue
+            ev = origin.next_event(self._until_readable)
+            if type(ev) is h11.EndOfMessage:
+                ended = True
+            else:
+                pending = bytes(ev.data)

@@ -1,0 +1,202 @@
+"""Client-mode WebSocket (shared/zhttp/client.md sections 3.3, 5.3, 8) with wsproto.
+
+After the ack, condure opens the connection, sends the handshake (handler
+headers pass through) and answers the handler with the 101 (credits =
+buffer size) or a `rejected` error carrying the origin's response. Then
+frames both ways: origin messages in pieces under the handler's credits,
+handler messages written and their sizes granted back; ping/pong are
+forwarded (never answered by condure itself); close is relayed both ways.
+"""
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong,
+                            RejectConnection, RejectData, Request, TextMessage)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from ..zhttp import packet as zp
+from .connect import ClientError
+from .http1 import open_origin
+from .request import ClientRequest
+
+if TYPE_CHECKING:
+    from .session import StreamSession
+
+READ_SIZE = 65536
+
+
+class _Client:
+    def __init__(self, session: StreamSession, req: ClientRequest) -> None:
+        self.s = session
+        self.req = req
+        cfg = session.service.config
+        session.origin = open_origin(req, session.service.pool, cfg.deny_out_internal,
+                                     cfg.stream_timeout)
+        self.sock = session.origin.sock
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.events: list[Any] = []
+        self.closed_by_handler = False
+        self.closed_by_origin = False
+
+    def write(self, event: Any) -> None:
+        try:
+            data = self.ws.send(event)
+        except LocalProtocolError as e:
+            raise ClientError("undefined-condition", str(e)) from None
+        self.s.origin.write(data)  # type: ignore[union-attr]
+
+    def read(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except OSError as e:
+            raise ClientError("undefined-condition", f"read: {e}") from None
+        try:
+            self.ws.receive_data(data or None)
+            self.events.extend(self.ws.events())
+        except RemoteProtocolError as e:
+            raise ClientError("undefined-condition", str(e)) from None
+
+    # --- handshake ----------------------------------------------------------
+
+    def handshake(self) -> None:
+        req = self.req
+        extensions = [PerMessageDeflate()] if self.s.service.config.compression else []
+        self.write(Request(host=req.host_header.decode(), target=req.target.decode(),
+                           extra_headers=list(req.headers), extensions=extensions))
+        while True:
+            while not self.events:
+                self.s._until_readable()
+                self.read()
+            ev = self.events.pop(0)
+            if isinstance(ev, AcceptConnection):
+                self._accepted(ev)
+                return
+            if isinstance(ev, RejectConnection):
+                self._rejected(ev)
+                return
+
+    def _accepted(self, ev: AcceptConnection) -> None:
+        s = self.s
+        s.header_sent = True
+        s.send(zp.DATA, code=101, reason=b"Switching Protocols",
+               headers=[[bytes(n), bytes(v)] for n, v in ev.extra_headers],
+               credits=s.service.config.buffer_size)
+
+    def _rejected(self, ev: RejectConnection) -> None:
+        body = bytearray()
+        finished = not ev.has_body
+        while not finished and len(body) < self.s.service.config.buffer_size:
+            while not self.events:
+                self.s._until_readable()
+                self.read()
+            item = self.events.pop(0)
+            if isinstance(item, RejectData):
+                body += item.data
+                finished = item.body_finished
+        try:
+            reason = HTTPStatus(ev.status_code).phrase.encode()
+        except ValueError:
+            reason = b""
+        self.s.send(b"error", condition=b"rejected", code=ev.status_code, reason=reason,
+                    headers=[[bytes(n), bytes(v)] for n, v in ev.headers] or None,
+                    body=bytes(body))
+        raise _Done()
+
+    # --- messages -------------------------------------------------------------
+
+    def loop(self) -> None:
+        s = self.s
+        while not (self.closed_by_handler and self.closed_by_origin):
+            while (item := s._take()) is not None:
+                self.from_handler(item[0])
+            if self.events:
+                if not self.to_handler():
+                    s.wait()  # out of credits
+                continue
+            if s.wait(self.sock):
+                self.read()
+
+    def from_handler(self, pkt: zp.Packet) -> None:
+        kind = pkt.type
+        if kind == zp.DATA:
+            if not self.closed_by_handler:
+                binary = pkt.content_type == b"binary"
+                data = pkt.body if binary else pkt.body.decode("utf-8", "replace")
+                msg = BytesMessage(data=data, message_finished=not pkt.more) if binary else \
+                    TextMessage(data=data, message_finished=not pkt.more)
+                self.write(msg)
+            if pkt.body:
+                self.s.send(b"credit", credits=len(pkt.body))
+        elif kind in (b"ping", b"pong"):
+            self.write(Ping(payload=pkt.body) if kind == b"ping" else Pong(payload=pkt.body))
+            if pkt.body:
+                self.s.send(b"credit", credits=len(pkt.body))
+        elif kind == b"close":
+            code = 1000 if pkt.code is None else pkt.code
+            reason = pkt.body.decode("utf-8", "replace") if pkt.code is not None else ""
+            if not self.closed_by_handler:
+                self.closed_by_handler = True
+                self.write(CloseConnection(code=code, reason=reason))
+        elif kind not in (b"credit", b"keep-alive"):
+            raise _HandlerFault(kind)
+
+    def to_handler(self) -> bool:
+        """Forward the next origin event; False when credits ran out."""
+        s = self.s
+        ev = self.events[0]
+        if isinstance(ev, Message):
+            data = ev.data.encode() if isinstance(ev, TextMessage) else bytes(ev.data)
+            ctype = b"text" if isinstance(ev, TextMessage) else b"binary"
+            if data and s.credits <= 0:
+                return False
+            n = min(s.credits, s.service.config.buffer_size, len(data))
+            piece, rest = data[:n], data[n:]
+            s.credits -= n
+            last = ev.message_finished and not rest
+            s.send(zp.DATA, content_type=ctype, body=piece, more=not last)
+            if rest:
+                self.events[0] = type(ev)(data=rest if ctype == b"binary" else rest.decode("utf-8", "replace"),
+                                          frame_finished=ev.frame_finished,
+                                          message_finished=ev.message_finished)
+                return True
+        elif isinstance(ev, (Ping, Pong)):
+            payload = bytes(ev.payload)
+            if len(payload) > s.credits:
+                return False
+            s.credits -= len(payload)
+            s.send(b"ping" if isinstance(ev, Ping) else b"pong", body=payload)
+        elif isinstance(ev, CloseConnection):
+            fields: dict[str, Any] = {}
+            if ev.code not in (1005, 1006):
+                fields["code"] = int(ev.code)
+                fields["body"] = ev.reason.encode() if ev.reason else None
+            if ev.code == 1006:
+                raise ClientError("undefined-condition", "origin dropped the connection")
+            self.closed_by_origin = True
+            s.send(b"close", **fields)
+        self.events.pop(0)
+        return True
+
+
+class _Done(Exception):
+    pass
+
+
+class _HandlerFault(Exception):
+    pass
+
+
+def run_websocket(session: StreamSession, req: ClientRequest) -> None:
+    from .session import HandlerGone
+    try:
+        client = _Client(session, req)
+        client.handshake()
+        client.loop()
+    except _Done:
+        return
+    except _HandlerFault as e:
+        raise HandlerGone(f"unexpected packet {e}") from None
