@@ -242,7 +242,7 @@ class App:
                 log.info("cancelling %d connections", len(server.connections))
                 for conn in list(server.connections):
                     conn.stop(True)
-                with gevent.Timeout(1.0, False):
+                with gevent.Timeout(0.5, False):
                     while server.connections:
                         gevent.sleep(0.02)
             gevent.sleep(0.1)  # let the writers hand the last cancels to ZeroMQ

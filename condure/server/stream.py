@@ -67,6 +67,8 @@ class StreamConnection:
         self.keepalive_due: float | None = None
         self._inbox: deque = deque()
         self.inbox_max = INBOX_MAX
+        self.blocked_max = INBOX_MAX  # packets that may wait while a client write blocks
+        self.writing = False  # a write to the client is waiting for the socket
         self.stopping = False  # shutting down: no further requests
         self.waiting_for_request = False
         self.websocket = False
@@ -113,7 +115,7 @@ class StreamConnection:
         if self.debug:
             self.log.debug("assigning id")
         self._inbox.clear()
-        self.inbox_max = INBOX_MAX
+        self.inbox_max = self.blocked_max = INBOX_MAX
         self._timeout = None
         self.keepalive_due = None
         self.server.wheel.add(self._next_deadline(), self)
@@ -170,7 +172,8 @@ class StreamConnection:
 
     def deliver(self, rid: bytes, pkt: zp.Packet, seq: int | None) -> None:
         """Called by the SUB reader for each packet addressed to this connection."""
-        if len(self._inbox) >= self.inbox_max:
+        limit = self.blocked_max if self.writing else self.inbox_max
+        if len(self._inbox) >= limit:
             self._timeout = "inbox overflow"
         else:
             self._inbox.append((rid, pkt, seq))
@@ -288,7 +291,11 @@ class StreamConnection:
                 except BlockingIOError:
                     sent = 0
                 if sent < len(data):
-                    self.sock.sendall(data[sent:])
+                    self.writing = True
+                    try:
+                        self.sock.sendall(data[sent:])
+                    finally:
+                        self.writing = False
             else:
                 self.sock.sendall(data)
             self.server.metrics.bytes["out"] += len(data)

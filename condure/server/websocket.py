@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import codecs
 import hashlib
+import struct
 from collections import deque
 from typing import Any
 
@@ -161,12 +162,14 @@ class WebSocketExchange(Exchange):
         self.persistent = False
         self.ws: Connection | None = None
         self.events: deque = deque()  # client events not yet forwarded (credits)
-        self._decoder = None  # incremental UTF-8 decoder of the handler's text message
+        self._decoder: Any = None  # set while a handler message is in progress (see _frame)
         self._out_binary = False
         self._wire = bytearray()  # client bytes not yet given to wsproto (compression)
         self._feed = 0  # 0: give wsproto everything at once
         self.deflate = negotiate_deflate(head) if conn.server.config.compression else None
-        conn.inbox_max = conn.server.config.messages_max
+        # --messages-max bounds handler messages accepted but not yet written:
+        # with writes done in order, those pile up only while a write blocks
+        conn.blocked_max = conn.server.config.messages_max
 
     def _send_request(self) -> None:
         conn, head = self.conn, self.head
@@ -333,21 +336,37 @@ class WebSocketExchange(Exchange):
 
     def _send_message(self, pkt: zp.Packet) -> None:
         assert self.ws is not None
-        if self._decoder is None:  # first piece of a message decides its type
-            self._out_binary = pkt.content_type == b"binary"
-            self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         last = not pkt.more
-        if self._out_binary:
-            msg: Message = BytesMessage(data=pkt.body, message_finished=last)
-        else:
-            msg = TextMessage(data=self._decoder.decode(pkt.body, final=last), message_finished=last)
+        state = self.ws.state
+        if self._feed:  # compressed: wsproto's deflate does the framing (not after a close)
+            if state is ConnectionState.OPEN:
+                self._write(self._message_event(pkt, last))
+        elif state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            # after the client's close, handler messages are still relayed until
+            # the handler closes too, as condure does
+            self.conn.write(self._frame(pkt, last))
         if last:
             self._decoder = None
             self.server.metrics.ws_messages["out"] += 1
-        if self.ws.state is ConnectionState.OPEN:
-            self._write(msg)
         if pkt.body:
             self._send(b"credit", credits=len(pkt.body))
+
+    def _frame(self, pkt: zp.Packet, last: bool) -> bytes:
+        """An unmasked data frame, the handler's bytes as they are (as condure)."""
+        if self._decoder is None:  # first piece: the message's type; later: continuation
+            opcode = 2 if pkt.content_type == b"binary" else 1
+            self._decoder = True
+        else:
+            opcode = 0
+        return _frame_header(opcode | (0x80 if last else 0), len(pkt.body)) + pkt.body
+
+    def _message_event(self, pkt: zp.Packet, last: bool) -> Message:
+        if self._decoder is None:  # first piece of a message decides its type
+            self._out_binary = pkt.content_type == b"binary"
+            self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        if self._out_binary:
+            return BytesMessage(data=pkt.body, message_finished=last)
+        return TextMessage(data=self._decoder.decode(pkt.body, final=last), message_finished=last)
 
     def _on_error(self, pkt: zp.Packet) -> None:
         if self.ws is None and pkt.condition == b"rejected":
@@ -404,6 +423,14 @@ class WebSocketExchange(Exchange):
         except (LocalProtocolError, ValueError) as e:
             raise BadMessage(f"cannot send to client: {e}") from None
         self.conn.write(data)
+
+
+def _frame_header(first: int, n: int) -> bytes:
+    if n < 126:
+        return bytes((first, n))
+    if n < 65536:
+        return struct.pack("!BBH", first, 126, n)
+    return struct.pack("!BBQ", first, 127, n)
 
 
 WebSocketExchange.HANDLERS = {

@@ -53,7 +53,7 @@ EXPECTED_DEFAULTS = {
     "deny_out_internal": False,
     "sizes": False,
     "http_parser": "auto",
-    "shutdown_timeout": 5,
+    "shutdown_timeout": 2,
     "prometheus": None,
 }
 
