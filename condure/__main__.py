@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     worker = os.environ.get(workers.ENV)
     if worker:
+        workers.die_with_parent()
         info = WorkerInfo.decode(worker)
         return serve(workers.worker_config(cfg, info.count), info)
     if cfg.workers > 1:

@@ -45,6 +45,19 @@ RESTART_DELAY = 1.0  # seconds before a dead worker is started again
 STOP_GRACE = 10.0  # seconds workers get to stop before they are killed
 
 
+def die_with_parent() -> None:
+    """A worker must not outlive its parent (it would keep the listening sockets)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(1)  # the parent is already gone
+
+
 def worker_config(cfg: Config, count: int) -> Config:
     """Each worker gets its share of the connection limits, as condure divides them."""
     return dataclasses.replace(cfg, stream_maxconn=max(cfg.stream_maxconn // count, 1),

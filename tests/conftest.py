@@ -8,6 +8,7 @@ editable install run the code of this checkout.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -55,7 +56,20 @@ def _deadline(request: pytest.FixtureRequest) -> Iterator[None]:
     seconds = float(marker.args[0]) if marker else DEFAULT_DEADLINE
 
     def expired(signum: int, frame: object) -> None:
-        raise DeadlineExceeded(f"test ran longer than its {seconds:g} s deadline")
+        exc = DeadlineExceeded(f"test ran longer than its {seconds:g} s deadline")
+        # In-process gevent tests: the signal may arrive while the hub greenlet
+        # runs, which would only print the exception. Throw it into the main
+        # greenlet (the test) instead, as gevent does for KeyboardInterrupt.
+        greenlet = sys.modules.get("greenlet")
+        if greenlet is not None:
+            current = greenlet.getcurrent()
+            if current.parent is not None:
+                main = current
+                while main.parent is not None:
+                    main = main.parent
+                main.throw(exc)
+                return
+        raise exc
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -88,15 +102,34 @@ def free_port() -> int:
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int:
-    """SIGTERM, wait, SIGKILL on timeout; only ever the process we started."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
+    """SIGTERM, wait, SIGKILL on timeout; only ever the process we started.
+
+    Interrupted (a deadline), it still kills the process before re-raising.
+    """
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout)
+        raise
     return proc.returncode
+
+
+def run_all(actions: list[Callable[[], object]]) -> None:
+    """Run every cleanup action even if one fails; re-raise the first failure."""
+    first: BaseException | None = None
+    for action in actions:
+        try:
+            action()
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            first = first or e
+    if first is not None:
+        raise first
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, log_path: Path,
@@ -120,7 +153,12 @@ def wait_for_port(port: int, proc: subprocess.Popen, log_path: Path,
 
 
 class CondureProcess:
-    """A running `python -m condure`; `base` is its --zclient-stream spec base."""
+    """A running `python -m condure`; `base` is its --zclient-stream spec base.
+
+    `log_text()` returns the log from `log_offset` on: 0 for a process of
+    one test, the start of the current test for a shared process
+    (see `shared_condure`).
+    """
 
     def __init__(self, proc: subprocess.Popen, port: int, base: str, log_path: Path,
                  args: list[str]) -> None:
@@ -129,19 +167,26 @@ class CondureProcess:
         self.base = base
         self.log_path = log_path
         self.args = args
+        self.log_offset = 0
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
+
+    def mark_log(self) -> None:
+        """Make log_text() start at the current end of the log."""
+        self.log_offset = self.log_path.stat().st_size
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def wait_log(self, text: str, timeout: float = 5.0) -> str:
-        """Wait until `text` shows up in the log; return the whole log."""
+        """Wait until `text` shows up in the log; return the log."""
         end = time.monotonic() + timeout
         while True:
             log = self.log_text()
@@ -159,6 +204,41 @@ def condure_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "condure", *args]
 
 
+class Launcher:
+    """Starts condure processes whose ipc files go to `zdir` and logs to `logdir`."""
+
+    def __init__(self, zdir: str, logdir: Path) -> None:
+        self.zdir = zdir
+        self.logdir = logdir
+        self.started: list[CondureProcess] = []
+        self.cache: dict[tuple, CondureProcess] = {}  # for shared_condure
+
+    def start(self, *args: str, log_level: int = 3, port: int | None = None,
+              base: str | None = None, wait: bool = True) -> CondureProcess:
+        n = len(self.started)
+        port = get_free_port() if port is None else port
+        base = base or f"ipc://{self.zdir}/client{n + 1 if n else ''}"
+        argv = [f"--log-level={log_level}", "--listen", f"127.0.0.1:{port},stream",
+                "--zclient-stream", base, *args]
+        log_path = self.logdir / f"condure{n + 1}.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(condure_command(*argv), cwd=REPO_ROOT,
+                                    stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT)
+        cp = CondureProcess(proc, port, base, log_path, argv)
+        self.started.append(cp)
+        if wait:
+            wait_for_port(port, proc, log_path)
+        return cp
+
+    def stop_all(self) -> None:
+        # signal them all first, so that their graceful stops overlap
+        for cp in self.started:
+            if cp.proc.poll() is None:
+                cp.proc.send_signal(signal.SIGTERM)
+        run_all([lambda cp=cp: stop_process(cp.proc) for cp in reversed(self.started)])
+
+
 @pytest.fixture
 def condure(zdir: str, tmp_path: Path) -> Iterator[Callable[..., CondureProcess]]:
     """Factory: condure(*args, log_level=3) -> a started CondureProcess.
@@ -168,31 +248,52 @@ def condure(zdir: str, tmp_path: Path) -> Iterator[Callable[..., CondureProcess]
     ipc://ZDIR/client2 and so on); returns once the TCP port accepts.
     Every process is stopped (SIGTERM, then SIGKILL) at teardown.
     """
-    started: list[CondureProcess] = []
+    launcher = Launcher(zdir, tmp_path)
+    try:
+        yield launcher.start
+    finally:
+        launcher.stop_all()
 
-    def start(*args: str, log_level: int = 3, port: int | None = None,
-              base: str | None = None, wait: bool = True) -> CondureProcess:
-        n = len(started)
-        port = get_free_port() if port is None else port
-        base = base or f"ipc://{zdir}/client{n + 1 if n else ''}"
-        argv = [f"--log-level={log_level}", "--listen", f"127.0.0.1:{port},stream",
-                "--zclient-stream", base, *args]
-        log_path = tmp_path / f"condure{n + 1}.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(condure_command(*argv), cwd=REPO_ROOT,
-                                    stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT)
-        cp = CondureProcess(proc, port, base, log_path, argv)
-        started.append(cp)
-        if wait:
-            wait_for_port(port, proc, log_path)
+
+@pytest.fixture(scope="module")
+def _shared_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    zdir = tempfile.mkdtemp(prefix="cd", dir="/tmp")
+    launcher = Launcher(zdir, tmp_path_factory.mktemp("shared"))
+    try:
+        yield launcher
+    finally:
+        launcher.stop_all()
+        shutil.rmtree(zdir, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_condure(_shared_launcher: Launcher) -> Iterator[Callable[..., CondureProcess]]:
+    """Like `condure`, but one process per distinct argument list per test module.
+
+    Saves a process start per test. The test gets the process with its log
+    view starting at the test's beginning; at teardown the process must
+    still run (a test that kills it fails, and the next test gets a new one).
+    Use it only for tests that leave nothing behind: every client closed,
+    every handler closed (handlers should use an identity of their own).
+    """
+    cache = _shared_launcher.cache
+    used: list[CondureProcess] = []
+
+    def get(*args: str, log_level: int = 3) -> CondureProcess:
+        key = (args, log_level)
+        cp = cache.get(key)
+        if cp is None or not cp.alive():
+            cp = cache[key] = _shared_launcher.start(*args, log_level=log_level)
+        cp.mark_log()
+        used.append(cp)
         return cp
 
-    try:
-        yield start
-    finally:
-        for cp in reversed(started):
-            stop_process(cp.proc)
+    yield get
+    for cp in used:
+        assert cp.alive(), f"condure died during this test:\n{cp.log_text()}"
+
+
+_handler_ids = itertools.count(1)
 
 
 @pytest.fixture
@@ -203,6 +304,9 @@ def handler_factory() -> Iterator[Callable[..., object]]:
     made: list[Handler] = []
 
     def make(base: str, **kwargs: object) -> Handler:
+        # an identity never used before: late packets condure still sends to an
+        # earlier test's handler (on a shared process) cannot reach this one
+        kwargs.setdefault("identity", f"test-handler-{next(_handler_ids)}".encode())
         h = Handler(base, **kwargs)  # type: ignore[arg-type]
         made.append(h)
         return h
@@ -210,8 +314,9 @@ def handler_factory() -> Iterator[Callable[..., object]]:
     try:
         yield make
     finally:
-        for h in made:
-            h.close()
+        # cancel what the test left open, so that condure's graceful stop
+        # (D12) or a shared process does not wait for it
+        run_all([lambda h=h: h.close(cancel_sessions=True) for h in made])
 
 
 @pytest.fixture
@@ -233,8 +338,7 @@ def processes() -> Iterator[Callable[..., subprocess.Popen]]:
     try:
         yield spawn
     finally:
-        for proc in reversed(started):
-            _stop_group(proc)
+        run_all([lambda p=p: _stop_group(p) for p in reversed(started)])
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -251,3 +355,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(STOP_TIMEOUT)
+            raise

@@ -56,43 +56,61 @@ class Handler:
     """
 
     def __init__(self, base: str, identity: bytes = b"test-handler",
-                 instance: bytes = b"condure", pull: bool = True) -> None:
+                 instance: bytes = b"condure", pull: bool = True, bind: bool = False,
+                 wait: bool = True) -> None:
         self.base = base
         self.identity = identity
         self.instance = instance
         self.seq: dict[bytes, int] = {}
+        self.sessions: dict[bytes, None] = {}  # ids seen, in order
         self.ctx = zmq.Context()
+        attach = "bind" if bind else "connect"  # bind: for condure --zclient-connect
         self.pull: zmq.Socket | None = None
         if pull:
             self.pull = self._socket(zmq.PULL)
-            self.pull.connect(base + "-out")
+            getattr(self.pull, attach)(base + "-out")
         self.router = self._socket(zmq.ROUTER)
         self.router.setsockopt(zmq.IDENTITY, identity)
-        monitor = self.router.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        self.router.connect(base + "-out-stream")
+        self._monitor = self.router.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        getattr(self.router, attach)(base + "-out-stream")
         self.pub = self._socket(zmq.XPUB)
-        self.pub.connect(base + "-in")
-        try:
-            self._wait_ready(monitor)
-        finally:
-            self.router.disable_monitor()
-            monitor.close(0)
+        getattr(self.pub, attach)(base + "-in")
+        if wait:
+            self.wait_ready()
 
     def _socket(self, kind: int) -> zmq.Socket:
         s = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
         return s
 
-    def _wait_ready(self, monitor: zmq.Socket) -> None:
-        if not self.pub.poll(CONNECT_TIMEOUT * 1000):
-            raise AssertionError(f"no subscription from condure on {self.base}-in")
-        sub = self.pub.recv()
-        assert sub == b"\x01" + self.instance + b" ", sub
-        if not monitor.poll(CONNECT_TIMEOUT * 1000):
-            raise AssertionError(f"ROUTER handshake with {self.base}-out-stream timed out")
-        monitor.recv_multipart()
+    def wait_ready(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Wait for condure's subscription and for the ROUTER handshake.
 
-    def close(self) -> None:
+        Called by the constructor unless wait=False (a binding handler must
+        exist before condure connects to it).
+        """
+        monitor = self._monitor
+        try:
+            if not self.pub.poll(timeout * 1000):
+                raise AssertionError(f"no subscription from condure on {self.base}-in")
+            sub = self.pub.recv()
+            assert sub == b"\x01" + self.instance + b" ", sub
+            if not monitor.poll(timeout * 1000):
+                raise AssertionError(f"ROUTER handshake with {self.base}-out-stream timed out")
+            monitor.recv_multipart()
+        finally:
+            self.router.disable_monitor()
+            monitor.close(0)
+
+    def close(self, cancel_sessions: bool = False) -> None:
+        """Close the sockets; with cancel_sessions, first send condure a
+        `cancel` for every session this handler has seen, so that nothing
+        waits on it (a finished session ignores the cancel)."""
+        if cancel_sessions and self.sessions:
+            ids = [{b"id": rid} for rid in self.sessions]
+            for i in range(0, len(ids), 128):  # at most 128 ids per packet
+                self.send({b"id": ids[i:i + 128], b"type": b"cancel"})
+            self.pub.close(linger=1000)  # deliver them; no wait if condure is gone
         self.ctx.destroy(linger=0)
 
     # --- receiving ------------------------------------------------------
@@ -106,7 +124,9 @@ class Handler:
         assert len(frames) == 1, frames
         self.last_raw = frames[0]
         assert frames[0][:1] == b"T", frames[0]
-        return tnetstring.loads(frames[0][1:])
+        req = tnetstring.loads(frames[0][1:])
+        self.sessions[req[b"id"]] = None
+        return req
 
     def recv(self, timeout: float = DEFAULT_TIMEOUT) -> dict:
         """The next packet on the ROUTER (the last frame, without its T)."""
@@ -150,6 +170,7 @@ class Handler:
         msg.setdefault(b"from", self.identity)
         rid = msg.get(b"id")
         if isinstance(rid, bytes):
+            self.sessions[rid] = None
             if b"seq" not in msg:
                 msg[b"seq"] = self.seq.get(rid, 0)
             if isinstance(msg[b"seq"], int) and not isinstance(msg[b"seq"], bool):

@@ -168,12 +168,23 @@ class H11Parser:
         self._head_bytes = bytearray()
         if _OBS_FOLD.search(raw):
             raise BadRequest("obsolete line folding in header")
-        if raw.lower().count(b"\ncontent-length:") > 1:
-            raise BadRequest("more than one Content-Length")  # h11 would merge identical ones
-        return check_head(ev.method, ev.target, ev.http_version, list(ev.headers.raw_items()))
+        # the header lines as sent: h11's raw_items() lower-cases Transfer-Encoding
+        # values and merges Content-Length lists, and handlers must see the originals
+        return check_head(ev.method, ev.target, ev.http_version, _raw_headers(raw))
 
 
 _OBS_FOLD = re.compile(rb"\n[ \t]")
+
+
+def _raw_headers(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """Header pairs from a head h11 has already validated (values trimmed)."""
+    out = []
+    for line in raw.split(b"\n")[1:]:
+        line = line.rstrip(b"\r")
+        if line:
+            name, _, value = line.partition(b":")
+            out.append((name, value.strip(b" \t")))
+    return out
 
 
 def _head_end(raw: bytes) -> int:

@@ -129,7 +129,7 @@ class ReqConnection(StreamConnection):
             err.status = None  # condure 1.10 closes with nothing written
             raise err
         headers = [(n, v) for n, v in pkt.headers if n.lower() != b"content-length"]
-        code = 200 if pkt.code is None else pkt.code
+        code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
         out, framer, self._persistent = http1.response_head(
             head.version, code, pkt.reason, headers, pkt.body, False,
             http1.is_persistent(head), head.method == b"HEAD")

@@ -370,7 +370,7 @@ class WebSocketExchange(Exchange):
 
     def _on_error(self, pkt: zp.Packet) -> None:
         if self.ws is None and pkt.condition == b"rejected":
-            code = 200 if pkt.code is None else pkt.code
+            code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
             self.written = True
             self.conn.write(rejection(code, pkt.reason, pkt.headers, pkt.body))
             self.done = True

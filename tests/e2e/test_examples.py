@@ -1,0 +1,142 @@
+"""The README walkthrough (shared/seed), run for real: condure as a subprocess,
+the example handlers from examples/ as subprocesses, a raw client and curl.
+
+The examples read the spec base from CONDURE_ZBASE, so they can talk to a
+condure whose ipc files live in a temporary directory.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+from rawhttp import Client, get
+
+HELLO = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nhello world\n"
+FROM_ANOTHER = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 32\r\n\r\n"
+                b"responding from another process\n")
+# The examples connect and then publish after a short sleep; PUB drops what it
+# sends before condure's subscription has arrived. Give them time to start.
+HANDLER_STARTUP = 0.7
+
+
+def example_env(base: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CONDURE_ZBASE"] = base
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_example(processes, tmp_path: Path, base: str, name: str) -> tuple:
+    log_path = tmp_path / f"{name}.out"
+    with open(log_path, "wb") as out:
+        proc = processes([sys.executable, f"examples/{name}.py"], env=example_env(base),
+                         stdout=out, stderr=subprocess.STDOUT)
+    time.sleep(HANDLER_STARTUP)
+    assert proc.poll() is None, log_path.read_text()
+    return proc, log_path
+
+
+def curl_request(port: int) -> bytes:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    r = subprocess.run(["curl", "-s", "-i", "--max-time", "10", f"http://127.0.0.1:{port}/"],
+                       capture_output=True, timeout=15, env=env)
+    assert r.returncode == 0, r
+    return r.stdout
+
+
+def test_basichandler_hello_world(condure, processes, tmp_path: Path) -> None:
+    c = condure()
+    proc, out = start_example(processes, tmp_path, c.base, "basichandler")
+    with Client(c.port) as client:
+        client.send(get("/", host=b"localhost:%d" % c.port,
+                        extra=b"User-Agent: curl/8.0\r\nAccept: */*\r\n"))
+        assert client.read_response().raw == HELLO
+        # persistent: a second request on the same connection works too
+        client.send(get("/again", host=b"localhost"))
+        assert client.read_response().raw == HELLO
+    if shutil.which("curl"):
+        assert curl_request(c.port) == HELLO
+    log = out.read_text()
+    assert "IN {" in log and "OUT {" in log, log
+
+
+def test_printreq_piped_to_sendresp(condure, processes, tmp_path: Path) -> None:
+    c = condure()
+    py = shlex.quote(sys.executable)
+    pipeline = (f'{py} -u examples/printreq.py | '
+                f'xargs -n 2 {py} examples/sendresp.py "responding from another process"')
+    log_path = tmp_path / "pipeline.out"
+    with open(log_path, "wb") as out:
+        processes(["bash", "-c", pipeline], env=example_env(c.base), stdout=out,
+                  stderr=subprocess.STDOUT)
+    time.sleep(HANDLER_STARTUP)
+    with Client(c.port, timeout=10) as client:
+        client.send(get("/", host=b"localhost"))
+        assert client.read_response().raw == FROM_ANOTHER, log_path.read_text()
+    if shutil.which("curl"):
+        assert curl_request(c.port) == FROM_ANOTHER
+
+
+def test_sendresp_answers_a_request_by_id(condure, handler_factory, tmp_path: Path) -> None:
+    """The manual form: `python examples/sendresp.py BODY ADDR ID`."""
+    c = condure()
+    h = handler_factory(c.base)  # plays printreq: only reads the request
+    with Client(c.port, timeout=10) as client:
+        client.send(get("/"))
+        req = h.recv_request()
+        r = subprocess.run([sys.executable, "examples/sendresp.py",
+                            "responding from another process", req[b"from"].decode(),
+                            req[b"id"].decode()],
+                           cwd=REPO_ROOT, env=example_env(c.base), capture_output=True,
+                           timeout=15)
+        assert r.returncode == 0, r
+        assert client.read_response().raw == FROM_ANOTHER
+
+
+def test_sendresp_usage() -> None:
+    r = subprocess.run([sys.executable, "examples/sendresp.py"], cwd=REPO_ROOT,
+                       capture_output=True, timeout=15, text=True)
+    assert r.returncode == 1 and "usage:" in r.stderr, r
+
+
+@pytest.mark.deadline(40)
+def test_streamhandler_sends_five_chunks(condure, processes, tmp_path: Path) -> None:
+    c = condure()
+    proc, out = start_example(processes, tmp_path, c.base, "streamhandler")
+    body = b"x" * 20000
+    parts = [b"part %d of 5\n" % i for i in range(1, 6)]
+    with Client(c.port, timeout=10) as getter, Client(c.port, timeout=10) as poster:
+        getter.send(get("/stream"))
+        poster.send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        for client in (getter, poster):
+            r = client.read_response()
+            assert r.head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n"), r.head
+            assert r.chunks == parts
+            assert r.raw.endswith(b"0\r\n\r\n")
+    log = out.read_text()
+    assert "BODY " in log and " 20000 bytes" in log, log
+    assert log.count("END ") == 2 and " done" in log, log
+
+
+def test_streamhandler_refuses_websocket(condure, processes, tmp_path: Path) -> None:
+    c = condure()
+    start_example(processes, tmp_path, c.base, "streamhandler")
+    with Client(c.port, timeout=10) as client:
+        client.send(get("/ws", extra=b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                                     b"Sec-WebSocket-Version: 13\r\n"
+                                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"))
+        r = client.read_response()
+        assert r.status == 400, r.raw
+        assert r.body == b"this handler does not speak WebSocket\n"
+        assert r.header(b"Upgrade") is None and r.header(b"Sec-WebSocket-Accept") is None
+        assert client.read_until_close() == b""
