@@ -79,7 +79,10 @@ class TimerWheel:
         """Disarm ``key``; a key that is not armed is ignored (ends race with expiry)."""
         index = self._slot_of.pop(key, None)
         if index is not None:
-            del self._wheel[index][key]
+            slot = self._wheel[index]
+            del slot[key]
+            if not slot:
+                self._wheel[index] = {}  # a dict never shrinks: let a drained one go
 
     def __contains__(self, key: object) -> bool:
         return key in self._slot_of
@@ -107,19 +110,23 @@ class TimerWheel:
         visits = min(target - self._cursor + 1, self.slots)
         due: list[tuple[float, int, Hashable]] = []
         for t in range(target - visits + 1, target + 1):
-            self._pop_due(self._wheel[t % self.slots], now, due)
+            index = t % self.slots
+            if self._pop_due(self._wheel[index], now, due):
+                self._wheel[index] = {}  # a dict never shrinks: let a drained one go
         self._cursor = target
         due.sort(key=lambda entry: (entry[0], entry[1]))
         return [key for _, _, key in due]
 
     def _pop_due(self, slot: dict[Hashable, tuple[float, int]], now: float,
-                 due: list[tuple[float, int, Hashable]]) -> None:
+                 due: list[tuple[float, int, Hashable]]) -> bool:
+        """Move the due entries of `slot` to `due`; True if the slot is left empty."""
         # Entries for later rounds share the slot and stay where they are.
         ready = [(deadline, seq, key) for key, (deadline, seq) in slot.items() if deadline <= now]
         for entry in ready:
             del slot[entry[2]]
             del self._slot_of[entry[2]]
         due.extend(ready)
+        return bool(ready) and not slot
 
     def __repr__(self) -> str:
         return f"<TimerWheel tick={self.tick} slots={self.slots} keys={len(self)} cursor={self._cursor}>"

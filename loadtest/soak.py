@@ -5,7 +5,7 @@
 
 Starts `python -m condure` and loadtest/bench_handler.py, then:
 
-1. warm-up: one cycle of the load below, then 20 s of quiet; the RSS and
+1. warm-up: 30 s of the load below, then 20 s of quiet; the RSS and
    open file descriptors of condure are the baseline (the allocator's pools
    have grown to the working size by then, so a later rise means a leak);
 2. soak: for --minutes, --http threads each open a keep-alive connection,
@@ -159,9 +159,9 @@ class Soak:
             if restart_every and time.monotonic() >= next_restart:
                 self.restart_handler()
                 next_restart += restart_every
-                assert self.condure is not None
-                rss, fds = proc_figures(self.condure.pid)
-                print(f"  load: RSS {rss} KB, fds {fds}", flush=True)
+                if self.condure is not None:
+                    rss, fds = proc_figures(self.condure.pid)
+                    print(f"  load: RSS {rss} KB, fds {fds}", flush=True)
         for t in threads:
             t.join(10)
 
@@ -183,7 +183,7 @@ def main() -> int:
     try:
         soak.start()
         assert soak.condure is not None
-        soak.load(15, None)
+        soak.load(30, 15.0)  # one cycle of the same load, handler restart included
         time.sleep(args.quiet)
         rss0, fds0 = proc_figures(soak.condure.pid)
         print(f"baseline: RSS {rss0} KB, fds {fds0}", flush=True)
