@@ -245,7 +245,9 @@ class App:
                 with gevent.Timeout(0.5, False):
                     while server.connections:
                         gevent.sleep(0.02)
-            gevent.sleep(0.1)  # let the writers hand the last cancels to ZeroMQ
+        if self.client is not None:
+            self.client.cancel_all()
+        gevent.sleep(0.1)  # let the writers hand the last cancels to ZeroMQ
         self.stop()
 
     def stop(self) -> None:

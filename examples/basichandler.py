@@ -4,17 +4,16 @@ import time
 
 import tnetstring
 import zmq
+from zbase import endpoint
 
-# base of the --zclient-stream spec; tests point this at a temporary directory
-zbase = os.environ.get('CONDURE_ZBASE', 'ipc://client')
 
 instance_id = 'basichandler.{}'.format(os.getpid()).encode()
 
 ctx = zmq.Context()
 in_sock = ctx.socket(zmq.PULL)
-in_sock.connect(zbase + '-out')
+in_sock.connect(endpoint('-out'))
 out_sock = ctx.socket(zmq.PUB)
-out_sock.connect(zbase + '-in')
+out_sock.connect(endpoint('-in'))
 
 # await subscription
 time.sleep(0.01)

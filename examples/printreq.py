@@ -1,15 +1,13 @@
 # this handler just outputs the request ID
-import os
 
 import tnetstring
 import zmq
+from zbase import endpoint
 
-# base of the --zclient-stream spec; tests point this at a temporary directory
-zbase = os.environ.get('CONDURE_ZBASE', 'ipc://client')
 
 ctx = zmq.Context()
 sock = ctx.socket(zmq.PULL)
-sock.connect(zbase + '-out')
+sock.connect(endpoint('-out'))
 
 while True:
     m = sock.recv_multipart()

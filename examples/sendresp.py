@@ -1,10 +1,10 @@
 # this program sends a response to a certain request ID
-import os
 import sys
 import time
 
 import tnetstring
 import zmq
+from zbase import endpoint
 
 if len(sys.argv) != 4:
     sys.exit('usage: {} BODY ADDR ID'.format(sys.argv[0]))
@@ -13,12 +13,10 @@ body = sys.argv[1]
 addr = sys.argv[2].encode()
 rid = sys.argv[3].encode()
 
-# base of the --zclient-stream spec; tests point this at a temporary directory
-zbase = os.environ.get('CONDURE_ZBASE', 'ipc://client')
 
 ctx = zmq.Context()
 sock = ctx.socket(zmq.PUB)
-sock.connect(zbase + '-in')
+sock.connect(endpoint('-in'))
 
 # await subscription (PUB drops everything sent before it has seen condure's
 # SUB subscription, so give the connection a moment)

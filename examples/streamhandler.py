@@ -14,9 +14,8 @@ import time
 
 import tnetstring
 import zmq
+from zbase import endpoint
 
-# base of the --zclient-stream spec; tests point this at a temporary directory
-zbase = os.environ.get('CONDURE_ZBASE', 'ipc://client')
 
 instance_id = 'streamhandler.{}'.format(os.getpid()).encode()
 
@@ -47,12 +46,12 @@ sessions = {}
 
 ctx = zmq.Context()
 in_sock = ctx.socket(zmq.PULL)
-in_sock.connect(zbase + '-out')
+in_sock.connect(endpoint('-out'))
 in_stream_sock = ctx.socket(zmq.ROUTER)
 in_stream_sock.setsockopt(zmq.IDENTITY, instance_id)
-in_stream_sock.connect(zbase + '-out-stream')
+in_stream_sock.connect(endpoint('-out-stream'))
 out_sock = ctx.socket(zmq.PUB)
-out_sock.connect(zbase + '-in')
+out_sock.connect(endpoint('-in'))
 
 # await subscription
 time.sleep(0.1)

@@ -73,6 +73,24 @@ class Origin:
                 wait()
             self.h11.receive_data(self._recv())
 
+    def take_buffered(self, data: bytes) -> tuple[bytes, bool]:
+        """`data` plus the body bytes h11 already holds, and whether the body
+        ended there: a body of known length ends with its last bytes, with no
+        extra empty packet, as with condure."""
+        while True:
+            try:
+                ev = self.h11.next_event()
+            except h11.RemoteProtocolError as e:
+                raise ClientError("undefined-condition", f"bad response: {e}") from None
+            if ev is h11.NEED_DATA:
+                return data, False
+            if type(ev) is h11.EndOfMessage:
+                return data, True
+            if type(ev) is h11.Data:
+                data += bytes(ev.data)
+            else:
+                raise ClientError("undefined-condition", "origin closed the connection")
+
     def _recv(self) -> bytes:
         try:
             return self.sock.recv(READ_SIZE)

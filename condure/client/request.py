@@ -56,12 +56,16 @@ class ClientRequest:
                       verify=not self.ignore_tls_errors, deny=deny and not self.ignore_policies)
 
 
+class DropRequest(Exception):
+    """A message condure's parser refuses: dropped without any reply."""
+
+
 def _field(raw: dict, name: bytes, kind: type, default: Any) -> Any:
     v = raw.get(name)
     if v is None:
         return default
     if type(v) is not kind:
-        raise ClientError("bad-request", f"{name.decode()} has the wrong type")
+        raise DropRequest(f"{name.decode()} has the wrong type")
     return v
 
 

@@ -20,6 +20,7 @@ from ..zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL
 from ..zhttp.sockets import ServerReqSockets, ServerStreamSockets
 from .connect import ClientError
 from .http1 import Pool
+from .request import DropRequest
 from .session import StreamSession, req_exchange, req_reply
 
 log = logging.getLogger("condure.client")
@@ -60,6 +61,19 @@ class ClientService:
             self.sockets.start(self.on_first, self.on_later)
         if self.req_sockets is not None:
             self.req_sockets.start(self.on_request)
+
+    def cancel_all(self) -> None:
+        """Shutdown: one batched `cancel` per handler address for the live sessions."""
+        if self.sockets is None:
+            return
+        by_addr: dict[bytes, list[tuple[bytes, int]]] = {}
+        for session in self.sessions.values():
+            if session.addr:
+                by_addr.setdefault(session.addr, []).append((session.rid, session.out_seq))
+                session.out_seq += 1
+        for addr, ids in by_addr.items():
+            for group in zp.batches(ids):
+                self.sockets.send(addr, zp.multi_packet(self.instance_id, group, b"cancel"))
 
     def close(self) -> None:
         for s in (self.sockets, self.req_sockets):
@@ -113,6 +127,9 @@ class ClientService:
         try:
             with gevent.Timeout(self.config.req_timeout, ClientError("connection-timeout")):
                 fields = req_exchange(self, pkt)
+        except DropRequest as e:
+            log.debug("client req dropped: %s", e)
+            return
         except ClientError as e:
             log.debug("client req failed: %s (%s)", e.condition, e)
             fields = {b"type": b"error", b"condition": e.condition.encode()}

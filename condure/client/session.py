@@ -26,7 +26,7 @@ from gevent.event import Event
 from ..zhttp import packet as zp
 from .connect import ClientError
 from .http1 import Origin, open_origin
-from .request import MAX_REDIRECTS, ClientRequest, from_packet, redirect
+from .request import MAX_REDIRECTS, ClientRequest, DropRequest, from_packet, redirect
 
 if TYPE_CHECKING:
     from .service import ClientService
@@ -60,7 +60,7 @@ def req_exchange(service: ClientService, pkt: zp.Packet) -> dict[bytes, Any]:
     for _hop in range(MAX_REDIRECTS + 1):
         origin = open_origin(req, service.pool, cfg.deny_out_internal, cfg.req_timeout)
         try:
-            origin.send_head(req, "length", req.length if req.length is not None else len(req.body))
+            origin.send_head(req, "length", len(req.body))  # REQ: always the body's own length
             origin.send_body(req.body)
             origin.end()
             head, body = _read_whole(origin, req, cfg.body_buffer_size)
@@ -248,6 +248,9 @@ class StreamSession:
     def _run(self) -> None:
         try:
             req = from_packet(self.first, ALL_SCHEMES)
+        except DropRequest as e:
+            log.debug("client session %r dropped: %s", self.rid, e)
+            return
         except ClientError as e:
             self.send(b"error", condition=e.condition.encode())  # no ack before this
             return
@@ -296,6 +299,8 @@ class StreamSession:
         origin = self.origin
         assert origin is not None
         window = self.service.config.buffer_size
+        if any(p.type == zp.DATA for p, _ in self.inbox):
+            raise HandlerGone("request body before any credit")
         self.send(b"credit", credits=window)
         while True:
             item = self._take()
@@ -308,6 +313,7 @@ class StreamSession:
             if len(pkt.body) > window:
                 raise ClientError("undefined-condition", "handler sent more than its credits")
             origin.send_body(pkt.body)
+            self.last_io = time.monotonic()
             if not pkt.more:
                 origin.end()
                 return
@@ -349,4 +355,4 @@ class StreamSession:
             if type(ev) is h11.EndOfMessage:
                 ended = True
             else:
-                pending = bytes(ev.data)
+                pending, ended = origin.take_buffered(bytes(ev.data))

@@ -13,6 +13,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong,
                             RejectConnection, RejectData, Request, TextMessage)
 from wsproto.extensions import PerMessageDeflate
@@ -65,8 +66,11 @@ class _Client:
     def handshake(self) -> None:
         req = self.req
         extensions = [PerMessageDeflate()] if self.s.service.config.compression else []
+        protocols = [p.strip().decode() for n, v in req.headers
+                     if n.lower() == b"sec-websocket-protocol" for p in v.split(b",") if p.strip()]
+        headers = [(n, v) for n, v in req.headers if n.lower() != b"sec-websocket-protocol"]
         self.write(Request(host=req.host_header.decode(), target=req.target.decode(),
-                           extra_headers=list(req.headers), extensions=extensions))
+                           extra_headers=headers, extensions=extensions, subprotocols=protocols))
         while True:
             while not self.events:
                 self.s._until_readable()
@@ -82,8 +86,10 @@ class _Client:
     def _accepted(self, ev: AcceptConnection) -> None:
         s = self.s
         s.header_sent = True
-        s.send(zp.DATA, code=101, reason=b"Switching Protocols",
-               headers=[[bytes(n), bytes(v)] for n, v in ev.extra_headers],
+        headers = [[bytes(n), bytes(v)] for n, v in ev.extra_headers]
+        if ev.subprotocol:
+            headers.append([b"Sec-WebSocket-Protocol", ev.subprotocol.encode()])
+        s.send(zp.DATA, code=101, reason=b"Switching Protocols", headers=headers or None,
                credits=s.service.config.buffer_size)
 
     def _rejected(self, ev: RejectConnection) -> None:
@@ -110,9 +116,11 @@ class _Client:
 
     def loop(self) -> None:
         s = self.s
-        while not (self.closed_by_handler and self.closed_by_origin):
+        while True:
             while (item := s._take()) is not None:
                 self.from_handler(item[0])
+            if self.closed_by_handler and self.closed_by_origin:
+                return
             if self.events:
                 if not self.to_handler():
                     s.wait()  # out of credits
@@ -123,6 +131,8 @@ class _Client:
     def from_handler(self, pkt: zp.Packet) -> None:
         kind = pkt.type
         if kind == zp.DATA:
+            if len(pkt.body) > self.s.service.config.buffer_size:
+                raise ClientError("undefined-condition", "handler sent more than its credits")
             if not self.closed_by_handler:
                 binary = pkt.content_type == b"binary"
                 data = pkt.body if binary else pkt.body.decode("utf-8", "replace")
@@ -170,6 +180,10 @@ class _Client:
             s.credits -= len(payload)
             s.send(b"ping" if isinstance(ev, Ping) else b"pong", body=payload)
         elif isinstance(ev, CloseConnection):
+            if self.ws.state is ConnectionState.OPEN:
+                # wsproto reports a protocol error as a close it made up: the
+                # origin sent no close, the session fails (cancel) as with condure
+                raise ClientError("undefined-condition", f"bad frame from origin: {ev.reason}")
             fields: dict[str, Any] = {}
             if ev.code not in (1005, 1006):
                 fields["code"] = int(ev.code)
