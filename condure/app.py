@@ -57,31 +57,27 @@ class Server:
         self._parse_warned_at = 0.0
 
     def on_message(self, frame: bytes) -> None:
-        """A message from the SUB socket: parse it and hand it to its sessions."""
+        """A message from the SUB socket (`<id> T<map>`): hand it to its sessions."""
+        self._deliver(frame, zp.parse_message)
+
+    def on_req_message(self, payload: bytes) -> None:
+        """A reply from the req DEALER (no address prefix)."""
+        self._deliver(payload, zp.parse)
+
+    def _deliver(self, data: bytes, parse: Any) -> None:
         try:
-            pkt = zp.parse_message(frame)
+            pkt = parse(data)
         except zp.ParseError as e:
             self._warn_parse_error(e)
             return
-        self._deliver(pkt)
-
-    def _deliver(self, pkt: zp.Packet) -> None:
-        self.metrics.packets_in[pkt.type_name] += 1
+        # handler-chosen type strings must not grow the metrics without bound
+        self.metrics.packets_in[pkt.type_name if pkt.type in zp.KNOWN_TYPES else "unknown"] += 1
         delivered = False
         for owner, rid, seq in self.registry.route(pkt):
             owner.deliver(rid, pkt, seq)
             delivered = True
         if not delivered:
             self.metrics.packets_dropped += 1
-
-    def on_req_message(self, payload: bytes) -> None:
-        """A reply from the req DEALER (no address prefix)."""
-        try:
-            pkt = zp.parse(payload)
-        except zp.ParseError as e:
-            self._warn_parse_error(e)
-            return
-        self._deliver(pkt)
 
     def _warn_parse_error(self, e: Exception) -> None:
         self.metrics.packets_dropped += 1

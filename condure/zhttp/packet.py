@@ -103,6 +103,14 @@ def _parse_ids(value: Any, seq: Any) -> list[tuple[bytes, int | None]]:
     return out
 
 
+def _string(v: Any, name: str) -> bytes:
+    return _want(v, bytes, name)
+
+
+def _bool(v: Any, name: str) -> bool:
+    return _want(v, bool, name)
+
+
 def _parse_headers(value: Any) -> list[Header]:
     _want(value, list, "headers")
     if len(value) > MAX_HEADERS:
@@ -120,6 +128,15 @@ def _parse_headers(value: Any) -> list[Header]:
             raise ParseError("header name is not valid utf-8") from None
         out.append((name, val))
     return out
+
+
+# field -> Packet attribute, with its type check (condure is strict about types)
+_FIELDS = (
+    (b"from", "from_", _string), (b"type", "type", _string), (b"code", "code", _uint),
+    (b"reason", "reason", _string), (b"headers", "headers", lambda v, _n: _parse_headers(v)),
+    (b"body", "body", _string), (b"more", "more", _bool), (b"credits", "credits", _uint),
+    (b"content-type", "content_type", _string), (b"condition", "condition", _string),
+)
 
 
 def parse(payload: bytes, require_id: bool = True) -> Packet:
@@ -144,28 +161,11 @@ def _from_map(m: dict, require_id: bool = True) -> Packet:
             raise ParseError("missing id")
         m = {**m, b"id": NO_ID}
     p = Packet(ids=_parse_ids(m[b"id"], m.get(b"seq")), raw=m)
-    get = m.get
-    if (v := get(b"from")) is not None:
-        p.from_ = _want(v, bytes, "from")
-    if (v := get(b"type")) is not None:
-        p.type = _want(v, bytes, "type")
-    if (v := get(b"code")) is not None:
-        p.code = _uint(v, "code")
-    if (v := get(b"reason")) is not None:
-        p.reason = _want(v, bytes, "reason")
-    if (v := get(b"headers")) is not None:
-        p.headers = _parse_headers(v)
-    if (v := get(b"body")) is not None:
-        p.body = _want(v, bytes, "body")
-    if (v := get(b"more")) is not None:
-        p.more = _want(v, bool, "more")
-    if (v := get(b"credits")) is not None:
-        p.credits = _uint(v, "credits")
-    if (v := get(b"content-type")) is not None:
-        p.content_type = _want(v, bytes, "content-type")
-    if (v := get(b"condition")) is not None:
-        p.condition = _want(v, bytes, "condition")
-    if (v := get(b"ext")) is not None:
+    for key, attr, check in _FIELDS:
+        v = m.get(key)
+        if v is not None:
+            setattr(p, attr, check(v, key.decode()))
+    if (v := m.get(b"ext")) is not None:
         p.multi = _want(v, dict, "ext").get(b"multi") is True
     return p
 
