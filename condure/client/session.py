@@ -142,13 +142,15 @@ class StreamSession:
         self.inbox.append((pkt, seq))
         self.event.set()
 
-    def send(self, type_: bytes = zp.DATA, **fields: Any) -> None:
+    def send(self, type_: bytes = zp.DATA, keep_empty: tuple[str, ...] = (), **fields: Any) -> None:
+        """A packet to the handler; empty fields are left out unless named in `keep_empty`."""
         pairs: list[tuple[bytes, Any]] = [(b"from", self.service.instance_id), (b"id", self.rid),
                                           (b"seq", self.out_seq), (b"ext", EXT)]
         self.out_seq += 1
         if type_:
             pairs.append((b"type", type_))
-        pairs += [(k.replace("_", "-").encode(), v) for k, v in fields.items() if v not in (None, b"", False)]
+        pairs += [(k.replace("_", "-").encode(), v) for k, v in fields.items()
+                  if v not in (None, b"", False) or (k in keep_empty and v is not None)]
         self.service.sockets.send(self.addr, zp.encode(pairs))
 
     def _take(self) -> tuple[zp.Packet, int | None] | None:

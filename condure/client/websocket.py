@@ -109,7 +109,7 @@ class _Client:
             reason = b""
         self.s.send(b"error", condition=b"rejected", code=ev.status_code, reason=reason,
                     headers=[[bytes(n), bytes(v)] for n, v in ev.headers] or None,
-                    body=bytes(body))
+                    body=bytes(body), keep_empty=("body",))  # always present, as condure
         raise _Done()
 
     # --- messages -------------------------------------------------------------

@@ -82,18 +82,25 @@ class StreamHandler:
 
 
 def test_requests_are_spread_over_workers_with_their_own_from(workers2):
+    """Both workers accept on the shared listening socket; which one takes a
+    connection is up to the kernel, so send batches of parallel requests
+    (bounded) until both have answered."""
     proc, port, _rport, base, _req, _log = workers2
     h = StreamHandler(base)
-    froms = set()
     import threading
-    for _ in range(12):
-        t = threading.Thread(target=lambda: froms.add(_get(port).split(b"\r\n\r\n", 1)[1]))
-        t.start()
-        froms.add(h.answer())
-        t.join(5)
+    froms: set[bytes] = set()
+    for _batch in range(10):
+        threads = [threading.Thread(target=_get, args=(port,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for _ in threads:
+            froms.add(h.answer())
+        for t in threads:
+            t.join(5)
+        if len(froms) == 2:
+            break
     h.close()
-    assert froms <= {b"condure-0", b"condure-1"}
-    assert froms == {b"condure-0", b"condure-1"}, "both workers should have served"
+    assert froms == {b"condure-0", b"condure-1"}
 
 
 def test_req_mode_replies_reach_the_right_worker(workers2):
