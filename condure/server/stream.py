@@ -77,6 +77,13 @@ class StreamConnection:
         self._readable = False
         self._timeout: str | None = None
         self._io = gevent.get_hub().loop.io(sock.fileno(), 1)
+        # queued output (WebSocket): bytes not yet written, and callbacks to run once
+        # the bytes before an offset are out (credits go back only for written bytes)
+        self._out = bytearray()
+        self._out_done: deque = deque()  # (queued-total at the end of a piece, callback)
+        self._out_total = self._out_sent = 0
+        self._wio = gevent.get_hub().loop.io(sock.fileno(), 2)
+        self._writable = False
         self._tls = hasattr(sock, "pending")  # TLS may hold decrypted bytes the fd does not show
         # the plain socket under gevent's wrapper, for calls known not to block
         self._raw = None if self._tls else getattr(sock, "_sock", None)
@@ -102,6 +109,7 @@ class StreamConnection:
             self._end_session()
             self.server.wheel.remove(self)
             self._io.close()
+            self._wio.close()
             _close(self.sock)
 
     # --- one request ----------------------------------------------------
@@ -224,18 +232,66 @@ class StreamConnection:
         ev.clear()
         if self._inbox or self._timeout:
             return False
-        if not read:
-            ev.wait()
-            return False
-        if self._tls and self.sock.pending():
+        if read and self._tls and self.sock.pending():
             return True
-        self._readable = False
-        self._io.start(self._on_readable)
+        self._readable = self._writable = False
+        if read:
+            self._io.start(self._on_readable)
+        if self._out:
+            self._wio.start(self._on_writable)
         try:
             ev.wait()
         finally:
             self._io.stop()
+            self._wio.stop()
+        if self._writable:
+            self.flush()
         return self._readable
+
+    def _on_writable(self) -> None:
+        self._writable = True
+        self._event.set()
+
+    def queue_write(self, data: bytes, on_written: Any = None) -> None:
+        """Write without blocking: what the socket does not take now waits in
+        the queue and goes out as it becomes writable (see `wait`), so client
+        input and handler packets are handled meanwhile. `on_written` runs
+        once `data` is out."""
+        self._out += data
+        self._out_total += len(data)
+        if on_written is not None:
+            self._out_done.append((self._out_total, on_written))
+        self.flush()
+
+    @property
+    def queued_pieces(self) -> int:
+        return len(self._out_done)
+
+    def flush(self) -> None:
+        """Send what the socket takes now; run the callbacks of what got out."""
+        if self._out:
+            try:
+                sent = self.sock.send(self._out) if self._raw is None else self._raw.send(self._out)
+            except BlockingIOError:
+                sent = 0
+            except (ConnectionError, OSError) as e:
+                raise ClientGone(str(e)) from None
+            if sent:
+                del self._out[:sent]
+                self._out_sent += sent
+                self.last_io = time.monotonic()
+                self.server.metrics.bytes["out"] += sent
+        done = self._out_done
+        while done and done[0][0] <= self._out_sent:
+            done.popleft()[1]()
+
+    def flush_all(self) -> None:
+        """Block until the queue is written (at the end of a session)."""
+        while self._out:
+            self.write(bytes(self._out))  # blocking, under the stream timeout
+            self._out_sent += len(self._out)
+            self._out.clear()
+        self.flush()
 
     def check_timeout(self) -> None:
         if self._timeout:
@@ -385,6 +441,7 @@ class Exchange:
                 rid, pkt, seq = item
                 if rid == self.session.id:
                     self._apply(pkt, seq)
+            conn.flush_all()  # a WebSocket's last frames may still be queued
         except CondureError as e:
             self._fail(e)
             return False

@@ -21,6 +21,7 @@ import struct
 from collections import deque
 from typing import Any
 
+import gevent
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (BytesMessage, CloseConnection, Message, Ping, Pong,
                             TextMessage)
@@ -28,7 +29,8 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
-from ..errors import BadMessage, BufferExceeded, ClientGone, HandlerError, Stopped
+from ..errors import (BadMessage, BufferExceeded, ClientGone, CondureError, HandlerError,
+                      Stopped)
 from ..zhttp import packet as zp
 from . import http1
 from .parser import RequestHead
@@ -338,18 +340,24 @@ class WebSocketExchange(Exchange):
         assert self.ws is not None
         last = not pkt.more
         state = self.ws.state
+        if self.conn.queued_pieces >= self.server.config.messages_max:
+            raise BufferExceeded("too many messages waiting for the client")
+        n = len(pkt.body)
+        credit = (lambda: self._send(b"credit", credits=n)) if n else None
         if self._feed:  # compressed: wsproto's deflate does the framing (not after a close)
             if state is ConnectionState.OPEN:
-                self._write(self._message_event(pkt, last))
+                self._write(self._message_event(pkt, last), credit)
+                credit = None
         elif state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             # after the client's close, handler messages are still relayed until
             # the handler closes too, as condure does
-            self.conn.write(self._frame(pkt, last))
+            self.conn.queue_write(self._frame(pkt, last), credit)
+            credit = None
+        if credit is not None:
+            credit()  # not written (closing): the bytes are still given back
         if last:
             self._decoder = None
             self.server.metrics.ws_messages["out"] += 1
-        if pkt.body:
-            self._send(b"credit", credits=len(pkt.body))
 
     def _frame(self, pkt: zp.Packet, last: bool) -> bytes:
         """An unmasked data frame, the handler's bytes as they are (as condure)."""
@@ -388,10 +396,13 @@ class WebSocketExchange(Exchange):
         if len(pkt.body) > MAX_CONTROL:
             raise BufferExceeded("control frame payload too large")
         self.credits += pkt.credits
+        n = len(pkt.body)
+        credit = (lambda: self._send(b"credit", credits=n)) if n else None
         if self.ws.state is ConnectionState.OPEN:
-            self._write(Ping(payload=pkt.body) if pkt.type == b"ping" else Pong(payload=pkt.body))
-        if pkt.body:
-            self._send(b"credit", credits=len(pkt.body))
+            self._write(Ping(payload=pkt.body) if pkt.type == b"ping" else Pong(payload=pkt.body),
+                        credit)
+        elif credit is not None:
+            credit()
         self._forward()
 
     def _on_close(self, pkt: zp.Packet) -> None:
@@ -411,18 +422,20 @@ class WebSocketExchange(Exchange):
         if isinstance(e, Stopped) and self.ws is not None and self.ws.state is ConnectionState.OPEN:
             try:  # D12: WebSockets are closed with 1001 (going away)
                 self._write(CloseConnection(code=1001))
-            except Exception:
+                with gevent.Timeout(1.0, False):
+                    self.conn.flush_all()
+            except CondureError:
                 pass
         self.conn.websocket = False
         super()._fail(e)
 
-    def _write(self, event: Any) -> None:
+    def _write(self, event: Any, on_written: Any = None) -> None:
         assert self.ws is not None
         try:
             data = self.ws.send(event)
         except (LocalProtocolError, ValueError) as e:
             raise BadMessage(f"cannot send to client: {e}") from None
-        self.conn.write(data)
+        self.conn.queue_write(data, on_written)
 
 
 def _frame_header(first: int, n: int) -> bytes:

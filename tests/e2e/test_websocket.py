@@ -715,11 +715,6 @@ def test_messages_max_burst_that_drains_is_fine(start: Start) -> None:
 
 
 @pytest.mark.deadline(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "the --messages-max overflow is flagged by condure/server/stream.py deliver() while the "
-    "connection greenlet is blocked in sendall, and is only acted on after the write returns, "
-    "which it never does for a client that does not read: no abort, no cancel (until "
-    "--stream-timeout); condure aborts as the packet arrives (MessageTracker::start fails)"))
 def test_messages_max_exceeded_while_client_stalls_aborts(start: Start) -> None:
     """Messages pile up in condure while the client does not read: past
     --messages-max the session is aborted with a cancel (server.md 8.7).
@@ -768,11 +763,6 @@ def fill_until_write_blocks(h: Handler, req: dict, size: int = 4000,
 
 
 @pytest.mark.deadline(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "condure/server/websocket.py writes with a blocking sendall in the connection's only "
-    "greenlet: while a write to a slow client is pending nothing is read from the client, so "
-    "client messages stop reaching the handler even though it granted credits; condure reads "
-    "and writes concurrently (connection.rs stream_websocket selects on both)"))
 def test_client_messages_still_forwarded_while_a_write_is_blocked(start: Start) -> None:
     c, h = start()
     with WSClient.with_rcvbuf(c.port, 4096) as client:
@@ -784,10 +774,6 @@ def test_client_messages_still_forwarded_while_a_write_is_blocked(start: Start) 
 
 
 @pytest.mark.deadline(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "same root cause: while condure/server/websocket.py is blocked in sendall towards a "
-    "client that does not read, handler packets are not processed either, so a handler "
-    "`cancel` leaves the TCP connection open (until --stream-timeout)"))
 def test_handler_cancel_while_a_write_is_blocked_closes(start: Start) -> None:
     c, h = start()
     with WSClient.with_rcvbuf(c.port, 4096) as client:
