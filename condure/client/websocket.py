@@ -9,7 +9,6 @@ forwarded (never answered by condure itself); close is relayed both ways.
 """
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from wsproto import ConnectionType, WSConnection
@@ -42,6 +41,7 @@ class _Client:
         self.events: list[Any] = []
         self.closed_by_handler = False
         self.closed_by_origin = False
+        self._head = bytearray()  # the handshake response as received, until it is complete
 
     def write(self, event: Any) -> None:
         try:
@@ -55,6 +55,8 @@ class _Client:
             data = self.sock.recv(READ_SIZE)
         except OSError as e:
             raise ClientError("undefined-condition", f"read: {e}") from None
+        if self._head is not None and len(self._head) < READ_SIZE:
+            self._head += data
         try:
             self.ws.receive_data(data or None)
             self.events.extend(self.ws.events())
@@ -83,13 +85,25 @@ class _Client:
                 self._rejected(ev)
                 return
 
+    def _response_head(self) -> tuple[bytes, list[list[bytes]]]:
+        """The origin's reason phrase and every header as sent (wsproto keeps
+        only some of them), from the raw handshake response."""
+        raw = bytes(self._head or b"")
+        self._head = None
+        lines = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        reason = lines[0].split(b" ", 2)[2] if lines[0].count(b" ") >= 2 else b""
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if sep:
+                headers.append([name, value.strip(b" \t")])
+        return reason, headers
+
     def _accepted(self, ev: AcceptConnection) -> None:
         s = self.s
         s.header_sent = True
-        headers = [[bytes(n), bytes(v)] for n, v in ev.extra_headers]
-        if ev.subprotocol:
-            headers.append([b"Sec-WebSocket-Protocol", ev.subprotocol.encode()])
-        s.send(zp.DATA, code=101, reason=b"Switching Protocols", headers=headers or None,
+        reason, headers = self._response_head()
+        s.send(zp.DATA, code=101, reason=reason, headers=headers or None,
                credits=s.service.config.buffer_size)
 
     def _rejected(self, ev: RejectConnection) -> None:
@@ -103,12 +117,9 @@ class _Client:
             if isinstance(item, RejectData):
                 body += item.data
                 finished = item.body_finished
-        try:
-            reason = HTTPStatus(ev.status_code).phrase.encode()
-        except ValueError:
-            reason = b""
+        reason, headers = self._response_head()
         self.s.send(b"error", condition=b"rejected", code=ev.status_code, reason=reason,
-                    headers=[[bytes(n), bytes(v)] for n, v in ev.headers] or None,
+                    headers=headers or None,
                     body=bytes(body), keep_empty=("body",))  # always present, as condure
         raise _Done()
 

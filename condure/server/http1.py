@@ -7,9 +7,8 @@ data packet and the framing of the body that follows
 """
 from __future__ import annotations
 
-from ..errors import BadHandlerResponse
+from ..errors import BadHandlerResponse, BadRequest
 from .parser import MAX_URI, RequestHead
-from ..errors import BadRequest
 
 # handler headers condure drops and regenerates
 _DROPPED = frozenset([b"content-length", b"transfer-encoding", b"connection"])

@@ -1852,8 +1852,6 @@ def test_ws_101_carries_origin_extra_header(main: ClientCondure, handler: Callab
         assert hdr(resp[b"headers"], b"x-origin") == [b"yes"], resp
 
 
-@pytest.mark.xfail(strict=True, reason="client.md 3.3: the 101 carries all origin response "
-                   "headers; wsproto's AcceptConnection exposes only the non-standard ones")
 def test_ws_101_carries_all_origin_headers(main: ClientCondure, handler: Callable) -> None:
     """client.md 3.3: Upgrade, Connection and Sec-WebSocket-Accept as the origin sent them are
     in the 101's headers too, next to X-Origin."""
@@ -2009,9 +2007,6 @@ def test_ws_rejected(main: ClientCondure, handler: Callable) -> None:
         assert h.quiet(rid, 0.3) == []
 
 
-@pytest.mark.xfail(strict=True, reason="client.md 3.3: the rejected error carries the origin's "
-                   "reason; websocket.py uses http.HTTPStatus's phrase (wsproto's "
-                   "RejectConnection has no reason)")
 def test_ws_rejected_carries_origin_reason(main: ClientCondure, handler: Callable) -> None:
     """#40: `403 Go Away` -> the rejected error's reason is `Go Away`, not the standard
     phrase."""
