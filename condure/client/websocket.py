@@ -71,8 +71,13 @@ class _Client:
         protocols = [p.strip().decode() for n, v in req.headers
                      if n.lower() == b"sec-websocket-protocol" for p in v.split(b",") if p.strip()]
         headers = [(n, v) for n, v in req.headers if n.lower() != b"sec-websocket-protocol"]
-        self.write(Request(host=req.host_header.decode(), target=req.target.decode(),
-                           extra_headers=headers, extensions=extensions, subprotocols=protocols))
+        try:
+            data = self.ws.send(Request(host=req.host_header.decode(), target=req.target.decode(),
+                                        extra_headers=headers, extensions=extensions,
+                                        subprotocols=protocols))
+        except LocalProtocolError as e:
+            raise ClientError("bad-request", str(e)) from None
+        self.s.origin.write(handshake_order(data))  # type: ignore[union-attr]
         while True:
             while not self.events:
                 self.s._until_readable()
@@ -205,6 +210,22 @@ class _Client:
             s.send(b"close", **fields)
         self.events.pop(0)
         return True
+
+
+_FIRST = (b"host", b"upgrade", b"connection", b"sec-websocket-version", b"sec-websocket-key",
+          b"sec-websocket-extensions")
+
+
+def handshake_order(head: bytes) -> bytes:
+    """condure's header order for the handshake: Host, Upgrade, Connection,
+    Version, Key, Extensions, then the rest as given (wsproto puts Key first)."""
+    lines = head.split(b"\r\n")
+    request_line, fields = lines[0], [ln for ln in lines[1:] if ln]
+    def rank(line: bytes) -> int:
+        name = line.split(b":", 1)[0].strip().lower()
+        return _FIRST.index(name) if name in _FIRST else len(_FIRST)
+    fields.sort(key=rank)  # stable: the others keep their order
+    return b"\r\n".join([request_line, *fields]) + b"\r\n\r\n"
 
 
 class _Done(Exception):

@@ -1829,8 +1829,6 @@ def test_ws_handshake_head_and_101(main: ClientCondure, handler: Callable) -> No
         assert h.quiet(rid, 0.3) == []
 
 
-@pytest.mark.xfail(strict=True, reason="wsproto writes Sec-WebSocket-Key before "
-                   "Sec-WebSocket-Version; condure writes Version first (client.md 8.1); cosmetic")
 def test_ws_handshake_head_exact_order(main: ClientCondure, handler: Callable) -> None:
     """#36: the exact order of client.md 8.1: Host, Upgrade, Connection, Version, Key, then
     the handler's headers."""
