@@ -66,9 +66,6 @@ class StreamConnection:
         self.last_io = time.monotonic()
         self.keepalive_due: float | None = None
         self._inbox: deque = deque()
-        self.inbox_max = INBOX_MAX
-        self.blocked_max = INBOX_MAX  # packets that may wait while a client write blocks
-        self.writing = False  # a write to the client is waiting for the socket
         self.stopping = False  # shutting down: no further requests
         self.waiting_for_request = False
         self.websocket = False
@@ -123,7 +120,6 @@ class StreamConnection:
         if self.debug:
             self.log.debug("assigning id")
         self._inbox.clear()
-        self.inbox_max = self.blocked_max = INBOX_MAX
         self._timeout = None
         self.keepalive_due = None
         self.server.wheel.add(self._next_deadline(), self)
@@ -180,8 +176,7 @@ class StreamConnection:
 
     def deliver(self, rid: bytes, pkt: zp.Packet, seq: int | None) -> None:
         """Called by the SUB reader for each packet addressed to this connection."""
-        limit = self.blocked_max if self.writing else self.inbox_max
-        if len(self._inbox) >= limit:
+        if len(self._inbox) >= INBOX_MAX:
             self._timeout = "inbox overflow"
         else:
             self._inbox.append((rid, pkt, seq))
@@ -347,11 +342,7 @@ class StreamConnection:
                 except BlockingIOError:
                     sent = 0
                 if sent < len(data):
-                    self.writing = True
-                    try:
-                        self.sock.sendall(data[sent:])
-                    finally:
-                        self.writing = False
+                    self.sock.sendall(data[sent:])
             else:
                 self.sock.sendall(data)
             self.server.metrics.bytes["out"] += len(data)

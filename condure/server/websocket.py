@@ -164,14 +164,12 @@ class WebSocketExchange(Exchange):
         self.persistent = False
         self.ws: Connection | None = None
         self.events: deque = deque()  # client events not yet forwarded (credits)
-        self._decoder: Any = None  # set while a handler message is in progress (see _frame)
+        self._out_started = False  # a handler message is in progress (uncompressed framing)
+        self._decoder: Any = None  # its UTF-8 decoder (compressed path, wsproto wants str)
         self._out_binary = False
         self._wire = bytearray()  # client bytes not yet given to wsproto (compression)
         self._feed = 0  # 0: give wsproto everything at once
         self.deflate = negotiate_deflate(head) if conn.server.config.compression else None
-        # --messages-max bounds handler messages accepted but not yet written:
-        # with writes done in order, those pile up only while a write blocks
-        conn.blocked_max = conn.server.config.messages_max
 
     def _send_request(self) -> None:
         conn, head = self.conn, self.head
@@ -357,13 +355,14 @@ class WebSocketExchange(Exchange):
             credit()  # not written (closing): the bytes are still given back
         if last:
             self._decoder = None
+            self._out_started = False
             self.server.metrics.ws_messages["out"] += 1
 
     def _frame(self, pkt: zp.Packet, last: bool) -> bytes:
         """An unmasked data frame, the handler's bytes as they are (as condure)."""
-        if self._decoder is None:  # first piece: the message's type; later: continuation
+        if not self._out_started:  # first piece: the message's type; later: continuation
             opcode = 2 if pkt.content_type == b"binary" else 1
-            self._decoder = True
+            self._out_started = True
         else:
             opcode = 0
         return _frame_header(opcode | (0x80 if last else 0), len(pkt.body)) + pkt.body
