@@ -22,6 +22,7 @@ from typing import Callable
 import gevent
 import zmq.green as zmq
 from gevent.queue import Queue
+from zmq import Socket as _PlainSocket
 from zmq.backend.cython._zmq import Socket as _RawSocket
 
 from ..log import TRACE
@@ -33,7 +34,9 @@ READ_BATCH = 64  # messages handled before other greenlets get a turn
 _send = _RawSocket.send
 _recv = _RawSocket.recv
 _get = _RawSocket.get
-NOBLOCK = zmq.NOBLOCK
+NOBLOCK = int(zmq.NOBLOCK)
+RCVMORE = int(zmq.RCVMORE)
+FD = int(zmq.FD)
 SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
 
 
@@ -118,17 +121,27 @@ class Outbox:
 
 
 def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes | None],
-              on_message: Callable[[bytes], None]) -> None:
-    """The reader greenlet: drain without waiting, wait through zmq.green when empty."""
+              on_message: Callable[[bytes], None], shared: bool = False) -> None:
+    """The reader greenlet: drain without waiting, wait only when nothing is left.
+
+    A socket only this greenlet uses waits on its ZMQ_FD with a plain hub
+    watcher (no exceptions, no zmq.green bookkeeping: this loop is on every
+    response's path). A `shared` socket, also written by an Outbox, waits
+    through zmq.green, whose sends wake its readers."""
     trace = log.isEnabledFor(TRACE)
+    wait = None if shared else _fd_waiter(sock)
     while True:
         for _ in range(READ_BATCH):
             try:
                 frames = [_recv(sock, NOBLOCK, True, False)]
             except zmq.Again:
-                frames = sock.recv_multipart()  # nothing left: wait
+                if wait is None:
+                    frames = sock.recv_multipart()
+                else:
+                    wait()
+                    continue
             else:
-                while _get(sock, zmq.RCVMORE):
+                while _get(sock, RCVMORE):
                     frames.append(_recv(sock, NOBLOCK, True, False))
             payload = pick(frames)
             if payload is None:
@@ -140,6 +153,21 @@ def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes |
             except Exception:
                 log.exception("error handling handler packet")
         gevent.sleep(0)  # let the connections run before the next batch
+
+
+def _fd_waiter(sock: zmq.Socket) -> Callable[[], None]:
+    """Wait for `sock`'s ZMQ_FD after a recv said EAGAIN. That recv has
+    processed libzmq's pending commands, so the next message to arrive
+    signals the fd: no ZMQ_EVENTS check (an enum lookup per call) needed."""
+    hub = gevent.get_hub()
+    watcher = hub.loop.io(_get(sock, FD), 1)
+    return lambda: hub.wait(watcher)
+
+
+def reader_socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
+    """A plain (not zmq.green) socket for a `read_loop` of its own: zmq.green
+    would watch its fd too and run its bookkeeping on every wake-up."""
+    return _PlainSocket(ctx, kind)
 
 
 def _first_frame(frames: list[bytes]) -> bytes:
@@ -168,7 +196,7 @@ class StreamSockets:
         endpoints = endpoints or [stream_endpoints(b) for b in bases]
         self.push = ctx.socket(zmq.PUSH)
         self.router = ctx.socket(zmq.PUSH if worker else zmq.ROUTER)
-        self.sub = ctx.socket(zmq.SUB)
+        self.sub = reader_socket(ctx, zmq.SUB)
         for s in (self.push, self.router, self.sub):
             s.setsockopt(zmq.LINGER, 0)
         self.push.setsockopt(zmq.SNDHWM, hwm)
@@ -231,7 +259,7 @@ class ReqSockets:
         return " ".join(self.specs)
 
     def start(self, on_message: Callable[[bytes], None]) -> None:
-        self._greenlets = [gevent.spawn(read_loop, self.dealer, "req", _after_delimiter, on_message),
+        self._greenlets = [gevent.spawn(read_loop, self.dealer, "req", _after_delimiter, on_message, True),
                            gevent.spawn(self._out.run)]
 
     def send(self, payload: bytes) -> None:
@@ -256,8 +284,8 @@ class ServerStreamSockets:
     def __init__(self, ctx: zmq.Context, bases: list[str], instance_id: bytes,
                  connect: bool, ipc_mode: int, hwm: int) -> None:
         endpoints = [server_endpoints(b) for b in bases]
-        self.pull = ctx.socket(zmq.PULL)
-        self.router = ctx.socket(zmq.ROUTER)
+        self.pull = reader_socket(ctx, zmq.PULL)
+        self.router = reader_socket(ctx, zmq.ROUTER)
         self.router.setsockopt(zmq.IDENTITY, instance_id)  # before bind/connect
         self.pub = ctx.socket(zmq.PUB)
         for s in (self.pull, self.router, self.pub):
