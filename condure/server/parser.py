@@ -104,6 +104,9 @@ class H11Parser:
         """Bytes received but not parsed yet."""
         return len(self._conn.trailing_data[0])
 
+    def close(self) -> None:
+        """Nothing to release (see HttptoolsParser.close)."""
+
     def leftover(self) -> bytes:
         """Bytes after the request head, for a protocol switch (WebSocket)."""
         return bytes(self._conn.trailing_data[0])
@@ -307,6 +310,11 @@ class HttptoolsParser:
         if self._delegate is not None:
             return self._delegate.buffered
         return self._pending
+
+    def close(self) -> None:
+        """Break the cycle with llhttp (it holds us for its callbacks), so the
+        pair is freed as the connection ends instead of by the cyclic GC."""
+        self._parser = None
 
     def leftover(self) -> bytes:
         if self._delegate is not None:

@@ -24,7 +24,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from gevent.event import Event
+from gevent import get_hub, getcurrent
+from gevent.ssl import SSLSocket
 
 from .. import errors
 from ..errors import (BadMessage, BadRequest, BufferExceeded, ClientGone, CondureError,
@@ -70,20 +71,23 @@ class StreamConnection:
         self.waiting_for_request = False
         self.websocket = False
         self.protocol = "http"  # "websocket" once upgraded (for the connection gauge)
-        self._event = Event()
-        self._readable = False
+        self._greenlet = getcurrent()
+        self._hub = get_hub()
+        self._waiting = False  # parked in wait(): a wake-up may switch back to us
+        self._wake_queued = False
+        self._readable = self._writable = False
         self._timeout: str | None = None
-        self._io = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._fresh = True  # nothing read yet: the first request is usually there already
+        self._io = None  # read/write watchers, made on first use
+        self._wio = None
         # queued output (WebSocket): bytes not yet written, and callbacks to run once
         # the bytes before an offset are out (credits go back only for written bytes)
         self._out = bytearray()
         self._out_done: deque = deque()  # (queued-total at the end of a piece, callback)
         self._out_total = self._out_sent = 0
-        self._wio = gevent.get_hub().loop.io(sock.fileno(), 2)
-        self._writable = False
-        self._tls = hasattr(sock, "pending")  # TLS may hold decrypted bytes the fd does not show
+        self._tls = isinstance(sock, SSLSocket)  # may hold decrypted bytes the fd does not show
         # the plain socket under gevent's wrapper, for calls known not to block
-        self._raw = None if self._tls else getattr(sock, "_sock", None)
+        self._raw = None if self._tls else sock._sock
         sock.settimeout(self.stream_timeout)
 
     def __repr__(self) -> str:
@@ -105,8 +109,11 @@ class StreamConnection:
             self.server.connections.discard(self)
             self._end_session()
             self.server.wheel.remove(self)
-            self._io.close()
-            self._wio.close()
+            self.parser.close()
+            if self._io is not None:
+                self._io.close()
+            if self._wio is not None:
+                self._wio.close()
             _close(self.sock)
 
     # --- one request ----------------------------------------------------
@@ -180,7 +187,7 @@ class StreamConnection:
             self._timeout = "inbox overflow"
         else:
             self._inbox.append((rid, pkt, seq))
-        self._event.set()
+        self._wake_soon()
 
     def on_timer(self, now: float, keepalives: dict[bytes, list]) -> float | None:
         """Called by the timer sweeper; returns the next deadline to schedule."""
@@ -200,7 +207,7 @@ class StreamConnection:
 
     def _flag(self, reason: str) -> None:
         self._timeout = reason
-        self._event.set()
+        self._wake_soon()
 
     def _next_deadline(self) -> float:
         d = self.last_io + self.stream_timeout
@@ -214,38 +221,62 @@ class StreamConnection:
     def reschedule(self) -> None:
         self.server.wheel.add(self._next_deadline(), self)
 
+    # Waking: `wait` parks the greenlet in the hub. Watcher callbacks run in
+    # the hub and switch straight back; other greenlets (the SUB reader, the
+    # sweeper) queue one hub callback. A wake-up that arrives after the
+    # greenlet moved on finds `_waiting` false and does nothing; one that
+    # finds a later wait ends it early, which every caller of `wait` allows.
+
     def _on_readable(self) -> None:
         self._readable = True
-        self._event.set()
+        self._resume()
+
+    def _on_writable(self) -> None:
+        self._writable = True
+        self._resume()
+
+    def _resume(self) -> None:
+        self._wake_queued = False
+        if self._waiting:
+            self._waiting = False
+            self._greenlet.switch()
+
+    def _wake_soon(self) -> None:
+        if self._waiting and not self._wake_queued:
+            self._wake_queued = True
+            self._hub.loop.run_callback(self._resume)
 
     def wait(self, read: bool) -> bool:
         """Block until a handler packet, a timeout or (if `read`) client input.
 
         Returns True when the client socket is readable.
         """
-        ev = self._event
-        ev.clear()
         if self._inbox or self._timeout:
             return False
         if read and self._tls and self.sock.pending():
             return True
         self._readable = self._writable = False
+        loop = self._hub.loop
         if read:
+            if self._io is None:
+                self._io = loop.io(self.sock.fileno(), 1)
             self._io.start(self._on_readable)
         if self._out:
+            if self._wio is None:
+                self._wio = loop.io(self.sock.fileno(), 2)
             self._wio.start(self._on_writable)
+        self._waiting = True
         try:
-            ev.wait()
+            self._hub.switch()
         finally:
-            self._io.stop()
-            self._wio.stop()
+            self._waiting = False
+            if read:
+                self._io.stop()
+            if self._wio is not None:
+                self._wio.stop()
         if self._writable:
             self.flush()
         return self._readable
-
-    def _on_writable(self) -> None:
-        self._writable = True
-        self._event.set()
 
     def queue_write(self, data: bytes, on_written: Any = None) -> None:
         """Write without blocking: what the socket does not take now waits in
@@ -313,10 +344,29 @@ class StreamConnection:
 
     def recv(self) -> bytes:
         """Read what the client sent (b"" at EOF), waiting only for the client."""
+        if self._fresh:
+            self._fresh = False
+            data = self._recv_ready()
+            if data is not None:
+                return data
         while True:
             self.check_timeout()
             if self.wait(read=True):
                 return self.recv_now()
+
+    def _recv_ready(self) -> bytes | None:
+        """What the client already sent, or None if nothing is there yet."""
+        if self._raw is None:
+            return None
+        try:
+            data = self._raw.recv(self.buffer_size)
+        except BlockingIOError:
+            return None
+        except (ConnectionError, OSError) as e:
+            raise ClientGone(str(e)) from None
+        self.last_io = time.monotonic()
+        self.server.metrics.bytes["in"] += len(data)
+        return data
 
     def recv_now(self) -> bytes:
         """Read after `wait` said the socket is readable."""

@@ -7,58 +7,10 @@ zmq.green sockets in the same hub.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-
 import gevent
 import gevent.socket as gsocket
-import pytest
-import tnetstring
-import zmq.green as zmq
 
-from condure.app import App
-from condure.config import Config, ListenSpec
-
-
-@pytest.fixture
-def app():
-    zdir = tempfile.mkdtemp(prefix="cdt", dir="/tmp")
-    cfg = Config(log_level=2, listen=(ListenSpec(addr="127.0.0.1", port=0),),
-                 zclient_stream=(f"ipc://{zdir}/client",))
-    a = App(cfg)
-    a.start()
-    a.base = f"ipc://{zdir}/client"
-    a.port = a.listeners[0].port
-    yield a
-    a.stop()
-    shutil.rmtree(zdir, ignore_errors=True)
-
-
-class GreenHandler:
-    def __init__(self, ctx: zmq.Context, base: str, ident: bytes) -> None:
-        self.ident = ident
-        self.pull = ctx.socket(zmq.PULL)
-        self.pull.connect(base + "-out")
-        self.router = ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.IDENTITY, ident)
-        self.router.connect(base + "-out-stream")
-        self.pub = ctx.socket(zmq.PUB)
-        self.pub.connect(base + "-in")
-        gevent.sleep(0.3)  # subscription propagation
-
-    def request(self) -> dict:
-        return tnetstring.loads(self.pull.recv()[1:])
-
-    def recv(self) -> dict:
-        return tnetstring.loads(self.router.recv_multipart()[-1][1:])
-
-    def send(self, msg: dict) -> None:
-        msg = {b"from": self.ident, **msg}
-        self.pub.send(b"condure T" + tnetstring.dumps(msg))
-
-    def close(self) -> None:
-        for s in (self.pull, self.router, self.pub):
-            s.close(0)
+from greenhandler import GreenHandler
 
 
 def _client(port: int, data: bytes) -> gsocket.socket:
