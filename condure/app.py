@@ -15,7 +15,6 @@ from typing import Any
 import gevent
 import gevent.socket as gsocket
 import zmq.green as zmq
-from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from .config import Config, ListenSpec, parse_prometheus
@@ -23,7 +22,7 @@ from .metrics import Metrics
 from .timer import TimerWheel, run_sweeper
 from .zhttp import packet as zp
 from .zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, SessionRegistry
-from .server.listener import ListenError, Listener
+from .server.listener import ConnectionLimit, ListenError, Listener
 from .zhttp.sockets import ReqSockets, SpecError, StreamSockets
 
 log = logging.getLogger("condure")
@@ -210,12 +209,12 @@ class App:
         from .server.stream import StreamConnection
 
         cfg, w = self.config, self.worker
-        pools = {True: Pool(cfg.stream_maxconn), False: Pool(cfg.req_maxconn)}
+        limits = {True: ConnectionLimit(cfg.stream_maxconn), False: ConnectionLimit(cfg.req_maxconn)}
         for i, spec in enumerate(cfg.listen):
             conn_class = StreamConnection if spec.stream else ReqConnection
             sock = None if w is None else inherited_socket(w.fds[i], spec)
             try:
-                listener = Listener(spec, server, pools[spec.stream], conn_class, sock)
+                listener = Listener(spec, server, limits[spec.stream], conn_class, sock)
             except ListenError as e:
                 raise StartupError(str(e)) from None
             self.listeners.append(listener)

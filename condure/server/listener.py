@@ -1,7 +1,7 @@
 """Listening sockets: one gevent StreamServer per --listen.
 
-Each mode (stream, req) has one Pool sized by its maxconn, shared by all
-listeners of that mode; a full pool stops the servers from accepting, so
+Each mode (stream, req) has one ConnectionLimit sized by its maxconn, shared
+by all listeners of that mode; at the limit the servers stop accepting, so
 further clients wait in the kernel backlog as with condure.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.socket as gsocket
-from gevent.pool import Pool
+from gevent import Greenlet
 from gevent.server import StreamServer
 
 from ..config import ListenSpec
@@ -73,11 +73,65 @@ def _bind_unix(spec: ListenSpec) -> gsocket.socket:
     return sock
 
 
+class ConnectionLimit:
+    """The connections of one mode (--stream-maxconn or --req-maxconn).
+
+    Cheaper than a gevent Pool on the accept path, which runs once per
+    connection: a counter, and the servers to resume once one ends."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.active = 0
+        self.servers: list[StreamServer] = []
+
+    def full(self) -> bool:
+        return self.active >= self.size
+
+    def leave(self) -> None:
+        self.active -= 1
+        if self.active == self.size - 1:  # it was full: accept again
+            for server in self.servers:
+                server._start_accepting_if_started()
+
+
+class _Server(StreamServer):
+    """A StreamServer that counts its connections in a shared limit."""
+
+    def __init__(self, sock: gsocket.socket, handle: Any, limit: ConnectionLimit) -> None:
+        super().__init__(sock, handle)
+        self.limit = limit
+        limit.servers.append(self)
+        # looked up once: gevent's do_read converts family and type to enums per accept
+        raw = sock._sock
+        self._accept = raw._accept
+        self._kind = (int(raw.family), int(raw.type))
+
+    def do_read(self) -> tuple[gsocket.socket, Any] | None:
+        try:
+            fd, address = self._accept()
+        except BlockingIOError:
+            return None
+        return gsocket.socket(*self._kind, fileno=fd), address
+
+    def full(self) -> bool:
+        return self.limit.full()
+
+    def do_handle(self, sock: gsocket.socket, address: Any) -> None:
+        self.limit.active += 1  # counted now: the accept loop checks full() before each accept
+        Greenlet.spawn(self._serve, sock, address)
+
+    def _serve(self, sock: gsocket.socket, address: Any) -> None:
+        try:
+            self._handle(sock, address)  # which closes the socket
+        finally:
+            self.limit.leave()
+
+
 class Listener:
     """Accepts clients of one --listen and runs a connection greenlet for each."""
 
-    def __init__(self, spec: ListenSpec, server: Server, pool: Pool, conn_class: Any,
-                 sock: gsocket.socket | None = None) -> None:
+    def __init__(self, spec: ListenSpec, server: Server, limit: ConnectionLimit,
+                 conn_class: Any, sock: gsocket.socket | None = None) -> None:
         """`sock`: an already listening socket (a worker gets its parent's)."""
         self.spec = spec
         self.server = server
@@ -89,7 +143,10 @@ class Listener:
             self.ssl_context = server_context(identities, spec.default_cert)
         self.owner = sock is None  # only the process that bound a Unix path removes it
         self.sock = bind(spec) if sock is None else sock
-        self.stream_server = StreamServer(self.sock, self._handle, spawn=pool)
+        self.stream_server = _Server(self.sock, self._handle, limit)
+        mode = "stream" if spec.stream else "req"
+        self._gauge_http = (mode, "http")
+        self._gauge_ws = (mode, "websocket")
 
     @property
     def port(self) -> int:
@@ -109,26 +166,28 @@ class Listener:
                 pass
 
     def _handle(self, sock: gsocket.socket, peer: Any) -> None:
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if not self.spec.local:
+            raw = sock._sock  # plain setsockopt: gevent's wrapper adds nothing here
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if self.ssl_context is not None:
             sock = self._handshake(sock)
             if sock is None:
                 return
         registry, metrics = self.server.registry, self.server.metrics
         metrics.accepted += 1
-        mode = "stream" if self.spec.stream else "req"
-        metrics.connections[(mode, "http")] += 1
+        metrics.connections[self._gauge_http] += 1
         slot = registry.take_slot()
         conn = None
         try:
             conn = self.conn_class(self.server, sock, peer, slot, self.scheme)
-            conn.run()
+            conn.run()  # closes the socket at the end
         finally:
+            if conn is None:
+                sock.close()
             registry.release_slot(slot)
-            protocol = "websocket" if conn is not None and conn.protocol == "websocket" else "http"
-            metrics.connections[(mode, protocol)] -= 1
+            websocket = conn is not None and conn.protocol == "websocket"
+            metrics.connections[self._gauge_ws if websocket else self._gauge_http] -= 1
 
     def _handshake(self, sock: gsocket.socket) -> Any:
         """TLS handshake under the stream timeout; failures are logged at debug."""
