@@ -1,8 +1,10 @@
 """`--workers N` (N > 1): a parent process in front of N worker processes (D15).
 
-The parent binds everything the outside sees: the listening sockets (handed
-to the workers, which all accept on them) and the ZeroMQ endpoints handlers
-connect to. libzmq's own proxies, in threads, forward stream-mode traffic so
+The parent binds everything the outside sees: the listening sockets and the
+ZeroMQ endpoints handlers connect to. On a TCP port each worker gets a
+listening socket of its own (SO_REUSEPORT), so the kernel spreads new
+connections evenly; with one shared socket the first worker to wake would
+take a whole burst of them. A Unix socket is shared by the workers. libzmq's own proxies, in threads, forward stream-mode traffic so
 no Python code touches those messages:
 
 * workers' first packets: PULL (internal) -> PUSH (BASE-out);
@@ -79,11 +81,11 @@ class Parent:
 
     def start(self) -> None:
         try:
-            self.listen_socks = [bind(spec) for spec in self.cfg.listen]
+            # a TCP port is only held here (bound, not listening), for the workers' group
+            self.listen_socks = [bind(spec, reuse_port=not spec.local, listen=spec.local)
+                                 for spec in self.cfg.listen]
         except ListenError as e:
             raise StartupError(str(e)) from None
-        for s in self.listen_socks:
-            s.set_inheritable(True)
         try:
             if any(spec.stream for spec in self.cfg.listen):
                 self._stream_proxies()
@@ -140,14 +142,33 @@ class Parent:
         log.info("zhttp client %s req %s", mode, " ".join(cfg.zclient_req))
         threading.Thread(target=_req_forward, args=(inner, dealer), daemon=True).start()
 
+    def _worker_listeners(self) -> list:
+        """A worker's listening sockets: its own on each TCP port, the shared Unix ones."""
+        socks = []
+        for spec, held in zip(self.cfg.listen, self.listen_socks):
+            if spec.local:
+                socks.append(held)
+                continue
+            port = held.getsockname()[1]  # the real port when --listen asked for 0
+            socks.append(bind(dataclasses.replace(spec, port=port), reuse_port=True))
+        return socks
+
     def _spawn(self, index: int) -> None:
-        info = WorkerInfo(index, self.count, self.dir,
-                          tuple(s.fileno() for s in self.listen_socks),
+        try:
+            socks = self._worker_listeners()
+        except ListenError as e:
+            log.error("worker %d: %s", index, e)
+            return
+        info = WorkerInfo(index, self.count, self.dir, tuple(s.fileno() for s in socks),
                           f"{self.cfg.id}-{index}".encode())
         env = dict(os.environ, **{ENV: info.encode()})
-        self.children[index] = subprocess.Popen(
-            [sys.executable, "-m", "condure", *self.argv], env=env,
-            pass_fds=info.fds)
+        try:
+            self.children[index] = subprocess.Popen(
+                [sys.executable, "-m", "condure", *self.argv], env=env, pass_fds=info.fds)
+        finally:
+            for s, spec in zip(socks, self.cfg.listen):
+                if not spec.local:
+                    s.close()  # the worker has it; if the worker dies, so does its queue
         log.info("worker %d started (pid %d)", index, self.children[index].pid)
 
     # --- running ------------------------------------------------------------

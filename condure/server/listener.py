@@ -34,16 +34,23 @@ class ListenError(Exception):
     pass
 
 
-def bind(spec: ListenSpec) -> gsocket.socket:
-    """A listening socket for the spec (TCP v4/v6 or a Unix socket path)."""
+def bind(spec: ListenSpec, reuse_port: bool = False, listen: bool = True) -> gsocket.socket:
+    """A listening socket for the spec (TCP v4/v6 or a Unix socket path).
+
+    `reuse_port` (TCP, --workers N): each worker gets a socket of its own on
+    the same port and the kernel spreads new connections over them; a socket
+    bound with `listen=False` only holds the port for the group."""
     try:
         if spec.local:
             return _bind_unix(spec)
         family = socket.AF_INET6 if ":" in spec.addr else socket.AF_INET
         sock = gsocket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((spec.addr, spec.port))
-        sock.listen(BACKLOG)
+        if listen:
+            sock.listen(BACKLOG)
         return sock
     except OSError as e:
         raise ListenError(f"failed to bind {spec.describe()}: {e.strerror or e}") from None

@@ -1,6 +1,7 @@
 """--workers N: a parent with libzmq proxies in front of N worker processes (D15)."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -81,10 +82,44 @@ class StreamHandler:
         self.ctx.destroy(0)
 
 
+def _listening(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:port (from /proc/net/tcp)."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        return sum(1 for line in f.readlines()[1:]
+                   if line.split()[1] == want and line.split()[3] == "0A")
+
+
+def test_each_worker_listens_on_the_port_and_a_burst_is_shared(workers2):
+    """SO_REUSEPORT: one listening socket per worker (the parent only holds the
+    port), and the kernel spreads a burst of connections over them. On one
+    shared socket the first worker to wake took the whole burst."""
+    proc, port, _rport, base, _req, _log = workers2
+    assert _listening(port) == 2
+    h = StreamHandler(base)
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(32)]
+    for c in conns:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    froms = [h.answer() for _ in conns]
+    for c in conns:
+        c.close()
+    h.close()
+    # 32 fair coin flips: fewer than 4 on one side has a probability of about 1e-6
+    assert min(froms.count(b"condure-0"), froms.count(b"condure-1")) >= 4, froms
+
+
+def test_the_port_is_held_against_other_programs(workers2):
+    _proc, port, _rport, _base, _req, _log = workers2
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError) as e:
+            s.bind(("127.0.0.1", port))
+    assert e.value.errno == errno.EADDRINUSE
+
+
 def test_requests_are_spread_over_workers_with_their_own_from(workers2):
-    """Both workers accept on the shared listening socket; which one takes a
-    connection is up to the kernel, so send batches of parallel requests
-    (bounded) until both have answered."""
+    """Which worker takes a connection is up to the kernel, so send batches
+    of parallel requests (bounded) until both have answered."""
     proc, port, _rport, base, _req, _log = workers2
     h = StreamHandler(base)
     import threading
