@@ -186,34 +186,34 @@ def encode(fields: Iterable[tuple[bytes, Any]]) -> bytes:
     return b"T" + tnetstring.dumps(dict(reversed(list(fields))))
 
 
-def header_list(headers: Iterable[Header]) -> list[list[bytes]]:
-    return [[n, v] for n, v in headers]
-
-
 def request(from_: bytes, rid: bytes, method: bytes, uri: bytes, headers: list[Header],
             credits: int, more: bool, stream: bool,
             peer: tuple[bytes, int] | None, body: bytes | None = None,
             seq: bool = True) -> bytes:
     """The first packet of a session (stream mode) or the req-mode request."""
-    f: list[tuple[bytes, Any]] = []
-    if from_:
-        f.append((b"from", from_))
-    f.append((b"id", rid))
-    if seq:
-        f.append((b"seq", 0))
-    f += [(b"ext", EXT_MULTI), (b"method", method), (b"uri", uri),
-          (b"headers", header_list(headers))]
-    if body:
-        f.append((b"body", body))
-    if credits:
-        f.append((b"credits", credits))
-    if more:
-        f.append((b"more", True))
-    if stream:
-        f.append((b"stream", True))
+    # built last field first (see the module docstring): this runs for every request
+    m: dict[bytes, Any] = {}
     if peer is not None:
-        f += [(b"peer-address", peer[0]), (b"peer-port", peer[1])]
-    return encode(f)
+        m[b"peer-port"] = peer[1]
+        m[b"peer-address"] = peer[0]
+    if stream:
+        m[b"stream"] = True
+    if more:
+        m[b"more"] = True
+    if credits:
+        m[b"credits"] = credits
+    if body:
+        m[b"body"] = body
+    m[b"headers"] = [[n, v] for n, v in headers]
+    m[b"uri"] = uri
+    m[b"method"] = method
+    m[b"ext"] = EXT_MULTI
+    if seq:
+        m[b"seq"] = 0
+    m[b"id"] = rid
+    if from_:
+        m[b"from"] = from_
+    return b"T" + tnetstring.dumps(m)
 
 
 def session_packet(from_: bytes, rid: bytes, seq: int, type_: bytes = DATA, *,
@@ -221,21 +221,24 @@ def session_packet(from_: bytes, rid: bytes, seq: int, type_: bytes = DATA, *,
                    credits: int = 0, more: bool = False,
                    code: int | None = None) -> bytes:
     """A later packet of one session (body, credit, keep-alive, cancel, ...)."""
-    f: list[tuple[bytes, Any]] = [(b"from", from_), (b"id", rid), (b"seq", seq),
-                                  (b"ext", EXT_MULTI)]
-    if type_:
-        f.append((b"type", type_))
-    if content_type is not None:
-        f.append((b"content-type", content_type))
-    if code is not None:
-        f.append((b"code", code))
-    if body:
-        f.append((b"body", body))
-    if credits:
-        f.append((b"credits", credits))
+    m: dict[bytes, Any] = {}  # last field first, as in `request`
     if more:
-        f.append((b"more", True))
-    return encode(f)
+        m[b"more"] = True
+    if credits:
+        m[b"credits"] = credits
+    if body:
+        m[b"body"] = body
+    if code is not None:
+        m[b"code"] = code
+    if content_type is not None:
+        m[b"content-type"] = content_type
+    if type_:
+        m[b"type"] = type_
+    m[b"ext"] = EXT_MULTI
+    m[b"seq"] = seq
+    m[b"id"] = rid
+    m[b"from"] = from_
+    return b"T" + tnetstring.dumps(m)
 
 
 def multi_packet(from_: bytes, ids: list[tuple[bytes, int]], type_: bytes) -> bytes:
