@@ -359,3 +359,22 @@ def _stop_group(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(STOP_TIMEOUT)
             raise
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest):
+    """The real App in this process's gevent hub (tests/component), on real ipc
+    sockets. Indirect parameters: more Config fields, e.g. {"http_parser": "h11"}."""
+    from condure.app import App
+    from condure.config import Config, ListenSpec
+
+    zdir = tempfile.mkdtemp(prefix="cdt", dir="/tmp")
+    cfg = Config(log_level=2, listen=(ListenSpec(addr="127.0.0.1", port=0),),
+                 zclient_stream=(f"ipc://{zdir}/client",), **getattr(request, "param", {}))
+    a = App(cfg)
+    a.start()
+    a.base = f"ipc://{zdir}/client"
+    a.port = a.listeners[0].port
+    yield a
+    a.stop()
+    shutil.rmtree(zdir, ignore_errors=True)

@@ -6,6 +6,7 @@ further clients wait in the kernel backlog as with condure.
 """
 from __future__ import annotations
 
+import _socket
 import grp
 import logging
 import os
@@ -80,6 +81,13 @@ def _bind_unix(spec: ListenSpec) -> gsocket.socket:
     return sock
 
 
+def green(sock: _socket.socket, detach: bool = False) -> gsocket.socket:
+    """gevent's cooperative socket on a plain one's fd. `detach`: the wrapper
+    takes the fd over; otherwise both stay usable and only one may close it."""
+    fd = sock.detach() if detach else sock.fileno()
+    return gsocket.socket(sock.family, sock.type, 0, fileno=fd)
+
+
 class ConnectionLimit:
     """The connections of one mode (--stream-maxconn or --req-maxconn).
 
@@ -113,12 +121,16 @@ class _Server(StreamServer):
         self._accept = raw._accept
         self._kind = (int(raw.family), int(raw.type))
 
-    def do_read(self) -> tuple[gsocket.socket, Any] | None:
+    def do_read(self) -> tuple[_socket.socket, Any] | None:
+        """A plain socket: connections do their own non-blocking I/O and make
+        gevent's cooperative wrapper (see `green`) only if they must block."""
         try:
             fd, address = self._accept()
         except BlockingIOError:
             return None
-        return gsocket.socket(*self._kind, fileno=fd), address
+        sock = _socket.socket(*self._kind, 0, fd)
+        sock.setblocking(False)
+        return sock, address
 
     def full(self) -> bool:
         return self.limit.full()
@@ -172,13 +184,12 @@ class Listener:
             except OSError:
                 pass
 
-    def _handle(self, sock: gsocket.socket, peer: Any) -> None:
+    def _handle(self, sock: Any, peer: Any) -> None:
         if not self.spec.local:
-            raw = sock._sock  # plain setsockopt: gevent's wrapper adds nothing here
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if self.ssl_context is not None:
-            sock = self._handshake(sock)
+            sock = self._handshake(green(sock, detach=True))
             if sock is None:
                 return
         registry, metrics = self.server.registry, self.server.metrics

@@ -27,7 +27,7 @@ class ReqConnection(StreamConnection):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.req_timeout = float(self.server.config.req_timeout)
-        self.sock.settimeout(self.req_timeout)
+        self.set_io_timeout(self.req_timeout)
         self.cycle_start = time.monotonic()
         self._persistent = False
 

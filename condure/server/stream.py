@@ -34,6 +34,7 @@ from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
 from . import http1
+from .listener import green
 from .parser import END, NEED_DATA, Body, RequestHead, make_parser
 
 if TYPE_CHECKING:
@@ -50,11 +51,11 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class StreamConnection:
     """Serves HTTP/1.x requests of one client socket, one session at a time."""
 
-    def __init__(self, server: Server, sock: socket.socket, peer: Any, slot: int,
+    def __init__(self, server: Server, sock: Any, peer: Any, slot: int,
                  scheme: bytes = b"http") -> None:
+        """`sock`: a plain non-blocking socket, or gevent's TLS socket."""
         self.server = server
         self.scheme = scheme
-        self.sock = sock
         self.peer = _peer_fields(peer)
         self.slot = slot
         cfg = server.config
@@ -86,12 +87,41 @@ class StreamConnection:
         self._out_done: deque = deque()  # (queued-total at the end of a piece, callback)
         self._out_total = self._out_sent = 0
         self._tls = isinstance(sock, SSLSocket)  # may hold decrypted bytes the fd does not show
-        # the plain socket under gevent's wrapper, for calls known not to block
-        self._raw = None if self._tls else sock._sock
-        sock.settimeout(self.stream_timeout)
+        # plain I/O that does not block goes to `_raw`; what must block goes
+        # through gevent's cooperative socket (`sock`), made on first use
+        self._raw = None if self._tls else sock
+        self._green = sock if self._tls else None
+        self._fd = sock.fileno()
+        self.io_timeout = self.stream_timeout  # for the blocking calls
+        if self._tls:
+            sock.settimeout(self.io_timeout)
 
     def __repr__(self) -> str:
         return f"<StreamConnection slot={self.slot} session={self.session!r}>"
+
+    @property
+    def sock(self) -> Any:
+        """The cooperative socket, for calls that may have to wait."""
+        if self._green is None:
+            self._green = green(self._raw)
+            self._green.settimeout(self.io_timeout)
+        return self._green
+
+    def set_io_timeout(self, seconds: float) -> None:
+        self.io_timeout = seconds
+        if self._green is not None:
+            self._green.settimeout(seconds)
+
+    def _close_socket(self) -> None:
+        try:
+            if self._green is None:
+                self._raw.close()
+            else:
+                if self._raw is not None:
+                    self._raw.detach()  # the fd is closed once, by the wrapper
+                self._green.close()
+        except OSError:
+            pass
 
     # --- greenlet entry -----------------------------------------------
 
@@ -114,7 +144,7 @@ class StreamConnection:
                 self._io.close()
             if self._wio is not None:
                 self._wio.close()
-            _close(self.sock)
+            self._close_socket()
 
     # --- one request ----------------------------------------------------
 
@@ -259,11 +289,11 @@ class StreamConnection:
         loop = self._hub.loop
         if read:
             if self._io is None:
-                self._io = loop.io(self.sock.fileno(), 1)
+                self._io = loop.io(self._fd, 1)
             self._io.start(self._on_readable)
         if self._out:
             if self._wio is None:
-                self._wio = loop.io(self.sock.fileno(), 2)
+                self._wio = loop.io(self._fd, 2)
             self._wio.start(self._on_writable)
         self._waiting = True
         try:
@@ -669,13 +699,6 @@ def _peer_fields(peer: Any) -> tuple[bytes, int] | None:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return peer[0].encode(), int(peer[1])
     return None  # unix socket peers have no address
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 Exchange.HANDLERS = {
