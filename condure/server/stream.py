@@ -62,7 +62,8 @@ class StreamConnection:
         self.buffer_size = cfg.buffer_size
         self.stream_timeout = float(cfg.stream_timeout)
         self.parser = make_parser(cfg.http_parser, cfg.buffer_size)
-        self.log = ConnLogger(log, "")
+        self._logger: ConnLogger | None = None  # made for the first line logged
+        self._log_id = b""
         self.debug = log.isEnabledFor(logging.DEBUG)  # checked once: the hot path logs nothing
         self.session: Session | None = None
         self.last_io = time.monotonic()
@@ -98,6 +99,14 @@ class StreamConnection:
 
     def __repr__(self) -> str:
         return f"<StreamConnection slot={self.slot} session={self.session!r}>"
+
+    @property
+    def log(self) -> ConnLogger:
+        """This connection's logger (`conn <session id>: ...`)."""
+        if self._logger is None:
+            self._logger = ConnLogger(log, "")
+        self._logger.conn_id = self._log_id
+        return self._logger
 
     @property
     def sock(self) -> Any:
@@ -153,7 +162,7 @@ class StreamConnection:
         now = time.monotonic()
         rid = self.server.registry.new_id(self.slot)
         self.session = Session(rid, now)
-        self.log.conn_id = rid
+        self._log_id = rid
         if self.debug:
             self.log.debug("assigning id")
         self._inbox.clear()
