@@ -103,14 +103,6 @@ def _parse_ids(value: Any, seq: Any) -> list[tuple[bytes, int | None]]:
     return out
 
 
-def _string(v: Any, name: str) -> bytes:
-    return _want(v, bytes, name)
-
-
-def _bool(v: Any, name: str) -> bool:
-    return _want(v, bool, name)
-
-
 def _parse_headers(value: Any) -> list[Header]:
     _want(value, list, "headers")
     if len(value) > MAX_HEADERS:
@@ -120,8 +112,11 @@ def _parse_headers(value: Any) -> list[Header]:
         # condure uses the first two items and ignores any others
         if type(pair) is not list or len(pair) < 2:
             raise ParseError("header must be a list of two strings")
-        name = _want(pair[0], bytes, "header name")
-        val = _want(pair[1], bytes, "header value")
+        name, val = pair[0], pair[1]
+        if type(name) is not bytes:
+            raise ParseError("header name must be of type string")
+        if type(val) is not bytes:
+            raise ParseError("header value must be of type string")
         try:
             name.decode("utf-8")
         except UnicodeDecodeError:
@@ -130,12 +125,13 @@ def _parse_headers(value: Any) -> list[Header]:
     return out
 
 
-# field -> Packet attribute, with its type check (condure is strict about types)
+# field -> Packet attribute and the type condure insists on (ints are unsigned;
+# headers are checked further); the checks are inline: this runs per packet
 _FIELDS = (
-    (b"from", "from_", _string), (b"type", "type", _string), (b"code", "code", _uint),
-    (b"reason", "reason", _string), (b"headers", "headers", lambda v, _n: _parse_headers(v)),
-    (b"body", "body", _string), (b"more", "more", _bool), (b"credits", "credits", _uint),
-    (b"content-type", "content_type", _string), (b"condition", "condition", _string),
+    (b"from", "from_", bytes), (b"type", "type", bytes), (b"code", "code", int),
+    (b"reason", "reason", bytes), (b"headers", "headers", list), (b"body", "body", bytes),
+    (b"more", "more", bool), (b"credits", "credits", int),
+    (b"content-type", "content_type", bytes), (b"condition", "condition", bytes),
 )
 
 
@@ -161,10 +157,17 @@ def _from_map(m: dict, require_id: bool = True) -> Packet:
             raise ParseError("missing id")
         m = {**m, b"id": NO_ID}
     p = Packet(ids=_parse_ids(m[b"id"], m.get(b"seq")), raw=m)
-    for key, attr, check in _FIELDS:
+    for key, attr, kind in _FIELDS:
         v = m.get(key)
-        if v is not None:
-            setattr(p, attr, check(v, key.decode()))
+        if v is None:
+            continue
+        if type(v) is not kind:
+            raise ParseError(f"{key.decode()} must be of type {_type_name(kind)}")
+        if kind is int and v < 0:
+            raise ParseError(f"{key.decode()} must not be negative")
+        if kind is list:
+            v = _parse_headers(v)
+        setattr(p, attr, v)
     if (v := m.get(b"ext")) is not None:
         p.multi = _want(v, dict, "ext").get(b"multi") is True
     return p
