@@ -189,6 +189,16 @@ def encode(fields: Iterable[tuple[bytes, Any]]) -> bytes:
     return b"T" + tnetstring.dumps(dict(reversed(list(fields))))
 
 
+def _put_flow(m: dict[bytes, Any], body: bytes | None, credits: int, more: bool) -> None:
+    """body, credits, more: written in this order (so added in reverse)."""
+    if more:
+        m[b"more"] = True
+    if credits:
+        m[b"credits"] = credits
+    if body:
+        m[b"body"] = body
+
+
 def request(from_: bytes, rid: bytes, method: bytes, uri: bytes, headers: list[Header],
             credits: int, more: bool, stream: bool,
             peer: tuple[bytes, int] | None, body: bytes | None = None,
@@ -201,12 +211,7 @@ def request(from_: bytes, rid: bytes, method: bytes, uri: bytes, headers: list[H
         m[b"peer-address"] = peer[0]
     if stream:
         m[b"stream"] = True
-    if more:
-        m[b"more"] = True
-    if credits:
-        m[b"credits"] = credits
-    if body:
-        m[b"body"] = body
+    _put_flow(m, body, credits, more)
     m[b"headers"] = [[n, v] for n, v in headers]
     m[b"uri"] = uri
     m[b"method"] = method
@@ -225,12 +230,7 @@ def session_packet(from_: bytes, rid: bytes, seq: int, type_: bytes = DATA, *,
                    code: int | None = None) -> bytes:
     """A later packet of one session (body, credit, keep-alive, cancel, ...)."""
     m: dict[bytes, Any] = {}  # last field first, as in `request`
-    if more:
-        m[b"more"] = True
-    if credits:
-        m[b"credits"] = credits
-    if body:
-        m[b"body"] = body
+    _put_flow(m, body, credits, more)
     if code is not None:
         m[b"code"] = code
     if content_type is not None:
