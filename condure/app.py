@@ -225,7 +225,7 @@ class App:
         """D12: stop accepting, end idle connections and WebSockets (1001), let
         requests in flight finish for `grace` seconds, then cancel the rest."""
         for listener in self.listeners:
-            listener.stream_server.stop_accepting()
+            listener.stop_accepting()
         server = self.server
         if server is not None:
             for conn in list(server.connections):

@@ -106,7 +106,8 @@ class ConnectionLimit:
         self.active -= 1
         if self.active == self.size - 1:  # it was full: accept again
             for server in self.servers:
-                server._start_accepting_if_started()
+                if not server.draining:
+                    server._start_accepting_if_started()
 
 
 class _Server(StreamServer):
@@ -115,6 +116,7 @@ class _Server(StreamServer):
     def __init__(self, sock: gsocket.socket, handle: Any, limit: ConnectionLimit) -> None:
         super().__init__(sock, handle)
         self.limit = limit
+        self.draining = False  # shutting down: never accept again
         limit.servers.append(self)
         # looked up once: gevent's do_read converts family and type to enums per accept
         raw = sock._sock
@@ -175,6 +177,11 @@ class Listener:
         self.stream_server.start()
         where = self.spec.describe()
         log.info("listening on %s", f'"{where}" (pathname)' if self.spec.local else where)
+
+    def stop_accepting(self) -> None:
+        """For shutdown: no new clients, even as connections end under maxconn."""
+        self.stream_server.draining = True
+        self.stream_server.stop_accepting()
 
     def close(self) -> None:
         self.stream_server.close()
