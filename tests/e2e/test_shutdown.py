@@ -115,3 +115,25 @@ def test_sighup_is_logged_and_ignored(condure):
     assert cd.alive()
     c = socket.create_connection(("127.0.0.1", cd.port), timeout=2)
     c.close()
+
+
+def test_a_slot_freed_during_shutdown_does_not_reopen_the_listener(condure):
+    """At --stream-maxconn the listener stops accepting (clients wait in the
+    backlog); when a connection ends during shutdown, accepting must stay off."""
+    cd = condure("--stream-maxconn", "1", "--shutdown-timeout", "5")
+    h = Handler(cd.base)
+    c = _client(cd.port, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    req = h.recv_request()
+    late = _client(cd.port, b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n")  # waits in the backlog
+    time.sleep(0.3)
+    cd.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    h.respond(req, 200, "OK", body="done\n")  # frees the only slot, mid-shutdown
+    assert _read_all(c).endswith(b"done\n")
+    assert not h.pull.poll(1000), "the backlogged client was accepted during shutdown"
+    assert cd.proc.wait(10) == 0
+    try:
+        assert _read_all(late) == b""  # never answered: closed or reset at exit
+    except ConnectionResetError:
+        pass
+    h.close()
