@@ -134,8 +134,8 @@ class _Server(StreamServer):
         sock.setblocking(False)
         return sock, address
 
-    def full(self) -> bool:
-        return self.limit.full()
+    def full(self) -> bool:  # asked before every accept
+        return self.limit.active >= self.limit.size
 
     def do_handle(self, sock: gsocket.socket, address: Any) -> None:
         self.limit.active += 1  # counted now: the accept loop checks full() before each accept
