@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.socket as gsocket
-from gevent import Greenlet
+from gevent import Greenlet, get_hub, getcurrent
 from gevent.server import StreamServer
 
 from ..config import ListenSpec
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("condure.listener")
 
 BACKLOG = 1024
+IDLE_GREENLETS = 256  # finished connection greenlets kept to serve the next connections
+_NEXT = object()  # marks the switch that hands a waiting greenlet its next connection
 
 
 class ListenError(Exception):
@@ -118,6 +120,8 @@ class _Server(StreamServer):
         self.limit = limit
         self.draining = False  # shutting down: never accept again
         limit.servers.append(self)
+        self._hub = get_hub()
+        self._idle: list[Any] = []  # connection greenlets waiting for a connection
         # looked up once: gevent's do_read converts family and type to enums per accept
         raw = sock._sock
         self._accept = raw._accept
@@ -137,15 +141,38 @@ class _Server(StreamServer):
     def full(self) -> bool:  # asked before every accept
         return self.limit.active >= self.limit.size
 
-    def do_handle(self, sock: gsocket.socket, address: Any) -> None:
+    def do_handle(self, sock: _socket.socket, address: Any) -> None:
         self.limit.active += 1  # counted now: the accept loop checks full() before each accept
-        Greenlet.spawn(self._serve, sock, address)
+        if self._idle:
+            self._hub.loop.run_callback(self._idle.pop().switch, _NEXT, sock, address)
+        else:
+            Greenlet.spawn(self._serve, sock, address)
 
-    def _serve(self, sock: gsocket.socket, address: Any) -> None:
+    def _serve(self, sock: _socket.socket, address: Any) -> None:
+        """A connection greenlet. Once its connection ends it waits for the
+        next one (while fewer than IDLE_GREENLETS wait): making and freeing a
+        greenlet costs more than the rest of a short connection's setup."""
+        me = getcurrent()
+        while True:
+            try:
+                self._handle(sock, address)  # which closes the socket
+            finally:
+                self.limit.leave()
+            if len(self._idle) >= IDLE_GREENLETS or self.draining:
+                return
+            _, sock, address = self._park(me)
+
+    def _park(self, me: Any) -> tuple:
+        self._idle.append(me)
         try:
-            self._handle(sock, address)  # which closes the socket
-        finally:
-            self.limit.leave()
+            while True:
+                resumed = self._hub.switch()
+                if type(resumed) is tuple and resumed[0] is _NEXT:
+                    return resumed
+                # anything else is a stray wake-up: keep waiting
+        except BaseException:
+            self._idle.remove(me)  # killed while waiting: never hand it a connection
+            raise
 
 
 class Listener:
