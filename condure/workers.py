@@ -4,8 +4,9 @@ The parent binds everything the outside sees: the listening sockets and the
 ZeroMQ endpoints handlers connect to. On a TCP port each worker gets a
 listening socket of its own (SO_REUSEPORT), so the kernel spreads new
 connections evenly; with one shared socket the first worker to wake would
-take a whole burst of them. A Unix socket is shared by the workers. libzmq's own proxies, in threads, forward stream-mode traffic so
-no Python code touches those messages:
+take a whole burst of them. A Unix socket is shared by the workers.
+libzmq's own proxies, in threads, forward stream-mode traffic so no Python
+code touches those messages:
 
 * workers' first packets: PULL (internal) -> PUSH (BASE-out);
 * workers' directed packets: PULL (internal) -> ROUTER (BASE-out-stream),

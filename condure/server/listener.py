@@ -101,9 +101,6 @@ class ConnectionLimit:
         self.active = 0
         self.servers: list[StreamServer] = []
 
-    def full(self) -> bool:
-        return self.active >= self.size
-
     def leave(self) -> None:
         self.active -= 1
         if self.active == self.size - 1:  # it was full: accept again
@@ -113,7 +110,8 @@ class ConnectionLimit:
 
 
 class _Server(StreamServer):
-    """A StreamServer that counts its connections in a shared limit."""
+    """A StreamServer that counts its connections in a shared limit, hands
+    them over as plain sockets and reuses finished connection greenlets."""
 
     def __init__(self, sock: gsocket.socket, handle: Any, limit: ConnectionLimit) -> None:
         super().__init__(sock, handle)
@@ -138,7 +136,7 @@ class _Server(StreamServer):
         sock.setblocking(False)
         return sock, address
 
-    def full(self) -> bool:  # asked before every accept
+    def full(self) -> bool:  # asked before every accept, so no call into the limit
         return self.limit.active >= self.limit.size
 
     def do_handle(self, sock: _socket.socket, address: Any) -> None:
@@ -180,7 +178,7 @@ class Listener:
 
     def __init__(self, spec: ListenSpec, server: Server, limit: ConnectionLimit,
                  conn_class: Any, sock: gsocket.socket | None = None) -> None:
-        """`sock`: an already listening socket (a worker gets its parent's)."""
+        """`sock`: an already listening socket (a worker's, made by its parent)."""
         self.spec = spec
         self.server = server
         self.conn_class = conn_class

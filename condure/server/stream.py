@@ -394,7 +394,8 @@ class StreamConnection:
                 return self.recv_now()
 
     def _recv_ready(self) -> bytes | None:
-        """What the client already sent, or None if nothing is there yet."""
+        """What the client already sent (b"" at EOF), or None if reading would
+        wait (or the socket is TLS, which only `sock` reads)."""
         if self._raw is None:
             return None
         try:
@@ -403,22 +404,19 @@ class StreamConnection:
             return None
         except (ConnectionError, OSError) as e:
             raise ClientGone(str(e)) from None
-        self.last_io = time.monotonic()
-        self.server.metrics.bytes["in"] += len(data)
-        return data
+        return self._took(data)
 
     def recv_now(self) -> bytes:
         """Read after `wait` said the socket is readable."""
-        try:
-            if self._raw is not None:
-                try:
-                    data = self._raw.recv(self.buffer_size)
-                except BlockingIOError:
-                    data = self.sock.recv(self.buffer_size)
-            else:
-                data = self.sock.recv(self.buffer_size)
-        except (ConnectionError, OSError) as e:
-            raise ClientGone(str(e)) from None
+        data = self._recv_ready()
+        if data is None:  # TLS, or readiness that did not last: the cooperative read
+            try:
+                data = self._took(self.sock.recv(self.buffer_size))
+            except (ConnectionError, OSError) as e:
+                raise ClientGone(str(e)) from None
+        return data
+
+    def _took(self, data: bytes) -> bytes:
         self.last_io = time.monotonic()
         self.server.metrics.bytes["in"] += len(data)
         return data

@@ -128,9 +128,9 @@ def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes |
     """The reader greenlet: drain without waiting, wait only when nothing is left.
 
     A socket only this greenlet uses waits on its ZMQ_FD with a plain hub
-    watcher (no exceptions, no zmq.green bookkeeping: this loop is on every
-    response's path). A `shared` socket, also written by an Outbox, waits
-    through zmq.green, whose sends wake its readers."""
+    watcher (no zmq.green bookkeeping: this loop is on every response's
+    path). A `shared` socket, also written by an Outbox, waits through
+    zmq.green, whose sends wake its readers."""
     trace = log.isEnabledFor(TRACE)
     wait = None if shared else _fd_waiter(sock)
     first = True  # the first message since the last wait
