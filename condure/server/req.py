@@ -40,7 +40,7 @@ class ReqConnection(StreamConnection):
     def _next_deadline(self) -> float:
         return self.cycle_start + self.req_timeout
 
-    def on_timer(self, now: float, keepalives: dict) -> float | None:
+    def _check_timers(self, now: float, keepalives: dict) -> float | None:
         if now >= self._next_deadline():
             self._flag("req timeout")
             return None

@@ -45,6 +45,7 @@ log = logging.getLogger("condure.connection")
 INBOX_MAX = 1024  # handler packets queued for one connection before it is aborted
 DRAIN_TIME = 1.0  # seconds to drain client input before closing after an early answer
 DRAIN_BYTES = 65536
+INF = float("inf")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -68,6 +69,7 @@ class StreamConnection:
         self.session: Session | None = None
         self.last_io = time.monotonic()
         self.keepalive_due: float | None = None
+        self._armed = INF  # the deadline this connection is on the timer wheel for
         self._inbox: deque = deque()
         self.stopping = False  # shutting down: no further requests
         self.waiting_for_request = False
@@ -167,8 +169,11 @@ class StreamConnection:
             self.log.debug("assigning id")
         self._inbox.clear()
         self._timeout = None
-        self.keepalive_due = None
-        self.server.wheel.add(self._next_deadline(), self)
+        # keep-alives go out every interval from the start of the session once the
+        # handler's address is known: like condure's sweep, whose first one comes
+        # 0-45 s after the start (server.md 4.2)
+        self.keepalive_due = now + self.server.keepalive_interval
+        self._arm()
         if self.stopping:
             return False
         self.waiting_for_request = True
@@ -229,7 +234,13 @@ class StreamConnection:
         self._wake_soon()
 
     def on_timer(self, now: float, keepalives: dict[bytes, list]) -> float | None:
-        """Called by the timer sweeper; returns the next deadline to schedule."""
+        """Called by the timer sweeper, which took this connection off the wheel;
+        returns the deadline to put it back at (None: the connection ends)."""
+        d = self._check_timers(now, keepalives)
+        self._armed = INF if d is None else d
+        return d
+
+    def _check_timers(self, now: float, keepalives: dict[bytes, list]) -> float | None:
         s = self.session
         if now >= self.last_io + self.stream_timeout:
             self._flag("stream timeout")
@@ -257,8 +268,18 @@ class StreamConnection:
             d = min(d, self.keepalive_due)
         return d
 
-    def reschedule(self) -> None:
-        self.server.wheel.add(self._next_deadline(), self)
+    def _arm(self) -> None:
+        """Make sure the sweeper looks at this connection by its next deadline.
+
+        Deadlines nearly always move later (every request, every byte, every
+        handler packet), and a connection swept early only gets put back at its
+        real deadline (see `on_timer`), so the wheel is touched only when the
+        deadline comes before the one armed.
+        """
+        d = self._next_deadline()
+        if d < self._armed:
+            self.server.wheel.add(d, self)
+            self._armed = d
 
     # Waking: `wait` parks the greenlet in the hub. Watcher callbacks run in
     # the hub and switch straight back; other greenlets (the SUB reader, the
@@ -600,12 +621,7 @@ class Exchange:
     # --- handler packets --------------------------------------------------
 
     def _apply(self, pkt: zp.Packet, seq: int | None) -> None:
-        s = self.session
-        had_addr = bool(s.addr)
-        s.accept(pkt, seq, time.monotonic())
-        if not had_addr and s.addr:
-            self.conn.keepalive_due = time.monotonic() + self.server.keepalive_interval
-            self.conn.reschedule()
+        self.session.accept(pkt, seq, time.monotonic())
         if not self.started:
             self.started = True
             if self.continue_pending and not self.body_ended:
