@@ -25,7 +25,7 @@ def request_uri(head: RequestHead, scheme: bytes) -> bytes:
     if low.startswith(b"http://") or low.startswith(b"https://"):
         uri = target
     else:
-        host = head.header(b"host")
+        host = head.host
         if host is None or not _utf8(host):
             host = b"localhost"
         uri = scheme + b"://" + host + target
@@ -45,7 +45,7 @@ def _utf8(value: bytes) -> bool:
 def is_persistent(head: RequestHead) -> bool:
     """HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive` (tokens
     compared case-insensitively, D7)."""
-    tokens = head.tokens(b"connection")
+    tokens = head.connection
     if head.version == b"1.1":
         return b"close" not in tokens
     return b"keep-alive" in tokens and b"close" not in tokens
@@ -56,12 +56,11 @@ def wants_continue(head: RequestHead) -> bool:
     `100-continue`, matched case-sensitively as condure does."""
     if head.version != b"1.1" or not head.has_body:
         return False
-    return any(t.strip() == b"100-continue"
-               for n, v in head.headers if n.lower() == b"expect" for t in v.split(b","))
+    return any(t.strip() == b"100-continue" for v in head.expect for t in v.split(b","))
 
 
 def is_websocket(head: RequestHead) -> bool:
-    return b"websocket" in head.tokens(b"upgrade")
+    return b"websocket" in head.upgrade
 
 
 class ResponseBody:
@@ -101,24 +100,45 @@ def _chunks(data: bytes):
         yield b"%x\r\n%s\r\n" % (len(part), part)
 
 
-def check_headers(headers: list[tuple[bytes, bytes]]) -> None:
-    """Refuse header text that would split the response (D9)."""
+def header_lines(headers: list[tuple[bytes, bytes]],
+                 dropped: frozenset[bytes]) -> tuple[bytes, bytes | None]:
+    """The handler's headers as ``Name: value`` lines, except the names in
+    `dropped` (lower case), and the first Content-Length value among them.
+
+    Every header, written or dropped, is refused if it contains CR, LF or NUL
+    (D9). The written ones are checked once, on the joined lines: each line
+    brings exactly one CR and one LF of its own, so any other comes from the
+    handler.
+    """
+    lines = []
+    length = None
     for name, value in headers:
-        for bad in _FORBIDDEN:
-            if bad in name or bad in value:
-                raise BadHandlerResponse("handler header contains CR, LF or NUL")
+        low = name.lower()
+        if low in dropped:
+            if any(bad in name or bad in value for bad in _FORBIDDEN):
+                raise _splitting()
+            if length is None and low == b"content-length":
+                length = value
+        else:
+            lines.append(name + b": " + value + b"\r\n")
+    block = b"".join(lines)
+    n = len(lines)
+    if block.count(b"\n") != n or block.count(b"\r") != n or b"\x00" in block:
+        raise _splitting()
+    return block, length
 
 
-def _handler_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            v = value.strip()
-            if not v.isdigit() or len(v) > 18:
-                err = BadHandlerResponse("invalid Content-Length in handler response")
-                err.status = None  # condure closes without a response
-                raise err
-            return int(v)
-    return None
+def _splitting() -> BadHandlerResponse:
+    return BadHandlerResponse("handler header contains CR, LF or NUL")
+
+
+def _handler_length(value: bytes) -> int:
+    v = value.strip()
+    if not v.isdigit() or len(v) > 18:
+        err = BadHandlerResponse("invalid Content-Length in handler response")
+        err.status = None  # condure closes without a response
+        raise err
+    return int(v)
 
 
 def response_head(version: bytes, code: int, reason: bytes,
@@ -129,30 +149,29 @@ def response_head(version: bytes, code: int, reason: bytes,
     Returns (head bytes, body framer, persistent) - persistence can only get
     lost here (a close-delimited body, D6).
     """
-    check_headers(headers)
-    length = _handler_length(headers)
+    block, length = header_lines(headers, _DROPPED)
     if 100 <= code < 200 or code in (204, 304):
         framing, size = NO_BODY, 0
     elif length is not None:
-        framing, size = LENGTH, length
+        framing, size = LENGTH, _handler_length(length)
     elif not more:
         framing, size = LENGTH, len(body)
     elif version == b"1.1":
         framing, size = CHUNKED, 0
     else:
         framing, size, persistent = UNTIL_CLOSE, 0, False
-    lines = [b"HTTP/%s %d %s\r\n" % (version, code, reason)]
-    lines += [b"%s: %s\r\n" % (n, v) for n, v in headers if n.lower() not in _DROPPED]
+    head = b"HTTP/%s %d %s\r\n%s" % (version, code, reason, block)
     if version == b"1.1" and not persistent:
-        lines.append(b"Connection: close\r\n")
+        head += b"Connection: close\r\n"
     elif version == b"1.0" and persistent:
-        lines.append(b"Connection: keep-alive\r\n")
+        head += b"Connection: keep-alive\r\n"
     if framing == LENGTH:
-        lines.append(b"Content-Length: %d\r\n" % size)
+        head += b"Content-Length: %d\r\n\r\n" % size
     elif framing == CHUNKED:
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines), ResponseBody(framing, size, head_request), persistent
+        head += b"Transfer-Encoding: chunked\r\n\r\n"
+    else:
+        head += b"\r\n"
+    return head, ResponseBody(framing, size, head_request), persistent
 
 
 def error_response(status: int, version: bytes = b"1.1") -> bytes:

@@ -41,6 +41,13 @@ class RequestHead:
     headers: list[tuple[bytes, bytes]]
     chunked: bool = False
     content_length: int | None = None
+    # gathered by check_head's one pass over the headers, for the per-request
+    # decisions (http1.py): the first Host value, Connection and Upgrade tokens
+    # (lower case), Expect values as sent
+    host: bytes | None = None
+    connection: tuple[bytes, ...] = ()
+    upgrade: tuple[bytes, ...] = ()
+    expect: tuple[bytes, ...] = ()
 
     @property
     def has_body(self) -> bool:
@@ -53,13 +60,11 @@ class RequestHead:
                 return v
         return None
 
-    def tokens(self, name: bytes) -> list[bytes]:
-        """Comma-separated tokens of every `name` header, lower-cased (RFC 9110)."""
-        out = []
-        for n, v in self.headers:
-            if n.lower() == name:
-                out += [t.strip().lower() for t in v.split(b",") if t.strip()]
-        return out
+
+
+def _tokens(value: bytes) -> tuple[bytes, ...]:
+    """Comma-separated tokens of a header value, lower-cased (RFC 9110)."""
+    return tuple(t.strip().lower() for t in value.split(b",") if t.strip())
 
 
 @dataclass(slots=True)
@@ -196,6 +201,11 @@ def _head_end(raw: bytes) -> int:
     return m.end() if m else -1
 
 
+# the headers check_head looks at; the others pass through untouched
+_NOTED_HEADERS = frozenset([b"host", b"connection", b"content-length", b"transfer-encoding",
+                              b"upgrade", b"expect"])
+
+
 def check_head(method: bytes, target: bytes, version: bytes,
                headers: list[tuple[bytes, bytes]]) -> RequestHead:
     """Apply the limits and framing rules every parser shares (D1)."""
@@ -205,16 +215,26 @@ def check_head(method: bytes, target: bytes, version: bytes,
         raise BadRequest("too many headers", 431)
     head = RequestHead(method, target, version, headers)
     lengths = []
-    te = []
+    te: list[bytes] = []
     hosts = 0
     for n, v in headers:
         ln = n.lower()
-        if ln == b"content-length":
+        if ln not in _NOTED_HEADERS:
+            continue
+        if ln == b"host":
+            hosts += 1
+            if head.host is None:
+                head.host = v
+        elif ln == b"connection":
+            head.connection += _tokens(v)
+        elif ln == b"content-length":
             lengths.append(v)
         elif ln == b"transfer-encoding":
             te += [t.strip().lower() for t in v.split(b",")]
-        elif ln == b"host":
-            hosts += 1
+        elif ln == b"upgrade":
+            head.upgrade += _tokens(v)
+        else:
+            head.expect += (v,)
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         raise BadRequest("HTTP/1.1 request needs exactly one Host header")
     if te:

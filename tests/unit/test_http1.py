@@ -26,6 +26,7 @@ def req(*headers: tuple[bytes, bytes], target: bytes = b"/", version: bytes = b"
     others = [(n, v) for n, v in headers if n.lower() != b"host"]
     head = check_head(method, target, version, others + [(b"Host", b"x")])
     head.headers = list(headers)
+    head.host = next((v for n, v in headers if n.lower() == b"host"), None)
     return head
 
 

@@ -394,11 +394,16 @@ def test_check_head_rejects(headers: list, status: int) -> None:
 
 def test_request_head_helpers() -> None:
     h = head((b"Connection", b"Keep-Alive, Upgrade"), (b"X-A", b"1"),
-             (b"connection", b" TE ,, close "), (b"x-a", b"2"))
+             (b"connection", b" TE ,, close "), (b"x-a", b"2"), (b"UPGRADE", b"WebSocket, h2c"),
+             (b"Expect", b"100-Continue"), (b"expect", b"x"))
     assert h.header(b"x-a") == b"1"
     assert h.header(b"missing") is None
-    assert h.tokens(b"connection") == [b"keep-alive", b"upgrade", b"te", b"close"]
-    assert h.tokens(b"missing") == []
+    assert h.host == b"a"
+    assert h.connection == (b"keep-alive", b"upgrade", b"te", b"close")
+    assert h.upgrade == (b"websocket", b"h2c")
+    assert h.expect == (b"100-Continue", b"x")  # as sent: condure matches it case-sensitively
+    bare = head()
+    assert (bare.connection, bare.upgrade, bare.expect) == ((), (), ())
 
 
 def test_header_whitespace_is_trimmed_on_both_sides(parser_cls: type) -> None:
