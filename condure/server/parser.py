@@ -374,6 +374,11 @@ class HttptoolsParser:
         """
         sniff = self._sniff
         assert sniff is not None
+        if not sniff:  # usually the whole CRLF-ended request line is in the first read
+            end = data.find(b"\n")
+            if end > 0 and data[end - 1] == 0x0D and data[0] not in b"\r\n":
+                self._sniff = None
+                return data
         sniff += data
         if sniff.lstrip(b"\r\n").find(b"\n") < 0 and len(sniff) <= self.max_head:
             return b""
