@@ -409,9 +409,22 @@ class Scenario:
     ref_label: str = "condure 1.9.1"
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def sc_ka(threads: int, conns: int) -> Callable:
     def run(stack: Stack, a: argparse.Namespace) -> dict:
+        busy0, total0 = cpu_times()
         r = run_wrk(stack.port, threads, conns, a.duration)
+        busy1, total1 = cpu_times()
+        # how much of the machine the run used (server, handler and wrk together):
+        # what a second worker can add is bounded by what is left
+        r["cpu_busy_pct"] = 100.0 * (busy1 - busy0) / max(total1 - total0, 1)
         r["note"] = wrk_note(r)
         return r
     return run
@@ -473,8 +486,16 @@ SCENARIOS = [
     Scenario("rss_ws10k", "RSS per idle WebSocket connection (after the handshake)",
              [Metric("kb_per_conn", "RSS/conn", "KB", 0.6, False)], sc_rss("ws")),
     Scenario("workers", "ours --workers 2 vs ours --workers 1, keep-alive wrk -t1 -c50",
-             [Metric("rps", "req/s", "req/s", 1.2)], sc_ka(1, 50),
+             [Metric("rps", "req/s", "req/s", 1.2),
+              Metric("cpu_busy_pct", "machine CPU busy", "%", None)], sc_ka(1, 50),
              impls=(("ours-w2", OURS, 2), ("ours-w1", OURS, 1)), ref_label="ours --workers 1"),
+    # the same comparison for condure itself: how much a second worker can give on
+    # this machine at all, with the handler and wrk sharing its cores (no target)
+    Scenario("workers_condure", "condure --workers 2 vs condure --workers 1, as `workers`",
+             [Metric("rps", "req/s", "req/s", None),
+              Metric("cpu_busy_pct", "machine CPU busy", "%", None)], sc_ka(1, 50),
+             impls=(("condure-w2", RUST, 2), ("condure-w1", RUST, 1)),
+             ref_label="condure --workers 1"),
 ]
 
 
@@ -596,8 +617,8 @@ def print_table(rows: list[dict]) -> None:
             lines.append("  ".join("-" * w for w in widths))
     print("\n".join(lines))
     print()
-    print("medians over the rounds; ratio = ours / condure; the 'workers' row compares ours "
-          "--workers 2 (ours column) with ours --workers 1 (condure column).")
+    print("medians over the rounds; ratio = ours / condure; the 'workers' rows compare "
+          "--workers 2 (ours column) with --workers 1 (condure column), of ours and of condure.")
     for r in rows:
         if r["notes"]:
             print(f"  {r['scenario']} {r['metric']}: " + "; ".join(r["notes"])[:400])
@@ -643,7 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("wrk not found (sudo apt-get install wrk)")
     have_rust = os.path.exists(RUST_CONDURE) and not args.no_condure
     soft, hard = raise_nofile()
-    log(f"python {PY}; condure {'%s' % RUST_CONDURE if have_rust else 'absent (no Rust column)'}"
+    version = subprocess.run([PY, "-c", "import sys; print(sys.version.split()[0])"],
+                             capture_output=True, text=True).stdout.strip()
+    log(f"python {PY} ({os.path.realpath(PY)} {version}); condure {'%s' % RUST_CONDURE if have_rust else 'absent (no Rust column)'}"
         f"; fd limit {soft}/{hard}; rounds {args.rounds}; duration {args.duration:g} s")
     if soft < args.idle_conns + 256 and any(s.name.startswith("rss") for s in scenarios):
         log(f"note: fd limit {soft} is too low for {args.idle_conns} idle connections "
