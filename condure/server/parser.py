@@ -269,18 +269,23 @@ class HttptoolsParser:
     and header count are counted here and refused like h11's (431).
     """
 
+    # the state every parser starts in (class attributes: one parser is made
+    # per connection, so fewer assignments there count)
+    _pending = 0  # bytes represented by queued events
+    _leftover = b""
+    _failed = False
+    _eof = False
+    _done = False  # END handed out; the next request waits for next_request()
+    _sniff: bytes | None = b""  # first request line, until we see its end
+    _delegate: H11Parser | None = None  # takes over for a client using bare LFs
+    _url = b""
+    _head_size = 2  # the blank line
+
     def __init__(self, max_head: int) -> None:
         self.max_head = max_head
         self._events: deque = deque()
-        self._pending = 0  # bytes represented by queued events
-        self._leftover = b""
-        self._failed = False
-        self._eof = False
-        self._done = False  # END handed out; the next request waits for next_request()
-        self._sniff: bytearray | None = bytearray()  # first request line, until we see its end
-        self._delegate: H11Parser | None = None  # takes over for a client using bare LFs
+        self._headers: list[tuple[bytes, bytes]] = []
         self._parser = httptools.HttpRequestParser(self)
-        self.on_message_begin()
 
     # --- llhttp callbacks --------------------------------------------------
 
@@ -379,10 +384,11 @@ class HttptoolsParser:
             if end > 0 and data[end - 1] == 0x0D and data[0] not in b"\r\n":
                 self._sniff = None
                 return data
-        sniff += data
+        sniff += data  # bytes: a line split over many reads is rare
         if sniff.lstrip(b"\r\n").find(b"\n") < 0 and len(sniff) <= self.max_head:
+            self._sniff = sniff
             return b""
-        data, self._sniff = bytes(sniff), None
+        data, self._sniff = sniff, None
         if _bare_lf(data):
             self._delegate = H11Parser(self.max_head)
             self._delegate.feed(data)

@@ -52,6 +52,31 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class StreamConnection:
     """Serves HTTP/1.x requests of one client socket, one session at a time."""
 
+    # State every connection starts with, as class attributes: an instance
+    # gets its own value when it first assigns one (a connection is set up
+    # once per accept, so fewer assignments there count)
+    _logger: ConnLogger | None = None  # made for the first line logged
+    _log_id = b""
+    session: Session | None = None
+    keepalive_due: float | None = None
+    _armed = INF  # the deadline this connection is on the timer wheel for
+    stopping = False  # shutting down: no further requests
+    waiting_for_request = False
+    websocket = False
+    protocol = "http"  # "websocket" once upgraded (for the connection gauge)
+    _waiting = False  # parked in wait(): a wake-up may switch back to us
+    _wake_queued = False
+    _readable = _writable = False
+    _timeout: str | None = None
+    _fresh = True  # nothing read yet: the first request is usually there already
+    _io = _wio = None  # read/write watchers, made on first use
+    # queued output (WebSocket): bytes not yet written, and callbacks to run once
+    # the bytes before an offset are out (credits go back only for written bytes);
+    # both are made by the first queue_write
+    _out: bytearray | bytes = b""
+    _out_done: deque | tuple = ()  # (queued-total at the end of a piece, callback)
+    _out_total = _out_sent = 0
+
     def __init__(self, server: Server, sock: Any, peer: Any, slot: int,
                  scheme: bytes = b"http") -> None:
         """`sock`: a plain non-blocking socket, or gevent's TLS socket."""
@@ -63,32 +88,11 @@ class StreamConnection:
         self.buffer_size = cfg.buffer_size
         self.stream_timeout = float(cfg.stream_timeout)
         self.parser = make_parser(cfg.http_parser, cfg.buffer_size)
-        self._logger: ConnLogger | None = None  # made for the first line logged
-        self._log_id = b""
         self.debug = log.isEnabledFor(logging.DEBUG)  # checked once: the hot path logs nothing
-        self.session: Session | None = None
         self.last_io = time.monotonic()
-        self.keepalive_due: float | None = None
-        self._armed = INF  # the deadline this connection is on the timer wheel for
         self._inbox: deque = deque()
-        self.stopping = False  # shutting down: no further requests
-        self.waiting_for_request = False
-        self.websocket = False
-        self.protocol = "http"  # "websocket" once upgraded (for the connection gauge)
         self._greenlet = getcurrent()
         self._hub = get_hub()
-        self._waiting = False  # parked in wait(): a wake-up may switch back to us
-        self._wake_queued = False
-        self._readable = self._writable = False
-        self._timeout: str | None = None
-        self._fresh = True  # nothing read yet: the first request is usually there already
-        self._io = None  # read/write watchers, made on first use
-        self._wio = None
-        # queued output (WebSocket): bytes not yet written, and callbacks to run once
-        # the bytes before an offset are out (credits go back only for written bytes)
-        self._out = bytearray()
-        self._out_done: deque = deque()  # (queued-total at the end of a piece, callback)
-        self._out_total = self._out_sent = 0
         self._tls = isinstance(sock, SSLSocket)  # may hold decrypted bytes the fd does not show
         # plain I/O that does not block goes to `_raw`; what must block goes
         # through gevent's cooperative socket (`sock`), made on first use
@@ -343,6 +347,9 @@ class StreamConnection:
         the queue and goes out as it becomes writable (see `wait`), so client
         input and handler packets are handled meanwhile. `on_written` runs
         once `data` is out."""
+        if type(self._out) is bytes:  # the class default: first use
+            self._out = bytearray()
+            self._out_done = deque()
         self._out += data
         self._out_total += len(data)
         if on_written is not None:
@@ -507,22 +514,27 @@ class Exchange:
 
     HANDLERS: dict[bytes, Any]  # packet type -> method, set below the class
 
+    # the state every exchange starts in (class attributes, as in StreamConnection)
+    credits = 0  # request-body bytes the handler lets us send
+    started = False  # first handler packet seen
+    response: http1.ResponseBody | None = None
+    written = False  # any response byte written (D13)
+    done = False
+    continue_pending = False
+
     def __init__(self, conn: StreamConnection, head: RequestHead) -> None:
         self.conn = conn
         self.head = head
         self.session: Session = conn.session  # type: ignore[assignment]
         self.server = conn.server
         self.persistent = http1.is_persistent(head)
-        self.credits = 0  # request-body bytes the handler lets us send
         self.pending = bytearray()  # parsed request body not yet forwarded
-        self.body_ended = not head.has_body  # parser saw the end of the body
-        self.body_sent = not head.has_body  # final body packet went out
-        self.continue_pending = http1.wants_continue(head)
+        has_body = head.has_body
+        self.body_ended = not has_body  # parser saw the end of the body
+        self.body_sent = not has_body  # final body packet went out
+        if has_body:
+            self.continue_pending = http1.wants_continue(head)
         self.server.metrics.requests += 1
-        self.started = False  # first handler packet seen
-        self.response: http1.ResponseBody | None = None
-        self.written = False  # any response byte written (D13)
-        self.done = False
 
     # --- flow -------------------------------------------------------------
 

@@ -117,22 +117,23 @@ def _parse_headers(value: Any) -> list[Header]:
             raise ParseError("header name must be of type string")
         if type(val) is not bytes:
             raise ParseError("header value must be of type string")
-        try:
-            name.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ParseError("header name is not valid utf-8") from None
+        if not name.isascii():  # ASCII (nearly every name) is UTF-8: no decoding needed
+            try:
+                name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ParseError("header name is not valid utf-8") from None
         out.append((name, val))
     return out
 
 
-# field -> Packet attribute and the type condure insists on (ints are unsigned;
-# headers are checked further); the checks are inline: this runs per packet
-_FIELDS = (
-    (b"from", "from_", bytes), (b"type", "type", bytes), (b"code", "code", int),
-    (b"reason", "reason", bytes), (b"headers", "headers", list), (b"body", "body", bytes),
-    (b"more", "more", bool), (b"credits", "credits", int),
-    (b"content-type", "content_type", bytes), (b"condition", "condition", bytes),
-)
+# packet field -> (Packet attribute, the type condure insists on); ints are
+# unsigned and headers are checked further. Checked inline: this runs per packet.
+_FIELDS = {
+    b"from": ("from_", bytes), b"type": ("type", bytes), b"code": ("code", int),
+    b"reason": ("reason", bytes), b"headers": ("headers", list), b"body": ("body", bytes),
+    b"more": ("more", bool), b"credits": ("credits", int),
+    b"content-type": ("content_type", bytes), b"condition": ("condition", bytes),
+}
 
 
 def parse(payload: bytes, require_id: bool = True) -> Packet:
@@ -157,17 +158,20 @@ def _from_map(m: dict, require_id: bool = True) -> Packet:
             raise ParseError("missing id")
         m = {**m, b"id": NO_ID}
     p = Packet(ids=_parse_ids(m[b"id"], m.get(b"seq")), raw=m)
-    for key, attr, kind in _FIELDS:
-        v = m.get(key)
-        if v is None:
-            continue
+    fields = _FIELDS
+    for key, v in m.items():
+        spec = fields.get(key)
+        if spec is None:
+            continue  # id and seq are parsed above, ext below; unknown keys are ignored
+        kind = spec[1]
         if type(v) is not kind:
             raise ParseError(f"{key.decode()} must be of type {_type_name(kind)}")
-        if kind is int and v < 0:
-            raise ParseError(f"{key.decode()} must not be negative")
-        if kind is list:
+        if kind is int:
+            if v < 0:
+                raise ParseError(f"{key.decode()} must not be negative")
+        elif kind is list:
             v = _parse_headers(v)
-        setattr(p, attr, v)
+        setattr(p, spec[0], v)
     if (v := m.get(b"ext")) is not None:
         p.multi = _want(v, dict, "ext").get(b"multi") is True
     return p
