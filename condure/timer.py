@@ -1,11 +1,13 @@
 """Hashed timing wheel for session, stream and keep-alive deadlines.
 
-Every request on a keep-alive connection re-arms at least one deadline (the 60 s
-session timer of the ZHTTP server rules, the ``--stream-timeout`` inactivity timer,
-the next keep-alive due). That happens on the hot path, so arming and cancelling
-must be O(1): a heap would make cancellation O(n) or leave tombstones behind, and a
-``gevent.Timeout`` or timer greenlet per connection costs a hub callback and memory
-for every one of possibly tens of thousands of idle connections.
+Every connection has deadlines (the 60 s session timer of the ZHTTP server rules,
+the ``--stream-timeout`` inactivity timer, the next keep-alive due) that move with
+every request. Connections arm the wheel only when a deadline comes earlier than
+the one armed and are put back at their real deadline when swept early, but arming
+and cancelling still happen per connection, so they must be O(1): a heap would make
+cancellation O(n) or leave tombstones behind, and a ``gevent.Timeout`` or timer
+greenlet per connection costs a hub callback and memory for every one of possibly
+tens of thousands of idle connections.
 
 A hashed wheel gives O(1) ``add``/``remove``: time is cut into ticks of ``tick``
 clock units, tick ``t`` hashes to slot ``t % slots``, and a deadline further away
