@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
+SERVER_PY = PY  # runs our condure; --server-python compares interpreters
 RUST_CONDURE = "/usr/bin/condure"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 HANDLER = str(HERE / "bench_handler.py")
@@ -213,7 +214,7 @@ class Stack:
                   "--log-level", "1", "--stream-maxconn", "20000", "--workers", str(self.workers)]
         if self.impl == RUST:
             return [RUST_CONDURE] + common
-        return [PY, "-m", "condure"] + common
+        return [SERVER_PY, "-m", "condure"] + common
 
     def server_log(self) -> str:
         try:
@@ -296,7 +297,7 @@ def _ms(value: str) -> float | None:
 def run_wrk(port: int, threads: int, conns: int, duration: float, headers: list[str] = (),
             latency: bool = False, timeout_s: int = 2) -> dict:
     cmd = [WRK, f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s",
-           f"--timeout", f"{timeout_s}s"]
+           "--timeout", f"{timeout_s}s"]
     for h in headers:
         cmd += ["-H", h]
     if latency:
@@ -639,6 +640,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pause", type=float, default=0.5, help="pause between runs (s)")
     ap.add_argument("--no-condure", action="store_true", help="skip the Rust condure column")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--server-python", metavar="PATH",
+                    help="interpreter for our condure (default: the venv's); the handler "
+                         "and the load clients keep the venv's")
     args = ap.parse_args(argv)
     explicit = set(a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]))
     if args.quick:
@@ -664,9 +668,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("wrk not found (sudo apt-get install wrk)")
     have_rust = os.path.exists(RUST_CONDURE) and not args.no_condure
     soft, hard = raise_nofile()
-    version = subprocess.run([PY, "-c", "import sys; print(sys.version.split()[0])"],
+    global SERVER_PY
+    if args.server_python:
+        SERVER_PY = args.server_python
+    version = subprocess.run([SERVER_PY, "-c", "import sys; print(sys.version.split()[0])"],
                              capture_output=True, text=True).stdout.strip()
-    log(f"python {PY} ({os.path.realpath(PY)} {version}); condure {'%s' % RUST_CONDURE if have_rust else 'absent (no Rust column)'}"
+    log(f"python {SERVER_PY} ({os.path.realpath(SERVER_PY)} {version}); condure {'%s' % RUST_CONDURE if have_rust else 'absent (no Rust column)'}"
         f"; fd limit {soft}/{hard}; rounds {args.rounds}; duration {args.duration:g} s")
     if soft < args.idle_conns + 256 and any(s.name.startswith("rss") for s in scenarios):
         log(f"note: fd limit {soft} is too low for {args.idle_conns} idle connections "
