@@ -18,6 +18,7 @@ a timeout, so one greenlet serves both directions.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import time
 from collections import deque
@@ -46,6 +47,7 @@ INBOX_MAX = 1024  # handler packets queued for one connection before it is abort
 DRAIN_TIME = 1.0  # seconds to drain client input before closing after an early answer
 DRAIN_BYTES = 65536
 INF = float("inf")
+_POLL = select.poll()  # see StreamConnection._input_pending
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -501,10 +503,16 @@ class StreamConnection:
     def _input_pending(self) -> bool:
         if self._raw is None:
             return True  # TLS: be careful
-        try:
-            return bool(self._raw.recv(1, socket.MSG_PEEK))
-        except BlockingIOError:
+        # a zero-timeout poll gives the usual answer (nothing) at less than
+        # half the cost of the BlockingIOError a non-blocking peek would raise
+        # (one poll object for all: nothing switches greenlets in between)
+        _POLL.register(self._fd, select.POLLIN)
+        ready = _POLL.poll(0)
+        _POLL.unregister(self._fd)
+        if not ready:
             return False
+        try:
+            return bool(self._raw.recv(1, socket.MSG_PEEK))  # data, or b"" at EOF
         except OSError:
             return False
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Callable
 
 import pytest
@@ -796,6 +797,23 @@ def test_pipelined_request_after_connection_close_is_dropped(pch) -> None:
         assert r.body == b"first\n" and r.header(b"Connection") == b"close"
         assert client.read_until_close() == b""
     assert_alive_and_serving(c, h)  # /second never reached the handler
+
+
+def test_bytes_sent_after_a_closing_request_do_not_reset_the_response(ch) -> None:
+    # the extra bytes wait unread in the kernel while the handler answers; closing
+    # over them would send an RST, which can destroy the response before it is read
+    c, h = ch
+    with Client(c.port) as client:
+        client.send(get("/first", extra=b"Connection: close\r\n"))
+        r1 = h.recv_request()
+        client.send(b"x" * 100)
+        time.sleep(0.2)  # in condure's socket before the response goes out
+        h.respond(r1, 200, b"OK", [CT], b"first\n" * 1000)
+        r = client.read_response()
+        assert r.body == b"first\n" * 1000 and r.header(b"Connection") == b"close"
+        assert not client.buf
+        client.sock.settimeout(5)
+        assert client.sock.recv(1) == b""  # a FIN: ConnectionResetError would be the RST
 
 
 def test_packets_for_a_finished_request_are_ignored(ch) -> None:
