@@ -69,8 +69,7 @@ class Server:
         except zp.ParseError as e:
             self._warn_parse_error(e)
             return
-        # handler-chosen type strings must not grow the metrics without bound
-        self.metrics.packets_in[pkt.type_name if pkt.type in zp.KNOWN_TYPES else "unknown"] += 1
+        self.metrics.packets_in[zp.metric_name(pkt.type)] += 1
         delivered = False
         for owner, rid, seq in self.registry.route(pkt):
             owner.deliver(rid, pkt, seq)

@@ -718,7 +718,7 @@ class Exchange:
         if not s.addr:
             return  # no `from` seen: nowhere to route (condure's sends would fail too)
         payload = zp.session_packet(self.server.instance_id, s.id, s.next_seq(), type_, **fields)
-        self.server.metrics.packets_out[type_.decode() or "data"] += 1
+        self.server.metrics.packets_out[zp.metric_name(type_)] += 1
         self.server.zsockets.send_to(s.addr, payload)
 
     def _fail(self, e: CondureError) -> None:

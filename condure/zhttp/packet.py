@@ -32,6 +32,15 @@ KNOWN_TYPES = frozenset([
 
 EXT_MULTI = {b"multi": True}
 
+# metric label of each known type, looked up per packet instead of decoded
+_METRIC_NAMES = {t: t.decode() or "data" for t in KNOWN_TYPES}
+
+
+def metric_name(type_: bytes) -> str:
+    """The packets_in/packets_out label: the type, "data", or "unknown" (a
+    handler-chosen string must not grow the metrics without bound)."""
+    return _METRIC_NAMES.get(type_, "unknown")
+
 
 class ParseError(ValueError):
     """A handler packet that cannot be used at all; it is dropped."""

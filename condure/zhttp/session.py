@@ -14,7 +14,7 @@ Rules from shared/zhttp/server.md sections 3.2, 3.4, 4.1 and 2.3:
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import BadMessage, BadSeq
 from .packet import MAX_FROM_LEN, Packet
@@ -107,17 +107,19 @@ class SessionRegistry:
     def owner(self, rid: bytes) -> Any:
         return self._owners.get(rid)
 
-    def route(self, packet: Packet) -> Iterator[tuple[Any, bytes, int | None]]:
-        """Yield (owner, id, seq) for each id of the packet that is live here.
+    def route(self, packet: Packet) -> list[tuple[Any, bytes, int | None]]:
+        """(owner, id, seq) for each id of the packet that is live here.
 
         Ids of finished or superseded sessions are ignored silently, as
         condure does.
         """
         owners = self._owners
-        for rid, seq in packet.ids:
+        if len(packet.ids) == 1:  # nearly every packet
+            rid, seq = packet.ids[0]
             owner = owners.get(rid)
-            if owner is not None:
-                yield owner, rid, seq
+            return [] if owner is None else [(owner, rid, seq)]
+        return [(owner, rid, seq) for rid, seq in packet.ids
+                if (owner := owners.get(rid)) is not None]
 
     def owners(self) -> list[Any]:
         return list(self._owners.values())
