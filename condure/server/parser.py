@@ -64,7 +64,10 @@ class RequestHead:
 
 def _tokens(value: bytes) -> tuple[bytes, ...]:
     """Comma-separated tokens of a header value, lower-cased (RFC 9110)."""
-    return tuple(t.strip().lower() for t in value.split(b",") if t.strip())
+    if b"," not in value:  # the usual single token, without building a list
+        token = value.strip().lower()
+        return (token,) if token else ()
+    return tuple([t.strip().lower() for t in value.split(b",") if t.strip()])
 
 
 @dataclass(slots=True)

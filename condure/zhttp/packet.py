@@ -13,7 +13,6 @@ reverses the field list to put fields on the wire in condure's own order
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import tnetstring
@@ -49,31 +48,54 @@ class ParseError(ValueError):
 Header = tuple[bytes, bytes]
 
 
-@dataclass(slots=True)
 class Packet:
     """One packet from a handler. ``type`` is b"" for data packets.
 
     ``ids`` holds (id, seq-or-None) pairs: one for the plain form, up to
     128 for the multi-id list form; each addressed session checks its own
-    seq.
+    seq. The other fields default to the class attributes below, and a
+    parsed packet sets only those it carries: packets are made per message,
+    and a dozen assignments per packet showed in the profiles.
     """
-    ids: list[tuple[bytes, int | None]]
     from_: bytes = b""
     type: bytes = DATA
     code: int | None = None
     reason: bytes = b""
-    headers: list[Header] = field(default_factory=list)
+    headers: list[Header] = []  # shared default: packets are read, never changed in place
     body: bytes = b""
     more: bool = False
     credits: int = 0
     content_type: bytes | None = None
     condition: bytes = b""
     multi: bool = False
-    raw: dict = field(default_factory=dict, repr=False)  # the decoded map (client-mode fields)
+    raw: dict = {}  # the decoded map (client-mode fields); shared default as above
+
+    def __init__(self, ids: list[tuple[bytes, int | None]], **fields: Any) -> None:
+        self.ids = ids
+        for name, value in fields.items():
+            if name not in _PACKET_FIELDS:
+                raise TypeError(f"Packet has no field {name!r}")
+            setattr(self, name, value)
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in _PACKET_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Packet and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "raw")
+        return f"Packet({fields})"
 
     @property
     def type_name(self) -> str:
         return self.type.decode("ascii", "replace") or "data"
+
+
+_PACKET_FIELDS = ("ids", "from_", "type", "code", "reason", "headers", "body", "more", "credits",
+                  "content_type", "condition", "multi", "raw")
 
 
 def _want(value: Any, kind: type, name: str) -> Any:
@@ -135,14 +157,13 @@ def _parse_headers(value: Any) -> list[Header]:
     return out
 
 
-# packet field -> (Packet attribute, the type condure insists on); ints are
-# unsigned and headers are checked further. Checked inline: this runs per packet.
-_FIELDS = {
-    b"from": ("from_", bytes), b"type": ("type", bytes), b"code": ("code", int),
-    b"reason": ("reason", bytes), b"headers": ("headers", list), b"body": ("body", bytes),
-    b"more": ("more", bool), b"credits": ("credits", int),
-    b"content-type": ("content_type", bytes), b"condition": ("condition", bytes),
-}
+def _typed(value: Any, kind: type, key: bytes) -> Any:
+    """`value` if it has the type condure insists on (ints: unsigned)."""
+    if type(value) is not kind:
+        raise ParseError(f"{key.decode()} must be of type {_type_name(kind)}")
+    if kind is int and value < 0:
+        raise ParseError(f"{key.decode()} must not be negative")
+    return value
 
 
 def parse(payload: bytes, require_id: bool = True) -> Packet:
@@ -166,22 +187,31 @@ def _from_map(m: dict, require_id: bool = True) -> Packet:
         if require_id:
             raise ParseError("missing id")
         m = {**m, b"id": NO_ID}
-    p = Packet(ids=_parse_ids(m[b"id"], m.get(b"seq")), raw=m)
-    fields = _FIELDS
-    for key, v in m.items():
-        spec = fields.get(key)
-        if spec is None:
-            continue  # id and seq are parsed above, ext below; unknown keys are ignored
-        kind = spec[1]
-        if type(v) is not kind:
-            raise ParseError(f"{key.decode()} must be of type {_type_name(kind)}")
-        if kind is int:
-            if v < 0:
-                raise ParseError(f"{key.decode()} must not be negative")
-        elif kind is list:
-            v = _parse_headers(v)
-        setattr(p, spec[0], v)
-    if (v := m.get(b"ext")) is not None:
+    p = Packet(_parse_ids(m[b"id"], m.get(b"seq")))
+    p.raw = m
+    # field by field rather than through a table: this runs for every packet
+    get = m.get
+    if (v := get(b"from")) is not None:
+        p.from_ = _typed(v, bytes, b"from")
+    if (v := get(b"type")) is not None:
+        p.type = _typed(v, bytes, b"type")
+    if (v := get(b"code")) is not None:
+        p.code = _typed(v, int, b"code")
+    if (v := get(b"reason")) is not None:
+        p.reason = _typed(v, bytes, b"reason")
+    if (v := get(b"headers")) is not None:
+        p.headers = _parse_headers(v)
+    if (v := get(b"body")) is not None:
+        p.body = _typed(v, bytes, b"body")
+    if (v := get(b"more")) is not None:
+        p.more = _typed(v, bool, b"more")
+    if (v := get(b"credits")) is not None:
+        p.credits = _typed(v, int, b"credits")
+    if (v := get(b"content-type")) is not None:
+        p.content_type = _typed(v, bytes, b"content-type")
+    if (v := get(b"condition")) is not None:
+        p.condition = _typed(v, bytes, b"condition")
+    if (v := get(b"ext")) is not None:
         p.multi = _want(v, dict, "ext").get(b"multi") is True
     return p
 
