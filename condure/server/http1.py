@@ -132,6 +132,14 @@ def _splitting() -> BadHandlerResponse:
     return BadHandlerResponse("handler header contains CR, LF or NUL")
 
 
+def status_line(version: bytes, code: int, reason: bytes) -> bytes:
+    """``HTTP/x.y CODE REASON``; a reason with CR, LF or NUL would split the
+    response, so it is refused like such a header (D9)."""
+    if b"\r" in reason or b"\n" in reason or b"\x00" in reason:
+        raise BadHandlerResponse("handler reason contains CR, LF or NUL")
+    return b"HTTP/%s %d %s\r\n" % (version, code, reason)
+
+
 def _handler_length(value: bytes) -> int:
     v = value.strip()
     if not v.isdigit() or len(v) > 18:
@@ -160,7 +168,7 @@ def response_head(version: bytes, code: int, reason: bytes,
         framing, size = CHUNKED, 0
     else:
         framing, size, persistent = UNTIL_CLOSE, 0, False
-    head = b"HTTP/%s %d %s\r\n%s" % (version, code, reason, block)
+    head = status_line(version, code, reason) + block
     if version == b"1.1" and not persistent:
         head += b"Connection: close\r\n"
     elif version == b"1.0" and persistent:

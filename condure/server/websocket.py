@@ -135,7 +135,7 @@ def accept_key(key: bytes) -> bytes:
 def handshake_head(reason: bytes, headers: list[tuple[bytes, bytes]], key: bytes,
                    extension: bytes | None = None) -> bytes:
     block, _ = http1.header_lines(headers, _WS_HEADERS)
-    lines = [b"HTTP/1.1 101 %s\r\n" % reason, block]
+    lines = [http1.status_line(b"1.1", 101, reason), block]
     lines += [b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
               b"Sec-WebSocket-Accept: %s\r\n" % accept_key(key)]
     if extension:
@@ -147,7 +147,7 @@ def handshake_head(reason: bytes, headers: list[tuple[bytes, bytes]], key: bytes
 def rejection(code: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
     """The handler's `rejected` answer, as condure writes it (no Connection header)."""
     block, _ = http1.header_lines(headers, _WS_HEADERS)
-    lines = [b"HTTP/1.1 %d %s\r\n" % (code, reason), block]
+    lines = [http1.status_line(b"1.1", code, reason), block]
     lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
     return b"".join(lines) + body
 

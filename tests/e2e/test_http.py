@@ -1229,6 +1229,20 @@ def test_header_injection_is_refused_with_502_d9(ch, header: tuple) -> None:
     c.wait_log("[WARN]")
 
 
+def test_reason_injection_is_refused_with_502_like_d9(ch) -> None:
+    c, h = ch
+    with Client(c.port) as client:
+        client.send(get("/inject"))
+        req = h.recv_request()
+        h.respond(req, 200, b"OK\r\nSet-Cookie: evil=1", [CT], b"ok\n")
+        raw = client.read_until_close()
+        error_head_ok(raw, 502)
+        assert b"evil" not in raw
+    p = h.recv_type(b"cancel")
+    assert (p[b"id"], p[b"seq"]) == (req[b"id"], 1)
+    c.wait_log("[WARN]")
+
+
 def test_invalid_handler_content_length_closes_and_cancels(ch) -> None:
     c, h = ch
     with Client(c.port) as client:

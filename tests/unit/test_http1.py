@@ -394,6 +394,14 @@ def test_cr_lf_nul_in_handler_headers_is_502(header: tuple[bytes, bytes]) -> Non
     assert e.value.cancel is True  # D9: the handler gets cancel
 
 
+@pytest.mark.parametrize("reason", [b"OK\r\nSet-Cookie: x=1", b"O\nK", b"O\rK", b"O\x00K"])
+def test_cr_lf_nul_in_handler_reason_is_502(reason: bytes) -> None:
+    # the reason ends up in the status line: the same splitting as a header (D9)
+    with pytest.raises(BadHandlerResponse) as e:
+        head_of(reason=reason, body=b"x")
+    assert e.value.status == 502 and e.value.cancel is True
+
+
 @pytest.mark.parametrize("value", [b"abc", b"-1", b"", b"1 2", b"0x10", b"1.5", b"9" * 19])
 def test_invalid_handler_content_length(value: bytes) -> None:
     with pytest.raises(BadHandlerResponse) as e:

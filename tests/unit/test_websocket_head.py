@@ -30,3 +30,11 @@ def test_cr_lf_nul_in_handshake_headers_is_refused(header: tuple[bytes, bytes]) 
         handshake_head(b"Switching Protocols", [header], KEY)
     with pytest.raises(BadHandlerResponse):
         rejection(403, b"Forbidden", [header], b"")
+
+
+@pytest.mark.parametrize("reason", [b"Switching\r\nX: 1", b"A\nB", b"A\x00B"])
+def test_cr_lf_nul_in_the_reason_is_refused(reason: bytes) -> None:
+    with pytest.raises(BadHandlerResponse):
+        handshake_head(reason, [], KEY)
+    with pytest.raises(BadHandlerResponse):
+        rejection(403, reason, [], b"")
