@@ -12,7 +12,6 @@ from .parser import MAX_URI, RequestHead
 
 # handler headers condure drops and regenerates
 _DROPPED = frozenset([b"content-length", b"transfer-encoding", b"connection"])
-_FORBIDDEN = (b"\r", b"\n", b"\x00")
 MAX_CHUNK = 0xFFFF
 
 LENGTH, CHUNKED, UNTIL_CLOSE, NO_BODY = "length", "chunked", "until-close", "no-body"
@@ -115,7 +114,7 @@ def header_lines(headers: list[tuple[bytes, bytes]],
     for name, value in headers:
         low = name.lower()
         if low in dropped:
-            if any(bad in name or bad in value for bad in _FORBIDDEN):
+            if _splits(name) or _splits(value):
                 raise _splitting()
             if length is None and low == b"content-length":
                 length = value
@@ -128,14 +127,19 @@ def header_lines(headers: list[tuple[bytes, bytes]],
     return block, length
 
 
+def _splits(text: bytes) -> bool:
+    """CR, LF or NUL: handler text that would split the response (D9)."""
+    return b"\r" in text or b"\n" in text or b"\x00" in text
+
+
 def _splitting() -> BadHandlerResponse:
     return BadHandlerResponse("handler header contains CR, LF or NUL")
 
 
 def status_line(version: bytes, code: int, reason: bytes) -> bytes:
-    """``HTTP/x.y CODE REASON``; a reason with CR, LF or NUL would split the
-    response, so it is refused like such a header (D9)."""
-    if b"\r" in reason or b"\n" in reason or b"\x00" in reason:
+    """``HTTP/x.y CODE REASON``; a reason that would split the response is
+    refused like such a header (D9)."""
+    if _splits(reason):
         raise BadHandlerResponse("handler reason contains CR, LF or NUL")
     return b"HTTP/%s %d %s\r\n" % (version, code, reason)
 

@@ -61,7 +61,6 @@ class RequestHead:
         return None
 
 
-
 def _tokens(value: bytes) -> tuple[bytes, ...]:
     """Comma-separated tokens of a header value, lower-cased (RFC 9110)."""
     if b"," not in value:  # the usual single token, without building a list

@@ -157,13 +157,20 @@ def _parse_headers(value: Any) -> list[Header]:
     return out
 
 
-def _typed(value: Any, kind: type, key: bytes) -> Any:
-    """`value` if it has the type condure insists on (ints: unsigned)."""
-    if type(value) is not kind:
-        raise ParseError(f"{key.decode()} must be of type {_type_name(kind)}")
-    if kind is int and value < 0:
-        raise ParseError(f"{key.decode()} must not be negative")
-    return value
+# packet field -> (Packet attribute, the type condure insists on: ints unsigned,
+# headers checked in full by _parse_headers)
+_FIELDS = {
+    b"from": ("from_", bytes), b"type": ("type", bytes), b"code": ("code", int),
+    b"reason": ("reason", bytes), b"headers": ("headers", list), b"body": ("body", bytes),
+    b"more": ("more", bool), b"credits": ("credits", int),
+    b"content-type": ("content_type", bytes), b"condition": ("condition", bytes),
+}
+
+
+def _field_error(key: bytes, value: Any, kind: type) -> ParseError:
+    if type(value) is kind:  # right type: a negative int
+        return ParseError(f"{key.decode()} must not be negative")
+    return ParseError(f"{key.decode()} must be of type {_type_name(kind)}")
 
 
 def parse(payload: bytes, require_id: bool = True) -> Packet:
@@ -189,29 +196,20 @@ def _from_map(m: dict, require_id: bool = True) -> Packet:
         m = {**m, b"id": NO_ID}
     p = Packet(_parse_ids(m[b"id"], m.get(b"seq")))
     p.raw = m
-    # field by field rather than through a table: this runs for every packet
-    get = m.get
-    if (v := get(b"from")) is not None:
-        p.from_ = _typed(v, bytes, b"from")
-    if (v := get(b"type")) is not None:
-        p.type = _typed(v, bytes, b"type")
-    if (v := get(b"code")) is not None:
-        p.code = _typed(v, int, b"code")
-    if (v := get(b"reason")) is not None:
-        p.reason = _typed(v, bytes, b"reason")
-    if (v := get(b"headers")) is not None:
-        p.headers = _parse_headers(v)
-    if (v := get(b"body")) is not None:
-        p.body = _typed(v, bytes, b"body")
-    if (v := get(b"more")) is not None:
-        p.more = _typed(v, bool, b"more")
-    if (v := get(b"credits")) is not None:
-        p.credits = _typed(v, int, b"credits")
-    if (v := get(b"content-type")) is not None:
-        p.content_type = _typed(v, bytes, b"content-type")
-    if (v := get(b"condition")) is not None:
-        p.condition = _typed(v, bytes, b"condition")
-    if (v := get(b"ext")) is not None:
+    # only the fields present are visited (a packet carries a few of them); the
+    # others keep Packet's class defaults
+    fields = _FIELDS
+    for key, v in m.items():
+        spec = fields.get(key)
+        if spec is None:
+            continue  # id and seq are parsed above, ext below; unknown keys are ignored
+        attr, kind = spec
+        if kind is list:
+            v = _parse_headers(v)
+        elif type(v) is not kind or (kind is int and v < 0):  # checks inline: per packet
+            raise _field_error(key, v, kind)
+        setattr(p, attr, v)
+    if (v := m.get(b"ext")) is not None:
         p.multi = _want(v, dict, "ext").get(b"multi") is True
     return p
 
