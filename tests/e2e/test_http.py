@@ -8,7 +8,7 @@ ZeroMQ sockets over ipc (zhttp_handler.Handler, an identity of its own) and
 the client with raw TCP sockets (rawhttp.Client). Request parsing tests run
 with both `--http-parser h11` and `httptools`.
 
-References: shared/zhttp/server.md sections 3-6 and shared/zhttp/deviations.md
+References: shared/zhttp/server.md sections 3-6 and docs/deviations.md
 (the D numbers in test names).
 """
 from __future__ import annotations

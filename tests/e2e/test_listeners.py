@@ -5,7 +5,7 @@ Every test starts its own `python -m condure` subprocess (never a bare
 temporary directory and the client with real sockets on 127.0.0.1 (or
 AF_UNIX). References: shared/zhttp/server.md sections 1.2, 2.4, 3.5 and 7;
 shared/zhttp/client.md section 12 (req mode on the listen side);
-shared/zhttp/deviations.md D1 (413 for a req-mode body over
+docs/deviations.md D1 (413 for a req-mode body over
 --body-buffer-size) and D13 (504 on --req-timeout).
 """
 from __future__ import annotations

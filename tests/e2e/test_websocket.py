@@ -5,7 +5,7 @@ handler with real ZeroMQ sockets over ipc (zhttp_handler.Handler) or runs
 loadtest/ws_echo_handler.py, and plays the client over a plain TCP socket:
 hand-built frames (so protocol violations and exact frame headers can be
 checked) or wsproto. References: shared/zhttp/server.md section 8 and
-shared/zhttp/deviations.md D2, D3, D7.
+docs/deviations.md D2, D3, D7.
 """
 from __future__ import annotations
 

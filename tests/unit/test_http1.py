@@ -2,7 +2,7 @@
 
 Rules: shared/zhttp/server.md 3.3 (uri), 5.2 (Expect), 5.4-5.7 (response
 head, framing, persistence), 8.1 (upgrade detection) and the deviations
-D4-D10 of shared/zhttp/deviations.md. Expected bytes follow condure's
+D4-D10 of docs/deviations.md. Expected bytes follow condure's
 Protocol::send_response (src/http1.rs): handler headers in order, then
 Connection, then Content-Length / Transfer-Encoding.
 """

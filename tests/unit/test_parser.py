@@ -5,7 +5,7 @@ whole, byte by byte, line by line and in seeded random chunkings, driving
 the parser the way the connection does: NEED_DATA -> feed the next piece,
 End -> next_request(). Valid streams must give the same requests whatever
 the chunking; invalid ones must raise BadRequest with the D1 status
-(shared/zhttp/deviations.md) whatever the chunking.
+(docs/deviations.md) whatever the chunking.
 Accepted syntax: shared/zhttp/server.md section 6.1.
 """
 from __future__ import annotations
