@@ -447,7 +447,11 @@ class StreamConnection:
         return data
 
     def _took(self, data: bytes) -> bytes:
-        self.last_io = time.monotonic()
+        # Bytes of a request head that is not complete yet do not move the
+        # stream deadline (condure refreshes it when the head is received):
+        # a head trickled in a byte at a time must still be whole by then.
+        if not self.waiting_for_request:
+            self.last_io = time.monotonic()
         self.server.metrics.bytes["in"] += len(data)
         return data
 
