@@ -135,7 +135,7 @@ def accept_key(key: bytes) -> bytes:
 def handshake_head(reason: bytes, headers: list[tuple[bytes, bytes]], key: bytes,
                    extension: bytes | None = None) -> bytes:
     block, _ = http1.header_lines(headers, _WS_HEADERS)
-    lines = [http1.status_line(b"1.1", 101, reason), block]
+    lines = [http1.status_line(b"1.1", 101, reason, interim=True), block]
     lines += [b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
               b"Sec-WebSocket-Accept: %s\r\n" % accept_key(key)]
     if extension:
@@ -145,9 +145,11 @@ def handshake_head(reason: bytes, headers: list[tuple[bytes, bytes]], key: bytes
 
 
 def rejection(code: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-    """The handler's `rejected` answer, as condure writes it (no Connection header)."""
+    """The handler's `rejected` answer, as condure writes it (no Connection header);
+    its code must be a final status like any response's (D17)."""
+    line = http1.status_line(b"1.1", code, reason)
     block, _ = http1.header_lines(headers, _WS_HEADERS)
-    lines = [http1.status_line(b"1.1", code, reason), block]
+    lines = [line, block]
     lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
     return b"".join(lines) + body
 
@@ -375,9 +377,10 @@ class WebSocketExchange(Exchange):
 
     def _on_error(self, pkt: zp.Packet) -> None:
         if self.ws is None and pkt.condition == b"rejected":
-            code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
+            code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0 (D17: 502)
+            out = rejection(code, pkt.reason, pkt.headers, pkt.body)  # may refuse (D9, D17): 502
             self.written = True
-            self.conn.write(rejection(code, pkt.reason, pkt.headers, pkt.body))
+            self.conn.write(out)
             self.done = True
             return
         super()._on_error(pkt)
