@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong,
@@ -75,7 +76,7 @@ class _Client:
             data = self.ws.send(Request(host=req.host_header.decode(), target=req.target.decode(),
                                         extra_headers=headers, extensions=extensions,
                                         subprotocols=protocols))
-        except LocalProtocolError as e:
+        except (LocalProtocolError, h11.LocalProtocolError) as e:  # wsproto, or h11 beneath it
             raise ClientError("bad-request", str(e)) from None
         self.s.origin.write(handshake_order(data))  # type: ignore[union-attr]
         while True:

@@ -947,6 +947,39 @@ def test_req_too_many_headers_is_bad_request(main: ClientCondure, zctx: zmq.Cont
         assert reply is not None and reply.get(b"code") == 200, reply
 
 
+# headers server mode refuses to write (D9, D17) are not sent to an origin either
+BAD_HEADERS = [[b"X Bad", b"v"], [b"", b"v"], [b"X:Y", b"v"], [b"X-A", b"a\r\nEvil: 1"]]
+BAD_HEADER_IDS = ["space", "empty", "colon", "crlf-value"]
+
+
+@pytest.mark.parametrize("header", BAD_HEADERS, ids=BAD_HEADER_IDS)
+def test_req_bad_header_is_bad_request_d17(main: ClientCondure, zctx: zmq.Context,
+                                           header: list) -> None:
+    with Origin(fixed(HELLO)) as o:
+        reply = req_call(zctx, main, F(method="GET", uri=o.url("/"), headers=[header]))
+        assert reply == {b"type": b"error", b"condition": b"bad-request"}
+        assert o.accepted == 0  # checked before connecting
+
+
+@pytest.mark.parametrize("header", BAD_HEADERS, ids=BAD_HEADER_IDS)
+@pytest.mark.parametrize("scheme", ["http", "ws"])
+def test_stream_bad_header_is_bad_request_d17(main: ClientCondure, handler: Callable,
+                                              scheme: str, header: list) -> None:
+    h = handler(main)
+    with Origin(fixed(HELLO)) as o:
+        fields = F(uri=o.url("/", scheme), credits=100, headers=[header])
+        if scheme == "http":
+            fields[b"method"] = b"GET"
+        rid = h.start(fields)
+        err = h.expect(rid)  # no ack first: the request is refused as a whole
+        assert (err.get(b"type"), err.get(b"condition"), err[b"seq"]) == (
+            b"error", b"bad-request", 0), err
+        assert h.quiet(rid, 0.3) == []
+        assert o.accepted == 0
+    log = main.log_text()
+    assert "Traceback" not in log and "[ERR]" not in log, log
+
+
 def test_req_non_data_message_is_bad_request(main: ClientCondure, zctx: zmq.Context) -> None:
     """#8"""
     reply = req_call(zctx, main, F(id="ka", type="keep-alive"))
