@@ -980,6 +980,20 @@ def test_stream_bad_header_is_bad_request_d17(main: ClientCondure, handler: Call
     assert "Traceback" not in log and "[ERR]" not in log, log
 
 
+def test_ws_header_value_h11_refuses_is_bad_request(main: ClientCondure,
+                                                   handler: Callable) -> None:
+    """A value h11 will not write (leading space): refused under wsproto's handshake,
+    after the connection is made; a bad-request like on HTTP, not an exception."""
+    h = handler(main)
+    with Origin(fixed(HELLO)) as o:
+        rid = h.start(F(uri=o.url("/", "ws"), credits=100, headers=[["X-A", " v"]]))
+        msgs = [h.expect(rid), h.expect(rid)]
+        assert msgs[0][b"type"] == b"keep-alive", msgs
+        assert (msgs[1][b"type"], msgs[1][b"condition"]) == (b"error", b"bad-request"), msgs
+    log = main.log_text()
+    assert "Traceback" not in log and "[ERR]" not in log, log
+
+
 def test_req_non_data_message_is_bad_request(main: ClientCondure, zctx: zmq.Context) -> None:
     """#8"""
     reply = req_call(zctx, main, F(id="ka", type="keep-alive"))
