@@ -47,6 +47,7 @@ from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Mes
                             Request, TextMessage)
 
 from conftest import REPO_ROOT, condure_command, get_free_port, stop_process
+from zhttp_handler import nested_lists
 
 START_TIMEOUT = 20.0
 BUFFER_SIZE = 8192  # condure's --buffer-size default: the credit grants
@@ -1016,6 +1017,37 @@ def test_req_unparsable_gets_no_reply(main: ClientCondure, zctx: zmq.Context,
                                       payload: bytes) -> None:
     """#9 and client.md 4.3: dropped without a reply (the REQ socket would block)."""
     assert req_call(zctx, main, payload, timeout=0.6) is None
+
+
+@pytest.mark.deadline(90)
+def test_deeply_nested_packets_are_one_warning_a_second(main: ClientCondure, zctx: zmq.Context,
+                                                        handler: Callable) -> None:
+    """Nesting deeper than tnetstring decodes (RecursionError) on each of the three
+    sockets condure reads in client mode: a rate-limited parse warning, shared by
+    them, as in server mode; no traceback; both interfaces still serve."""
+    garbage = b"T" + nested_lists(900)
+    h = handler(main)
+    dealer = zctx.socket(zmq.DEALER)  # REQ-interface requests that expect no reply
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(main.req)
+    sends = [h.push.send, lambda g: h.router.send_multipart([h.condure_id, b"", g]),
+             lambda g: dealer.send_multipart([b"", g])]
+    for i in range(2000):
+        sends[i % 3](garbage)
+        if i % 100 == 99:
+            time.sleep(0.02)  # the PULL's high-water mark is 128
+    with Origin(fixed(HELLO)) as o:
+        reply = req_call(zctx, main, F(method="GET", uri=o.url("/")))
+        assert reply is not None and reply.get(b"body") == b"hello\n", reply
+        rid = h.start(F(method="GET", uri=o.url("/"), credits=1000))
+        assert body_of(h.until_end(rid)) == b"hello\n"
+    dealer.close(0)
+    log = main.log_text()
+    assert "Traceback" not in log and "[ERR]" not in log, log[:3000]
+    warnings = [line for line in log.splitlines() if "zhttp parse error" in line]
+    assert 1 <= len(warnings) <= 8, warnings
+    assert all("[WARN]" in w and "nesting" in w for w in warnings), warnings
+    assert len(log) < 6000, log[:6000]
 
 
 def test_req_response_over_body_buffer_is_undefined_condition(main: ClientCondure,

@@ -22,7 +22,7 @@ import pytest
 import tnetstring
 
 from rawhttp import Client, Response, get
-from zhttp_handler import Handler
+from zhttp_handler import Handler, nested_lists
 
 CT = (b"Content-Type", b"text/plain")
 ID_RE = re.compile(rb"0-(\d+)-([0-9a-f]+)")
@@ -1073,6 +1073,39 @@ def test_handler_garbage_is_dropped(start: Start, name: str) -> None:
         h.respond(req, 200, b"OK", [CT], b"victim\n")
         assert victim.read_response().body == b"victim\n"
     assert "Traceback" not in c.log_text()
+
+
+def flood(send: Callable[[bytes], object], payload: bytes, count: int = 2000,
+          batch: int = 100) -> None:
+    """`count` sends in batches, pausing between them so that no high-water mark
+    on the way (PUB, SUB: about 500-1000 messages) drops what comes after."""
+    for i in range(count):
+        send(payload)
+        if i % batch == batch - 1:
+            time.sleep(0.02)
+    time.sleep(0.2)
+
+
+@pytest.mark.deadline(60)
+def test_deeply_nested_handler_packets_are_one_warning_a_second(start: Start) -> None:
+    """tnetstring raises RecursionError for deep nesting: still a parse error (a
+    rate-limited warning), not an error with a traceback per packet (0.7 MB of
+    log for these 2000 packets before)."""
+    c, h = start()  # own process: the whole log is looked at
+    garbage = b"condure T" + nested_lists(900)
+    assert 5000 < len(garbage) < 5500
+    with Client(c.port) as client:
+        client.send(get("/after-garbage"))
+        req = h.recv_request()
+        flood(h.send_raw, garbage)
+        h.respond(req, 200, b"OK", [CT], b"fine\n")
+        assert client.read_response().body == b"fine\n"
+    assert_alive_and_serving(c, h)
+    log = c.log_text()
+    assert "Traceback" not in log and "[ERR]" not in log, log[:3000]
+    warnings = [line for line in log.splitlines() if "zhttp parse error" in line]
+    assert 1 <= len(warnings) <= 5 and len(log) < 3000, log[:3000]
+    assert "[WARN]" in warnings[0] and "nesting" in warnings[0], warnings
 
 
 def test_unknown_type_ends_only_its_session(ch) -> None:
