@@ -43,6 +43,7 @@ import tnetstring
 import trustme
 import zmq
 from wsproto import ConnectionType, WSConnection
+from wsproto.extensions import PerMessageDeflate
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong,
                             Request, TextMessage)
 
@@ -50,6 +51,7 @@ from conftest import REPO_ROOT, condure_command, get_free_port, stop_process
 from zhttp_handler import nested_lists
 
 START_TIMEOUT = 20.0
+DEFLATE_LIMIT = 100_000  # the `deflate` process's --compression-message-max
 BUFFER_SIZE = 8192  # condure's --buffer-size default: the credit grants
 
 # --- helpers: tnetstring -------------------------------------------------------
@@ -175,6 +177,8 @@ def _condures(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "short": ClientCondure("short", ["--req-timeout", "2", "--stream-timeout", "2"], logdir),
         "deny": ClientCondure("deny", ["--deny-out-internal"], logdir),
         "spare": ClientCondure("spare", ["--workers", "1"], logdir),
+        "deflate": ClientCondure("deflate", ["--compression", "--compression-message-max",
+                                             str(DEFLATE_LIMIT)], logdir),
     }
     try:
         for cd in procs.values():
@@ -215,6 +219,11 @@ def deny(_condures: dict) -> Iterator[ClientCondure]:
 @pytest.fixture
 def spare(_condures: dict) -> Iterator[ClientCondure]:
     yield from _use(_condures, "spare")
+
+
+@pytest.fixture
+def deflate(_condures: dict) -> Iterator[ClientCondure]:
+    yield from _use(_condures, "deflate")
 
 
 # --- helpers: the handler side ----------------------------------------------------
@@ -2300,6 +2309,67 @@ def test_ws_unknown_opcode_cancel(main: ClientCondure, handler: Callable) -> Non
         rid, _ = ws_open(h, o)
         m = h.expect(rid)
         assert m[b"type"] == b"cancel", m
+
+
+def deflating_origin(*sizes: int) -> Callable[[Origin, Conn], None]:
+    """Accepts with permessage-deflate, sends one message of zeros per size, then
+    waits for the end (a close from condure, or EOF)."""
+    def body(peer: WSPeer) -> None:
+        peer.accept(extensions=[PerMessageDeflate()])
+        for size in sizes:
+            peer.send(BytesMessage(data=b"\0" * size))
+        while peer.next_event(30) is not None:
+            pass
+    return ws_script(body)
+
+
+def receive_message(cd: ClientCondure, h: StreamHandler, rid: bytes) -> tuple[int, bytes | None,
+                                                                              int]:
+    """Data for one origin message, credits given back as it comes: (bytes received,
+    None if the message ended else the packet type that ended the session, how much
+    condure's peak RSS (VmHWM: transient peaks too) grew meanwhile, in KB)."""
+    def hwm() -> int:
+        with open(f"/proc/{cd.proc.pid}/status") as f:
+            return int(f.read().split("VmHWM:")[1].split()[0])
+    before = hwm()
+    total = 0
+    while True:
+        m = h.expect(rid, timeout=10)
+        if m.get(b"type") is not None:
+            return total, m[b"type"], hwm() - before
+        total += len(m.get(b"body", b""))
+        if m.get(b"body"):
+            h.send(rid, F(credits=len(m[b"body"])), type="credit")
+        if not m.get(b"more"):
+            return total, None, hwm() - before
+
+
+def test_ws_origin_message_at_the_limit_passes_one_more_byte_cancels_d18(
+        deflate: ClientCondure, handler: Callable) -> None:
+    """--compression-message-max bounds what an origin's compressed message may inflate
+    to, as in server mode; past it the session fails like on a bad frame (cancel)."""
+    h = handler(deflate)
+    with Origin(deflating_origin(DEFLATE_LIMIT, DEFLATE_LIMIT, DEFLATE_LIMIT + 1)) as o:
+        rid, resp = ws_open(h, o, credits=65536)
+        assert hdr(resp[b"headers"], b"sec-websocket-extensions"), resp
+        assert receive_message(deflate, h, rid)[:2] == (DEFLATE_LIMIT, None)
+        assert receive_message(deflate, h, rid)[:2] == (DEFLATE_LIMIT, None)  # per message
+        total, end, _ = receive_message(deflate, h, rid)
+        assert end == b"cancel" and total <= DEFLATE_LIMIT
+        assert o.conn(0).eof.wait(5), "origin connection not closed"
+
+
+def test_ws_origin_decompression_bomb_is_bounded_d18(deflate: ClientCondure,
+                                                      handler: Callable) -> None:
+    """64 MiB of zeros in about 65 KB: inflated a piece at a time, so condure's memory
+    does not follow the bomb even before the limit ends it."""
+    h = handler(deflate)
+    with Origin(deflating_origin(64 * 1024 * 1024)) as o:
+        rid, _ = ws_open(h, o, credits=65536)
+        total, end, growth = receive_message(deflate, h, rid)
+        assert end == b"cancel" and total <= DEFLATE_LIMIT
+        assert growth < 8 * 1024, f"peak RSS grew {growth} KB"
+    assert deflate.alive()
 
 
 def test_ws_handler_exceeds_credits_cancel(main: ClientCondure, handler: Callable) -> None:
