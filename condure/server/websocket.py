@@ -140,8 +140,9 @@ class WebSocketExchange(Exchange):
         self._wire = bytearray()  # client bytes not yet given to wsproto (compression)
         self._feed = 0  # 0: give wsproto everything at once
         cfg = conn.server.config
-        self.deflate = negotiate_deflate(head, cfg.compression_message_max) if cfg.compression \
-            else None
+        self.deflate = None
+        if cfg.compression:
+            self.deflate = negotiate_deflate(head, cfg.compression_message_max)
 
     def _send_request(self) -> None:
         conn, head = self.conn, self.head
@@ -349,7 +350,7 @@ class WebSocketExchange(Exchange):
 
     def _on_error(self, pkt: zp.Packet) -> None:
         if self.ws is None and pkt.condition == b"rejected":
-            code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0 (D17: 502)
+            code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
             out = rejection(code, pkt.reason, pkt.headers, pkt.body)  # may refuse (D9, D17): 502
             self.written = True
             self.conn.write(out)
