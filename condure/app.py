@@ -18,6 +18,7 @@ import zmq.green as zmq
 from gevent.server import StreamServer
 
 from .config import Config, ListenSpec, parse_prometheus
+from .log import RateLimitedWarning
 from .metrics import Metrics
 from .timer import TimerWheel, run_sweeper
 from .zhttp import packet as zp
@@ -27,8 +28,6 @@ from .zhttp.sockets import ReqSockets, SpecError, StreamSockets
 
 log = logging.getLogger("condure")
 log_app = logging.getLogger("condure.app")
-
-PARSE_WARN_INTERVAL = 1.0  # at most one parse-error warning per second (plus a count)
 
 
 class StartupError(Exception):
@@ -52,8 +51,7 @@ class Server:
         # protocol constants, attributes so in-process tests can shorten them
         self.handler_timeout = HANDLER_TIMEOUT
         self.keepalive_interval = KEEPALIVE_INTERVAL
-        self._parse_errors = 0
-        self._parse_warned_at = 0.0
+        self._parse_warning = RateLimitedWarning(log_app)
 
     def on_message(self, frame: bytes) -> None:
         """A message from the SUB socket (`<id> T<map>`): hand it to its sessions."""
@@ -79,13 +77,7 @@ class Server:
 
     def _warn_parse_error(self, e: Exception) -> None:
         self.metrics.packets_dropped += 1
-        self._parse_errors += 1
-        now = time.monotonic()
-        if now - self._parse_warned_at >= PARSE_WARN_INTERVAL:
-            extra = f" ({self._parse_errors - 1} more suppressed)" if self._parse_errors > 1 else ""
-            log_app.warning("zhttp parse error: %s%s", e, extra)
-            self._parse_errors = 0
-            self._parse_warned_at = now
+        self._parse_warning.warning("zhttp parse error: %s", e)
 
     def on_expired(self, conns: list[Any]) -> None:
         """Timer sweep: flag timeouts, batch keep-alives per handler address."""

@@ -3,8 +3,8 @@
 Pure: no sockets, no logging. Option names, defaults, help texts and error
 messages follow condure's src/main.rs and src/app.rs; the differences are
 deviations D11 (ipc-file-mode is octal, as in 1.10) and D15 (workers default 1)
-plus our own `--http-parser` and `--shutdown-timeout`, and `--prometheus` as
-pushpin-connmgr spells it.
+plus our own `--http-parser`, `--shutdown-timeout` and `--compression-message-max`
+(D18), and `--prometheus` as pushpin-connmgr spells it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ CONNS_MAX = 10_000_000
 DEFAULT_LISTEN = "0.0.0.0:8000,stream"
 DEFAULT_ZCLIENT_SPEC = "ipc://client"
 HTTP_PARSERS = ("auto", "h11", "httptools")
+# D18: condure inflates compressed WebSocket messages without a bound; a message
+# has no size limit of its own here (it travels in pieces), so this is its own
+# option rather than a product of --buffer-size and --messages-max
+COMPRESSION_MESSAGE_MAX = 16 * 1024 * 1024
 
 # used by --deny-out-internal (client mode)
 PRIVATE_SUBNETS = (
@@ -121,6 +125,7 @@ class Config:
     ipc_file_mode: int = 0
     tls_identities_dir: str = "."
     compression: bool = False
+    compression_message_max: int = COMPRESSION_MESSAGE_MAX  # 0: no limit
     deny_out_internal: bool = False
     sizes: bool = False
     http_parser: str = "auto"
@@ -332,6 +337,9 @@ _OPTIONS: tuple[tuple[str, str, str, str | None, str], ...] = (
     ("tls-identities-dir", "str", "directory", ".",
      "Directory containing certificates and private keys"),
     ("compression", "flag", "", None, "Allow compression to be used"),
+    ("compression-message-max", "uint", "N", str(COMPRESSION_MESSAGE_MAX),
+     "Largest size a compressed WebSocket message may inflate to, in bytes; a larger one "
+     "is closed with 1009 (0: no limit)"),
     ("deny-out-internal", "flag", "", None,
      "Block outbound connections to local/internal IP address ranges"),
     ("sizes", "flag", "", None, "Prints sizes of tasks and other objects"),

@@ -3,7 +3,8 @@
 The target is the Python logger name with '.' replaced by '::', so the logger
 `condure.server.http1` prints `[condure::server::http1]`. Local time; levels
 ERR WARN INFO DEBUG TRACE. Only the `condure` logger is configured, never the
-root logger.
+root logger. RateLimitedWarning keeps warnings about what handlers send (both
+modes' "zhttp parse error") to one line a second.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 TRACE = 5
@@ -124,3 +125,34 @@ class ConnLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def trace(self, msg: str, *args: object) -> None:
         """Log at TRACE with the connection prefix."""
         self.log(TRACE, msg, *args)
+
+
+PARSE_WARN_INTERVAL = 1.0  # seconds between two "zhttp parse error" lines of one side
+
+
+class RateLimitedWarning:
+    """At most one warning per `interval` seconds: the ones in between are
+    counted, and the next line written says how many were left out.
+
+    For what handlers send: a handler spraying garbage must cost a line a
+    second, not a line (or a traceback) a packet. `clock` is for tests.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = PARSE_WARN_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._clock = clock
+        self._count = 0  # warnings since the last line written
+        self._written_at = float("-inf")
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._count += 1
+        now = self._clock()
+        if now - self._written_at < self.interval:
+            return
+        left_out = self._count - 1
+        extra = f" ({left_out} more suppressed)" if left_out else ""
+        self.logger.warning(msg + "%s", *args, extra)
+        self._count = 0
+        self._written_at = now

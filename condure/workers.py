@@ -257,7 +257,8 @@ def _reply_worker(frames: list[bytes]) -> bytes | None:
         payload = frames[frames.index(b"") + 1]
         rid = tnetstring.loads(payload[1:])[b"id"]
         return rid.split(b"-", 1)[0]
-    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+    except Exception:  # the handler's garbage, e.g. RecursionError for deep nesting: it
+        # must not end this thread (every later reply would be lost)
         log.debug("req: reply without a routable id dropped")
         return None
 

@@ -36,6 +36,15 @@ def to_bytes(value: Any) -> Any:
     return value
 
 
+def nested_lists(depth: int) -> bytes:
+    """A tnetstring of `depth` lists, each holding the next (900: about 5 KB),
+    deeper than tnetstring's decoder will go (it raises RecursionError)."""
+    out = b"0:]"
+    for _ in range(depth):
+        out = b"%d:%s]" % (len(out), out)
+    return out
+
+
 def rid_of(req: Req) -> bytes:
     """The session id of a request packet (or an id given directly)."""
     if isinstance(req, dict):

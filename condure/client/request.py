@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from ..errors import BadHandlerResponse
+from ..server.http1 import header_lines
 from ..zhttp.packet import Packet
 from .connect import ClientError, Target
 
@@ -91,6 +93,10 @@ def from_packet(pkt: Packet, schemes: tuple[str, ...]) -> ClientRequest:
     headers = tuple((n, v) for n, v in pkt.headers if n.lower() not in dropped)
     if len(headers) + 1 > MAX_HEADERS:
         raise ClientError("bad-request", "too many headers")
+    try:  # what server mode refuses to write (D9, D17) is not sent to an origin either
+        header_lines(list(headers), frozenset())
+    except BadHandlerResponse as e:
+        raise ClientError("bad-request", str(e)) from None
     return _build(method, scheme, parts, port, target, host_header, headers, pkt, raw, uri)
 
 

@@ -15,6 +15,7 @@ import gevent
 from gevent.pool import Pool as GreenletPool
 
 from ..config import Config
+from ..log import RateLimitedWarning
 from ..zhttp import packet as zp
 from ..zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL
 from ..zhttp.sockets import ServerReqSockets, ServerStreamSockets
@@ -46,6 +47,7 @@ class ClientService:
         self.handler_timeout = HANDLER_TIMEOUT
         self.keepalive_interval = KEEPALIVE_INTERVAL
         self.stream_timeout = float(config.stream_timeout)
+        self._parse_warning = RateLimitedWarning(log)
 
     def describe(self) -> list[str]:
         mode = "connect" if self.config.zserver_connect else "bind"
@@ -111,10 +113,8 @@ class ClientService:
     # --- REQ interface ------------------------------------------------------
 
     def on_request(self, envelope: list[bytes], payload: bytes) -> None:
-        try:
-            pkt = zp.parse(payload, require_id=False)
-        except zp.ParseError as e:
-            log.warning("zhttp parse error: %s", e)
+        pkt = self._parse(payload, require_id=False)
+        if pkt is None:
             return
         if len(pkt.ids) != 1 or len(pkt.ids[0][0]) > MAX_KEY or len(pkt.from_) > MAX_KEY:
             return  # no reply, as condure
@@ -139,10 +139,10 @@ class ClientService:
         assert self.req_sockets is not None
         self.req_sockets.reply(envelope, req_reply(rid_out, fields))
 
-    @staticmethod
-    def _parse(payload: bytes) -> zp.Packet | None:
+    def _parse(self, payload: bytes, require_id: bool = True) -> zp.Packet | None:
+        """The packet, or None after a (rate-limited) warning, as server mode does."""
         try:
-            return zp.parse(payload)
+            return zp.parse(payload, require_id)
         except zp.ParseError as e:
-            log.warning("zhttp parse error: %s", e)
+            self._parse_warning.warning("zhttp parse error: %s", e)
             return None

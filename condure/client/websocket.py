@@ -6,18 +6,22 @@ buffer size) or a `rejected` error carrying the origin's response. Then
 frames both ways: origin messages in pieces under the handler's credits,
 handler messages written and their sizes granted back; ping/pong are
 forwarded (never answered by condure itself); close is relayed both ways.
+With --compression, origin bytes are inflated a piece at a time as the
+handler's credits allow, and a message inflating past
+--compression-message-max ends the session like a bad frame (cancel, D18).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong,
                             RejectConnection, RejectData, Request, TextMessage)
-from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from ..wsdeflate import DEFLATE_FEED, BoundedDeflate
 from ..zhttp import packet as zp
 from .connect import ClientError
 from .http1 import open_origin
@@ -42,6 +46,11 @@ class _Client:
         self.closed_by_handler = False
         self.closed_by_origin = False
         self._head = bytearray()  # the handshake response as received, until it is complete
+        # with --compression, origin bytes go to wsproto DEFLATE_FEED at a time and
+        # only while no event waits (bounded inflation, D18); 0: all at once
+        self._feed = DEFLATE_FEED if cfg.compression else 0
+        self._wire = bytearray()  # origin bytes not yet given to wsproto
+        self._eof = False
 
     def write(self, event: Any) -> None:
         try:
@@ -57,9 +66,23 @@ class _Client:
             raise ClientError("undefined-condition", f"read: {e}") from None
         if self._head is not None and len(self._head) < READ_SIZE:
             self._head += data
+        self._wire += data
+        self._eof = not data
+        self._feed_some()
+
+    def _feed_some(self) -> None:
+        """Give wsproto origin bytes until some events come out (or none are left)."""
+        wire = self._wire
         try:
-            self.ws.receive_data(data or None)
-            self.events.extend(self.ws.events())
+            while wire and not self.events:
+                n = self._feed or len(wire)
+                piece = bytes(wire[:n])
+                del wire[:n]
+                self.ws.receive_data(piece)
+                self.events.extend(self.ws.events())
+            if self._eof and not wire:
+                self.ws.receive_data(None)
+                self.events.extend(self.ws.events())
         except RemoteProtocolError as e:
             raise ClientError("undefined-condition", str(e)) from None
 
@@ -67,7 +90,8 @@ class _Client:
 
     def handshake(self) -> None:
         req = self.req
-        extensions = [PerMessageDeflate()] if self.s.service.config.compression else []
+        cfg = self.s.service.config
+        extensions = [BoundedDeflate(cfg.compression_message_max)] if cfg.compression else []
         protocols = [p.strip().decode() for n, v in req.headers
                      if n.lower() == b"sec-websocket-protocol" for p in v.split(b",") if p.strip()]
         headers = [(n, v) for n, v in req.headers if n.lower() != b"sec-websocket-protocol"]
@@ -75,7 +99,7 @@ class _Client:
             data = self.ws.send(Request(host=req.host_header.decode(), target=req.target.decode(),
                                         extra_headers=headers, extensions=extensions,
                                         subprotocols=protocols))
-        except LocalProtocolError as e:
+        except (LocalProtocolError, h11.LocalProtocolError) as e:  # wsproto, or h11 beneath it
             raise ClientError("bad-request", str(e)) from None
         self.s.origin.write(handshake_order(data))  # type: ignore[union-attr]
         while True:
@@ -141,6 +165,10 @@ class _Client:
                 if not self.to_handler():
                     s.wait()  # out of credits
                 continue
+            if self._wire:
+                self._feed_some()
+                if self.events:
+                    continue
             if s.wait(self.sock):
                 self.read()
 

@@ -7,12 +7,17 @@ data packet and the framing of the body that follows
 """
 from __future__ import annotations
 
+import re
+
 from ..errors import BadHandlerResponse, BadRequest
 from .parser import MAX_URI, RequestHead
 
 # handler headers condure drops and regenerates
 _DROPPED = frozenset([b"content-length", b"transfer-encoding", b"connection"])
 MAX_CHUNK = 0xFFFF
+# RFC 9110 5.6.2: token = 1*tchar; header names joined by LF, which no tchar is
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TOKENS = re.compile(_TCHAR + rb"+(?:\n" + _TCHAR + rb"+)*")
 
 LENGTH, CHUNKED, UNTIL_CLOSE, NO_BODY = "length", "chunked", "until-close", "no-body"
 
@@ -105,11 +110,14 @@ def header_lines(headers: list[tuple[bytes, bytes]],
     `dropped` (lower case), and the first Content-Length value among them.
 
     Every header, written or dropped, is refused if it contains CR, LF or NUL
-    (D9). The written ones are checked once, on the joined lines: each line
-    brings exactly one CR and one LF of its own, so any other comes from the
-    handler.
+    (D9), and every written name that is not an RFC 9110 token (D17): what
+    we would not accept from a client does not go out either. The written
+    ones are checked on joined bytes, so the cost per header stays a few
+    list operations: each line brings exactly one CR and one LF of its own,
+    so any other comes from the handler; the names, joined by LF (not a
+    tchar), must match one regex.
     """
-    lines = []
+    parts: list[bytes] = []  # name, ": ", value, CRLF per written header
     length = None
     for name, value in headers:
         low = name.lower()
@@ -119,11 +127,13 @@ def header_lines(headers: list[tuple[bytes, bytes]],
             if length is None and low == b"content-length":
                 length = value
         else:
-            lines.append(name + b": " + value + b"\r\n")
-    block = b"".join(lines)
-    n = len(lines)
+            parts += (name, b": ", value, b"\r\n")
+    block = b"".join(parts)
+    n = len(parts) >> 2
     if block.count(b"\n") != n or block.count(b"\r") != n or b"\x00" in block:
         raise _splitting()
+    if n and _TOKENS.fullmatch(b"\n".join(parts[0::4])) is None:
+        raise BadHandlerResponse("handler header name is not a token")
     return block, length
 
 
@@ -136,9 +146,16 @@ def _splitting() -> BadHandlerResponse:
     return BadHandlerResponse("handler header contains CR, LF or NUL")
 
 
-def status_line(version: bytes, code: int, reason: bytes) -> bytes:
+def status_line(version: bytes, code: int, reason: bytes, interim: bool = False) -> bytes:
     """``HTTP/x.y CODE REASON``; a reason that would split the response is
-    refused like such a header (D9)."""
+    refused like such a header (D9), and so is a code that is not a final
+    status, 200-599 (D17): a 1xx head is not an answer (the client would
+    wait on, or read the next response as this one's), and anything else is
+    not HTTP. `interim`: the one 1xx condure writes for a handler, the 101
+    that completes a WebSocket handshake.
+    """
+    if not (200 <= code <= 599 or interim):
+        raise BadHandlerResponse(f"handler status code {code} is not a final status (200-599)")
     if _splits(reason):
         raise BadHandlerResponse("handler reason contains CR, LF or NUL")
     return b"HTTP/%s %d %s\r\n" % (version, code, reason)
@@ -161,8 +178,9 @@ def response_head(version: bytes, code: int, reason: bytes,
     Returns (head bytes, body framer, persistent) - persistence can only get
     lost here (a close-delimited body, D6).
     """
+    line = status_line(version, code, reason)  # first: a bad code is a 502 (D17)
     block, length = header_lines(headers, _DROPPED)
-    if 100 <= code < 200 or code in (204, 304):
+    if code == 204 or code == 304:  # (1xx are refused by status_line)
         framing, size = NO_BODY, 0
     elif length is not None:
         framing, size = LENGTH, _handler_length(length)
@@ -172,7 +190,7 @@ def response_head(version: bytes, code: int, reason: bytes,
         framing, size = CHUNKED, 0
     else:
         framing, size, persistent = UNTIL_CLOSE, 0, False
-    head = status_line(version, code, reason) + block
+    head = line + block
     if version == b"1.1" and not persistent:
         head += b"Connection: close\r\n"
     elif version == b"1.0" and persistent:

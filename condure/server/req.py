@@ -9,6 +9,7 @@ the wait for the next request on a persistent connection (504, D13).
 """
 from __future__ import annotations
 
+import logging
 import time
 
 from ..errors import BadHandlerResponse, BadRequest, ClientGone, CondureError
@@ -66,7 +67,10 @@ class ReqConnection(StreamConnection):
             self._answer_and_close(e.status or 400)
             return False
         except CondureError as e:
-            self.log.debug("process error: %s (%s)", type(e).__name__, e)
+            # a response we refuse to write (D9, D17) is the handler's bug: one
+            # warning, as in stream mode (Exchange._fail)
+            level = logging.WARNING if isinstance(e, BadHandlerResponse) else logging.DEBUG
+            self.log.log(level, "process error: %s (%s)", type(e).__name__, e)
             if e.status is not None and not written and not isinstance(e, ClientGone):
                 self._answer_and_close(e.status)
             return False
@@ -129,7 +133,7 @@ class ReqConnection(StreamConnection):
             err.status = None  # condure 1.10 closes with nothing written
             raise err
         headers = [(n, v) for n, v in pkt.headers if n.lower() != b"content-length"]
-        code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
+        code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0 (D17: 502)
         out, framer, self._persistent = http1.response_head(
             head.version, code, pkt.reason, headers, pkt.body, False,
             http1.is_persistent(head), head.method == b"HEAD")

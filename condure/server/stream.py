@@ -689,7 +689,7 @@ class Exchange:
         conn = self.conn
         if not self.body_sent:
             self.persistent = False  # answered before the whole body was read
-        code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
+        code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0 (D17: 502)
         head, body, self.persistent = http1.response_head(
             self.head.version, code, pkt.reason, pkt.headers, pkt.body, pkt.more,
             self.persistent, self.head.method == b"HEAD")

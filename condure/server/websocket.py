@@ -25,12 +25,11 @@ import gevent
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (BytesMessage, CloseConnection, Message, Ping, Pong,
                             TextMessage)
-from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from ..errors import (BadMessage, BufferExceeded, ClientGone, CondureError, HandlerError,
                       Stopped)
+from ..wsdeflate import DEFLATE_FEED, BoundedDeflate
 from ..zhttp import packet as zp
 from . import http1
 from .parser import RequestHead
@@ -43,45 +42,16 @@ _WS_HEADERS = frozenset([b"upgrade", b"connection", b"sec-websocket-accept",
                          b"sec-websocket-extensions", b"content-length", b"transfer-encoding"])
 
 
-# Compressed input is fed to wsproto this many bytes at a time, and no more
-# while earlier output waits for credits: deflate inflates at most ~1032x, so
-# one step yields about 260 KB at worst (a decompression bomb stays bounded).
-DEFLATE_FEED = 256
-MAX_INFLATED_MESSAGE = 16 * 1024 * 1024  # larger compressed messages close with 1009
-
 _DEFLATE_FLAGS = ("client_no_context_takeover", "server_no_context_takeover")
 
 
-class BoundedDeflate(PerMessageDeflate):
-    """permessage-deflate that refuses to inflate one message past a cap."""
-
-    def __init__(self, **flags: bool) -> None:
-        super().__init__(**flags)
-        self._inflated = 0
-
-    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> Any:
-        return self._count(super().frame_inbound_payload_data(proto, data))
-
-    def frame_inbound_complete(self, proto: Any, fin: bool) -> Any:
-        out = self._count(super().frame_inbound_complete(proto, fin))
-        if fin:
-            self._inflated = 0
-        return out
-
-    def _count(self, out: Any) -> Any:
-        if isinstance(out, (bytes, bytearray)):
-            self._inflated += len(out)
-            if self._inflated > MAX_INFLATED_MESSAGE:
-                return CloseReason.MESSAGE_TOO_BIG
-        return out
-
-
-def negotiate_deflate(head: RequestHead) -> tuple[bytes, BoundedDeflate] | None:
+def negotiate_deflate(head: RequestHead, limit: int) -> tuple[bytes, BoundedDeflate] | None:
     """condure's rules: the first valid permessage-deflate offer wins.
 
     Accepted parameters: the two no_context_takeover flags (echoed),
     client_max_window_bits[=8..15] and server_max_window_bits only if 15
     (never echoed: the server always uses 15). Anything else spoils the offer.
+    `limit`: --compression-message-max (D18).
     """
     for n, v in head.headers:
         if n.lower() != b"sec-websocket-extensions":
@@ -90,7 +60,7 @@ def negotiate_deflate(head: RequestHead) -> tuple[bytes, BoundedDeflate] | None:
             flags = _deflate_offer(offer)
             if flags is not None:
                 value = "; ".join(["permessage-deflate"] + [f for f in _DEFLATE_FLAGS if flags.get(f)])
-                ext = BoundedDeflate(**flags)
+                ext = BoundedDeflate(limit, **flags)
                 ext.finalize(value)
                 return value.encode(), ext
     return None
@@ -135,7 +105,7 @@ def accept_key(key: bytes) -> bytes:
 def handshake_head(reason: bytes, headers: list[tuple[bytes, bytes]], key: bytes,
                    extension: bytes | None = None) -> bytes:
     block, _ = http1.header_lines(headers, _WS_HEADERS)
-    lines = [http1.status_line(b"1.1", 101, reason), block]
+    lines = [http1.status_line(b"1.1", 101, reason, interim=True), block]
     lines += [b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
               b"Sec-WebSocket-Accept: %s\r\n" % accept_key(key)]
     if extension:
@@ -145,9 +115,11 @@ def handshake_head(reason: bytes, headers: list[tuple[bytes, bytes]], key: bytes
 
 
 def rejection(code: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-    """The handler's `rejected` answer, as condure writes it (no Connection header)."""
+    """The handler's `rejected` answer, as condure writes it (no Connection header);
+    its code must be a final status like any response's (D17)."""
+    line = http1.status_line(b"1.1", code, reason)
     block, _ = http1.header_lines(headers, _WS_HEADERS)
-    lines = [http1.status_line(b"1.1", code, reason), block]
+    lines = [line, block]
     lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
     return b"".join(lines) + body
 
@@ -167,7 +139,10 @@ class WebSocketExchange(Exchange):
         self._out_binary = False
         self._wire = bytearray()  # client bytes not yet given to wsproto (compression)
         self._feed = 0  # 0: give wsproto everything at once
-        self.deflate = negotiate_deflate(head) if conn.server.config.compression else None
+        cfg = conn.server.config
+        self.deflate = None
+        if cfg.compression:
+            self.deflate = negotiate_deflate(head, cfg.compression_message_max)
 
     def _send_request(self) -> None:
         conn, head = self.conn, self.head
@@ -376,8 +351,9 @@ class WebSocketExchange(Exchange):
     def _on_error(self, pkt: zp.Packet) -> None:
         if self.ws is None and pkt.condition == b"rejected":
             code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
+            out = rejection(code, pkt.reason, pkt.headers, pkt.body)  # may refuse (D9, D17): 502
             self.written = True
-            self.conn.write(rejection(code, pkt.reason, pkt.headers, pkt.body))
+            self.conn.write(out)
             self.done = True
             return
         super()._on_error(pkt)

@@ -174,12 +174,19 @@ def _field_error(key: bytes, value: Any, kind: type) -> ParseError:
 
 
 def parse(payload: bytes, require_id: bool = True) -> Packet:
-    """Parse ``T<tnetstring map>`` (without the address prefix)."""
+    """Parse ``T<tnetstring map>`` (without the address prefix).
+
+    Whatever the decoder raises is a ParseError: the bytes come from a
+    handler, so it is the handler's garbage (a warning), never our failure
+    (an error with a traceback). tnetstring raises ValueError for bad syntax,
+    but RecursionError for deep nesting (about 900 levels, 5 KB) and
+    TypeError for a list or map used as a map key.
+    """
     if not payload.startswith(b"T"):
         raise ParseError("unsupported packet format")
     try:
         m = tnetstring.loads(payload[1:])
-    except ValueError as e:
+    except Exception as e:
         raise ParseError(f"bad tnetstring: {e}") from None
     if type(m) is not dict:
         raise ParseError("packet is not a map")

@@ -25,6 +25,7 @@ OPTIONS = [
     "--zclient-req", "--zclient-stream", "--zclient-connect", "--zserver-req",
     "--zserver-stream", "--zserver-connect", "--ipc-file-mode", "--tls-identities-dir",
     "--compression", "--deny-out-internal", "--sizes", "--help", "--version",
+    "--compression-message-max",  # ours (D18)
 ]
 
 

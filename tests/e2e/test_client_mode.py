@@ -43,12 +43,15 @@ import tnetstring
 import trustme
 import zmq
 from wsproto import ConnectionType, WSConnection
+from wsproto.extensions import PerMessageDeflate
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong,
                             Request, TextMessage)
 
 from conftest import REPO_ROOT, condure_command, get_free_port, stop_process
+from zhttp_handler import nested_lists
 
 START_TIMEOUT = 20.0
+DEFLATE_LIMIT = 100_000  # the `deflate` process's --compression-message-max
 BUFFER_SIZE = 8192  # condure's --buffer-size default: the credit grants
 
 # --- helpers: tnetstring -------------------------------------------------------
@@ -174,6 +177,8 @@ def _condures(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "short": ClientCondure("short", ["--req-timeout", "2", "--stream-timeout", "2"], logdir),
         "deny": ClientCondure("deny", ["--deny-out-internal"], logdir),
         "spare": ClientCondure("spare", ["--workers", "1"], logdir),
+        "deflate": ClientCondure("deflate", ["--compression", "--compression-message-max",
+                                             str(DEFLATE_LIMIT)], logdir),
     }
     try:
         for cd in procs.values():
@@ -214,6 +219,11 @@ def deny(_condures: dict) -> Iterator[ClientCondure]:
 @pytest.fixture
 def spare(_condures: dict) -> Iterator[ClientCondure]:
     yield from _use(_condures, "spare")
+
+
+@pytest.fixture
+def deflate(_condures: dict) -> Iterator[ClientCondure]:
+    yield from _use(_condures, "deflate")
 
 
 # --- helpers: the handler side ----------------------------------------------------
@@ -947,6 +957,53 @@ def test_req_too_many_headers_is_bad_request(main: ClientCondure, zctx: zmq.Cont
         assert reply is not None and reply.get(b"code") == 200, reply
 
 
+# headers server mode refuses to write (D9, D17) are not sent to an origin either
+BAD_HEADERS = [[b"X Bad", b"v"], [b"", b"v"], [b"X:Y", b"v"], [b"X-A", b"a\r\nEvil: 1"]]
+BAD_HEADER_IDS = ["space", "empty", "colon", "crlf-value"]
+
+
+@pytest.mark.parametrize("header", BAD_HEADERS, ids=BAD_HEADER_IDS)
+def test_req_bad_header_is_bad_request_d17(main: ClientCondure, zctx: zmq.Context,
+                                           header: list) -> None:
+    with Origin(fixed(HELLO)) as o:
+        reply = req_call(zctx, main, F(method="GET", uri=o.url("/"), headers=[header]))
+        assert reply == {b"type": b"error", b"condition": b"bad-request"}
+        assert o.accepted == 0  # checked before connecting
+
+
+@pytest.mark.parametrize("header", BAD_HEADERS, ids=BAD_HEADER_IDS)
+@pytest.mark.parametrize("scheme", ["http", "ws"])
+def test_stream_bad_header_is_bad_request_d17(main: ClientCondure, handler: Callable,
+                                              scheme: str, header: list) -> None:
+    h = handler(main)
+    with Origin(fixed(HELLO)) as o:
+        fields = F(uri=o.url("/", scheme), credits=100, headers=[header])
+        if scheme == "http":
+            fields[b"method"] = b"GET"
+        rid = h.start(fields)
+        err = h.expect(rid)  # no ack first: the request is refused as a whole
+        assert (err.get(b"type"), err.get(b"condition"), err[b"seq"]) == (
+            b"error", b"bad-request", 0), err
+        assert h.quiet(rid, 0.3) == []
+        assert o.accepted == 0
+    log = main.log_text()
+    assert "Traceback" not in log and "[ERR]" not in log, log
+
+
+def test_ws_header_value_h11_refuses_is_bad_request(main: ClientCondure,
+                                                   handler: Callable) -> None:
+    """A value h11 will not write (leading space): refused under wsproto's handshake,
+    after the connection is made; a bad-request like on HTTP, not an exception."""
+    h = handler(main)
+    with Origin(fixed(HELLO)) as o:
+        rid = h.start(F(uri=o.url("/", "ws"), credits=100, headers=[["X-A", " v"]]))
+        msgs = [h.expect(rid), h.expect(rid)]
+        assert msgs[0][b"type"] == b"keep-alive", msgs
+        assert (msgs[1][b"type"], msgs[1][b"condition"]) == (b"error", b"bad-request"), msgs
+    log = main.log_text()
+    assert "Traceback" not in log and "[ERR]" not in log, log
+
+
 def test_req_non_data_message_is_bad_request(main: ClientCondure, zctx: zmq.Context) -> None:
     """#8"""
     reply = req_call(zctx, main, F(id="ka", type="keep-alive"))
@@ -969,6 +1026,37 @@ def test_req_unparsable_gets_no_reply(main: ClientCondure, zctx: zmq.Context,
                                       payload: bytes) -> None:
     """#9 and client.md 4.3: dropped without a reply (the REQ socket would block)."""
     assert req_call(zctx, main, payload, timeout=0.6) is None
+
+
+@pytest.mark.deadline(90)
+def test_deeply_nested_packets_are_one_warning_a_second(main: ClientCondure, zctx: zmq.Context,
+                                                        handler: Callable) -> None:
+    """Nesting deeper than tnetstring decodes (RecursionError) on each of the three
+    sockets condure reads in client mode: a rate-limited parse warning, shared by
+    them, as in server mode; no traceback; both interfaces still serve."""
+    garbage = b"T" + nested_lists(900)
+    h = handler(main)
+    dealer = zctx.socket(zmq.DEALER)  # REQ-interface requests that expect no reply
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(main.req)
+    sends = [h.push.send, lambda g: h.router.send_multipart([h.condure_id, b"", g]),
+             lambda g: dealer.send_multipart([b"", g])]
+    for i in range(2000):
+        sends[i % 3](garbage)
+        if i % 100 == 99:
+            time.sleep(0.02)  # the PULL's high-water mark is 128
+    with Origin(fixed(HELLO)) as o:
+        reply = req_call(zctx, main, F(method="GET", uri=o.url("/")))
+        assert reply is not None and reply.get(b"body") == b"hello\n", reply
+        rid = h.start(F(method="GET", uri=o.url("/"), credits=1000))
+        assert body_of(h.until_end(rid)) == b"hello\n"
+    dealer.close(0)
+    log = main.log_text()
+    assert "Traceback" not in log and "[ERR]" not in log, log[:3000]
+    warnings = [line for line in log.splitlines() if "zhttp parse error" in line]
+    assert 1 <= len(warnings) <= 8, warnings
+    assert all("[WARN]" in w and "nesting" in w for w in warnings), warnings
+    assert len(log) < 6000, log[:6000]
 
 
 def test_req_response_over_body_buffer_is_undefined_condition(main: ClientCondure,
@@ -2221,6 +2309,67 @@ def test_ws_unknown_opcode_cancel(main: ClientCondure, handler: Callable) -> Non
         rid, _ = ws_open(h, o)
         m = h.expect(rid)
         assert m[b"type"] == b"cancel", m
+
+
+def deflating_origin(*sizes: int) -> Callable[[Origin, Conn], None]:
+    """Accepts with permessage-deflate, sends one message of zeros per size, then
+    waits for the end (a close from condure, or EOF)."""
+    def body(peer: WSPeer) -> None:
+        peer.accept(extensions=[PerMessageDeflate()])
+        for size in sizes:
+            peer.send(BytesMessage(data=b"\0" * size))
+        while peer.next_event(30) is not None:
+            pass
+    return ws_script(body)
+
+
+def receive_message(cd: ClientCondure, h: StreamHandler, rid: bytes) -> tuple[int, bytes | None,
+                                                                              int]:
+    """Data for one origin message, credits given back as it comes: (bytes received,
+    None if the message ended else the packet type that ended the session, how much
+    condure's peak RSS (VmHWM: transient peaks too) grew meanwhile, in KB)."""
+    def hwm() -> int:
+        with open(f"/proc/{cd.proc.pid}/status") as f:
+            return int(f.read().split("VmHWM:")[1].split()[0])
+    before = hwm()
+    total = 0
+    while True:
+        m = h.expect(rid, timeout=10)
+        if m.get(b"type") is not None:
+            return total, m[b"type"], hwm() - before
+        total += len(m.get(b"body", b""))
+        if m.get(b"body"):
+            h.send(rid, F(credits=len(m[b"body"])), type="credit")
+        if not m.get(b"more"):
+            return total, None, hwm() - before
+
+
+def test_ws_origin_message_at_the_limit_passes_one_more_byte_cancels_d18(
+        deflate: ClientCondure, handler: Callable) -> None:
+    """--compression-message-max bounds what an origin's compressed message may inflate
+    to, as in server mode; past it the session fails like on a bad frame (cancel)."""
+    h = handler(deflate)
+    with Origin(deflating_origin(DEFLATE_LIMIT, DEFLATE_LIMIT, DEFLATE_LIMIT + 1)) as o:
+        rid, resp = ws_open(h, o, credits=65536)
+        assert hdr(resp[b"headers"], b"sec-websocket-extensions"), resp
+        assert receive_message(deflate, h, rid)[:2] == (DEFLATE_LIMIT, None)
+        assert receive_message(deflate, h, rid)[:2] == (DEFLATE_LIMIT, None)  # per message
+        total, end, _ = receive_message(deflate, h, rid)
+        assert end == b"cancel" and total <= DEFLATE_LIMIT
+        assert o.conn(0).eof.wait(5), "origin connection not closed"
+
+
+def test_ws_origin_decompression_bomb_is_bounded_d18(deflate: ClientCondure,
+                                                      handler: Callable) -> None:
+    """64 MiB of zeros in about 65 KB: inflated a piece at a time, so condure's memory
+    does not follow the bomb even before the limit ends it."""
+    h = handler(deflate)
+    with Origin(deflating_origin(64 * 1024 * 1024)) as o:
+        rid, _ = ws_open(h, o, credits=65536)
+        total, end, growth = receive_message(deflate, h, rid)
+        assert end == b"cancel" and total <= DEFLATE_LIMIT
+        assert growth < 8 * 1024, f"peak RSS grew {growth} KB"
+    assert deflate.alive()
 
 
 def test_ws_handler_exceeds_credits_cancel(main: ClientCondure, handler: Callable) -> None:

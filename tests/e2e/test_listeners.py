@@ -383,6 +383,25 @@ def test_req_missing_reason(req_mode) -> None:
         assert r.header(b"Content-Length") == b"4" and r.body == b"nope"
 
 
+def test_req_refused_replies_get_502_d9_d17(req_mode) -> None:
+    """Req mode writes the reply through the same head builder: what stream
+    mode refuses (D9, D17) gets the client a 502 here too, with one warning."""
+    c, port, h = req_mode()
+    refused = [{b"reason": b"NoCode"}, {b"code": 100, b"reason": b"Continue"},
+               {b"code": 200, b"headers": [[b"X Bad", b"v"]]},
+               {b"code": 200, b"headers": [[b"X-A", b"a\r\nEvil: 1"]]}]
+    for fields in refused:
+        with Client(port) as client:
+            client.send(get("/refused"))
+            req = h.recv_request()
+            h.send({b"id": req[b"id"], b"body": b"x", **fields}, req[b"id"])
+            raw = client.read_until_close()
+            assert raw.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), (fields, raw)
+            assert b"Evil" not in raw
+    log = c.log_text()
+    assert log.count("[WARN]") == len(refused) and "Traceback" not in log, log
+
+
 def test_req_non_data_and_wrong_id_replies_are_skipped(req_mode) -> None:
     c, port, h = req_mode()
     with Client(port) as client:

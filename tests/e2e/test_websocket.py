@@ -628,6 +628,40 @@ def test_101_with_a_body_does_not_crash_d3(ch) -> None:
     assert_serves_websocket(c, h)
 
 
+# handshake answers condure refuses to write (D9, D17): the client gets a 502, the
+# handler a cancel; `fields` is the handler's first packet (type data unless given)
+REFUSED_ANSWERS = {
+    "accept-name-not-a-token": {"code": 101, "headers": [[b"Sec-WebSocket-Protocol", b"chat"],
+                                                         [b"X Bad", b"v"]]},
+    "accept-crlf-value": {"code": 101, "headers": [[b"X-A", b"a\r\nEvil: 1"]]},
+    "accept-code-100": {"code": 100},  # not 101: a plain response (D3), but not a final one
+    "reject-code-101": {"type": "error", "condition": "rejected", "code": 101},
+    "reject-without-code": {"type": "error", "condition": "rejected", "body": b"no"},
+    "reject-name-not-a-token": {"type": "error", "condition": "rejected", "code": 403,
+                                "headers": [[b"X:Y", b"v"]]},
+    "reject-crlf-reason": {"type": "error", "condition": "rejected", "code": 403,
+                           "reason": b"No\r\nEvil: 1"},
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED_ANSWERS))
+def test_refused_handshake_answer_is_502_and_cancel_d9_d17(ch, name: str) -> None:
+    c, h = ch
+    with WSClient(c.port) as client:
+        client.send(upgrade())
+        req = h.recv_request()
+        fields = {"reason": b"R", **REFUSED_ANSWERS[name]}
+        h.send({"id": req[b"id"], **fields})
+        raw = client.read_until_close(3.0)
+        assert raw.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), raw
+        assert raw.count(b"HTTP/1.1") == 1 and b"Evil" not in raw, raw
+    p = h.recv_type(b"cancel")
+    assert (p[b"id"], p[b"seq"]) == (req[b"id"], 1)
+    log = c.wait_log("[WARN]")
+    assert log.count("[WARN]") == 1 and "Traceback" not in log, log
+    assert c.alive()
+
+
 # ---------------------------------------------------------------------------
 # protocol violations from the client (D2)
 

@@ -109,39 +109,93 @@ def test_messages_are_compressed_both_ways_credits_count_plain_bytes(condure) ->
     h.close()
 
 
-def test_decompression_bomb_is_bounded(condure) -> None:
-    """64 MiB of zeros (about 65 KB on the wire): condure inflates a piece at a time
-    under the handler's credits and closes with 1009 past its message cap; its RSS
-    must not grow by more than a few MB while the handler reads everything."""
-    cd = condure("--compression")
-    h = Handler(cd.base)
-    c = WsClient(cd.port)
-    req = h.recv_request()
-    h.respond(req, 101, "Switching Protocols", credits=65536)
-    c.events()
+def peak_rss_kb(pid: int) -> int:
+    """VmHWM: the process's peak RSS so far, transient peaks included."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(f.read().split("VmHWM:")[1].split()[0])
 
-    def rss() -> int:
-        with open(f"/proc/{cd.pid}/status") as f:
-            return int(f.read().split("VmRSS:")[1].split()[0])
 
-    before = peak = rss()
-    wire = c.ws.send(BytesMessage(data=b"\0" * (64 * 1024 * 1024)))
-    assert len(wire) < 200_000
-    c.sock.sendall(wire)
+def send_zeros(cd, h: Handler, c: WsClient, req: dict, size: int) -> tuple[int, int | None, int]:
+    """One compressed message of `size` zero bytes (about size/1000 on the wire); the
+    handler grants back what it gets. Returns (bytes the handler got, the close code
+    it got or None if the message ended, how much condure's peak RSS grew, in KB)."""
+    before = peak_rss_kb(cd.pid)
+    c.sock.sendall(c.ws.send(BytesMessage(data=b"\0" * size)))
     total = 0
     while True:
         m = h.recv(timeout=10)
         if m.get(b"type") == b"close":
-            assert m[b"code"] == 1009
-            break
-        assert m.get(b"type") is None
+            return total, m[b"code"], peak_rss_kb(cd.pid) - before
+        assert m.get(b"type") is None, m
         total += len(m.get(b"body", b""))
         h.credit(req, len(m.get(b"body", b"")))
-        peak = max(peak, rss())
+        if not m.get(b"more"):
+            return total, None, peak_rss_kb(cd.pid) - before
+
+
+def open_session(cd, h: Handler) -> tuple[WsClient, dict]:
+    c = WsClient(cd.port)
+    req = h.recv_request()
+    h.respond(req, 101, "Switching Protocols", credits=65536)
+    c.events()
+    return c, req
+
+
+def test_decompression_bomb_is_bounded(condure) -> None:
+    """64 MiB of zeros (about 65 KB on the wire): condure inflates a piece at a time
+    under the handler's credits and closes with 1009 past --compression-message-max
+    (default 16 MiB, D18); its RSS must not grow by more than a few MB while the
+    handler reads everything."""
+    cd = condure("--compression")
+    h = Handler(cd.base)
+    c, req = open_session(cd, h)
+    total, code, growth = send_zeros(cd, h, c, req, 64 * 1024 * 1024)
+    assert code == 1009
     assert 1_000_000 < total <= 16 * 1024 * 1024
-    assert peak - before < 8 * 1024, f"RSS grew {peak - before} KB"
+    assert growth < 8 * 1024, f"peak RSS grew {growth} KB"
     closed = [ev for ev in c.events() if isinstance(ev, CloseConnection)]
     assert closed and closed[0].code == 1009
     assert cd.alive()
+    c.close()
+    h.close()
+
+
+LIMIT = 100_000
+
+
+def test_message_at_the_limit_passes_one_byte_more_closes_with_1009_d18(condure) -> None:
+    cd = condure("--compression", "--compression-message-max", str(LIMIT))
+    h = Handler(cd.base)
+    c, req = open_session(cd, h)
+    assert send_zeros(cd, h, c, req, LIMIT)[:2] == (LIMIT, None)  # whole, ended, no close
+    assert send_zeros(cd, h, c, req, LIMIT)[:2] == (LIMIT, None)  # the count is per message
+    c.send(TextMessage(data="small"))
+    assert h.recv()[b"body"] == b"small"
+    total, code, _ = send_zeros(cd, h, c, req, LIMIT + 1)
+    assert code == 1009 and total <= LIMIT
+    closed = [ev for ev in c.events() if isinstance(ev, CloseConnection)]
+    assert closed and closed[0].code == 1009
+    c.close()
+    # without compression nothing is inflated, and nothing limited (messages go in pieces)
+    plain = WsClient(cd.port, deflate=False)
+    req = h.recv_request()
+    h.respond(req, 101, "Switching Protocols", credits=65536)
+    plain.events()
+    assert send_zeros(cd, h, plain, req, LIMIT * 3)[:2] == (LIMIT * 3, None)
+    plain.close()
+    assert cd.alive()
+    h.close()
+
+
+def test_zero_is_no_limit_and_memory_stays_bounded_d18(condure) -> None:
+    """condure 1.9.1's behaviour on request: a message past the default limit (20 MiB
+    from about 20 KB on the wire) reaches the handler whole."""
+    cd = condure("--compression", "--compression-message-max", "0")
+    h = Handler(cd.base)
+    c, req = open_session(cd, h)
+    size = 20 * 1024 * 1024
+    total, code, growth = send_zeros(cd, h, c, req, size)
+    assert (total, code) == (size, None)
+    assert growth < 8 * 1024, f"peak RSS grew {growth} KB"
     c.close()
     h.close()

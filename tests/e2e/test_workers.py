@@ -13,6 +13,8 @@ import pytest
 import tnetstring
 import zmq
 
+from zhttp_handler import nested_lists
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -159,6 +161,33 @@ def test_req_mode_replies_reach_the_right_worker(workers2):
         t.join(5)
         assert out and out[0].endswith(body)
     ctx.destroy(0)
+
+
+def test_req_mode_garbage_replies_do_not_stop_the_forwarding(workers2):
+    """The parent reads each reply's id to pick its worker: a reply nested deeper
+    than tnetstring decodes (RecursionError) is dropped like other garbage, and
+    the replies after it still arrive."""
+    proc, _port, rport, _base, req, logpath = workers2
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.connect(req)
+    router.setsockopt(zmq.RCVTIMEO, 5000)
+    time.sleep(0.3)
+    import threading
+    out: list[bytes] = []
+    t = threading.Thread(target=lambda: out.append(_get(rport)))
+    t.start()
+    frames = router.recv_multipart()
+    msg = tnetstring.loads(frames[2][1:])
+    for _ in range(20):
+        router.send_multipart([frames[0], b"", b"T" + nested_lists(900)])
+    router.send_multipart([frames[0], b"", b"T" + tnetstring.dumps(
+        {b"id": msg[b"id"], b"code": 200, b"reason": b"OK", b"body": b"after garbage"})])
+    t.join(5)
+    ctx.destroy(0)
+    assert out and out[0].endswith(b"after garbage"), out
+    with open(logpath) as f:
+        assert "Traceback" not in f.read()
 
 
 def test_dead_worker_is_restarted_and_sigterm_stops_all(workers2):

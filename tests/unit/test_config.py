@@ -50,6 +50,7 @@ EXPECTED_DEFAULTS = {
     "ipc_file_mode": 0,
     "tls_identities_dir": ".",
     "compression": False,
+    "compression_message_max": 16 * 1024 * 1024,
     "deny_out_internal": False,
     "sizes": False,
     "http_parser": "auto",
@@ -94,6 +95,8 @@ VALUE_OPTIONS = [
     ("tls-identities-dir", "/etc/certs", "tls_identities_dir", "/etc/certs"),
     ("http-parser", "httptools", "http_parser", "httptools"),
     ("shutdown-timeout", "2", "shutdown_timeout", 2),
+    ("compression-message-max", "100000", "compression_message_max", 100000),
+    ("compression-message-max", "0", "compression_message_max", 0),
     ("http-parser", "httptools", "http_parser", "httptools"),
     ("zclient-req", "tcp://127.0.0.1:5000", "zclient_req", ("tcp://127.0.0.1:5000",)),
     ("zclient-stream", "ipc:///run/x", "zclient_stream", ("ipc:///run/x",)),
@@ -308,6 +311,7 @@ def test_first_bad_listener_is_reported() -> None:
 NUMERIC_OPTIONS = [
     "log-level", "workers", "req-maxconn", "stream-maxconn", "buffer-size",
     "body-buffer-size", "messages-max", "req-timeout", "stream-timeout",
+    "compression-message-max",
 ]
 
 
@@ -475,3 +479,8 @@ def test_help(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
         assert f"--{option}" in out
     assert "[default: 8192]" in out
     assert "Connection buffer size (two buffers per connection)" in out
+    # D18: the inflation limit is said, with its default and what happens past it
+    text = " ".join(out.split())
+    assert ("--compression-message-max N Largest size a compressed WebSocket message may "
+            "inflate to, in bytes; a larger one is closed with 1009 (0: no limit) "
+            "[default: 16777216]") in text

@@ -255,7 +255,7 @@ def test_close_delimited_on_1_0_keep_alive_loses_persistence() -> None:
     assert persistent is False
 
 
-@pytest.mark.parametrize("code", [100, 102, 199, 204, 304])
+@pytest.mark.parametrize("code", [204, 304])
 @pytest.mark.parametrize("more", [False, True])
 def test_no_body_codes(code: int, more: bool) -> None:
     raw, body, _ = head_of(code=code, reason=b"R", headers=[(b"Content-Length", b"5")],
@@ -329,10 +329,10 @@ def test_hop_by_hop_others_kept_no_date_no_server() -> None:
     assert b"Date:" not in raw and b"Server:" not in raw
 
 
-def test_empty_reason_and_odd_codes_verbatim() -> None:
+def test_empty_reason_and_any_final_code_verbatim() -> None:
     assert head_of(reason=b"")[0].startswith(b"HTTP/1.1 200 \r\n")
-    assert head_of(code=1000, reason=b"X")[0].startswith(b"HTTP/1.1 1000 X\r\n")
-    assert head_of(code=0, reason=b"Zero")[0].startswith(b"HTTP/1.1 0 Zero\r\n")
+    assert head_of(code=599, reason=b"X")[0].startswith(b"HTTP/1.1 599 X\r\n")
+    assert head_of(code=299, reason=b"Odd")[0].startswith(b"HTTP/1.1 299 Odd\r\n")
 
 
 def test_header_value_bytes_verbatim() -> None:
@@ -400,6 +400,60 @@ def test_cr_lf_nul_in_handler_reason_is_502(reason: bytes) -> None:
     with pytest.raises(BadHandlerResponse) as e:
         head_of(reason=reason, body=b"x")
     assert e.value.status == 502 and e.value.cancel is True
+
+
+# --- D17: what a handler sends is checked like what a client sends -----------------
+
+
+@pytest.mark.parametrize("code", [0, 1, 99, 600, 999, 1000, 65536, 1099511627776])
+def test_code_outside_100_599_is_502(code: int) -> None:
+    # condure 1.9.1 writes it (2**40 truncated to 16 bits: `HTTP/1.1 0 OK`)
+    with pytest.raises(BadHandlerResponse) as e:
+        head_of(code=code, body=b"x")
+    assert e.value.status == 502 and e.value.cancel is True
+
+
+@pytest.mark.parametrize("code", [100, 101, 102, 103, 199])
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+def test_1xx_is_not_an_answer_502(code: int, version: bytes) -> None:
+    # the handler's first data packet is the final response: condure 1.9.1
+    # writes `HTTP/1.1 100 R` with no body and keeps the connection, and the
+    # client waits for an answer that never comes (or takes the next one's)
+    with pytest.raises(BadHandlerResponse) as e:
+        head_of(code=code, reason=b"R", body=b"x", version=version)
+    assert e.value.status == 502 and e.value.cancel is True
+
+
+def test_bad_code_wins_over_a_bad_content_length() -> None:
+    # the status line is checked first: the client still gets its 502
+    with pytest.raises(BadHandlerResponse) as e:
+        head_of(code=0, headers=[(b"Content-Length", b"abc")], body=b"x")
+    assert e.value.status == 502
+
+
+@pytest.mark.parametrize("name", [
+    b"X Bad", b"", b"X:Y", b"X: Y", b" X", b"X\t", b"X\x01", b"X\x7f", b"X(", b"X)", b"X@",
+    b"X,Y", b"X;", b"X/Y", b"X[", b"X{", b"X=", b"X?", b'X"', b"X\\", b"caf\xc3\xa9",
+], ids=["space", "empty", "colon", "colon-space", "leading-space", "tab", "ctl", "del", "paren",
+        "close-paren", "at", "comma", "semicolon", "slash", "bracket", "brace", "equals",
+        "question", "quote", "backslash", "utf8"])
+def test_header_name_that_is_not_a_token_is_502(name: bytes) -> None:
+    with pytest.raises(BadHandlerResponse) as e:
+        head_of(headers=[(b"X-Ok", b"1"), (name, b"v"), (b"X-Ok2", b"2")], body=b"x")
+    assert e.value.status == 502 and e.value.cancel is True
+
+
+def test_every_tchar_is_a_valid_name() -> None:
+    name = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    raw, _, _ = head_of(headers=[(name, b"v"), (b"X", b"")], body=b"")
+    assert raw == b"HTTP/1.1 200 OK\r\n" + name + b": v\r\nX: \r\nContent-Length: 0\r\n\r\n"
+
+
+def test_single_bad_name_among_many_is_found() -> None:
+    headers = [(b"X-H%d" % i, b"v") for i in range(63)]
+    head_of(headers=headers)  # fine
+    with pytest.raises(BadHandlerResponse):
+        head_of(headers=headers[:40] + [(b"X H", b"v")] + headers[40:])
 
 
 @pytest.mark.parametrize("value", [b"abc", b"-1", b"", b"1 2", b"0x10", b"1.5", b"9" * 19])

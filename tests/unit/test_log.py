@@ -237,3 +237,39 @@ def test_conn_logger_custom_prefix(stream: io.StringIO) -> None:
     conn = log.ConnLogger(logging.getLogger("condure"), "0-0-0", prefix="server-conn")
     conn.info("hi")
     assert lines(stream)[0].endswith("] server-conn 0-0-0: hi")
+
+
+# --- RateLimitedWarning ------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limited_warning_writes_one_line_per_interval(stream: io.StringIO) -> None:
+    clock = FakeClock()
+    w = log.RateLimitedWarning(logging.getLogger("condure.app"), 1.0, clock)
+    for i in range(2000):  # a burst: one line
+        w.warning("zhttp parse error: %s", f"bad {i}")
+    clock.now += 0.5
+    w.warning("zhttp parse error: %s", "still within the second")
+    assert [LINE.match(x).group(4) for x in lines(stream)] == ["zhttp parse error: bad 0"]
+    clock.now += 0.5
+    w.warning("zhttp parse error: %s", "next")  # the next line counts what was left out
+    clock.now += 5
+    w.warning("zhttp parse error: %s", "alone")
+    messages = [LINE.match(x).group(4) for x in lines(stream)]
+    assert messages == ["zhttp parse error: bad 0",
+                        "zhttp parse error: next (2000 more suppressed)",
+                        "zhttp parse error: alone"]
+    assert all(LINE.match(x).group(1) == "WARN" for x in lines(stream))
+    assert all(LINE.match(x).group(3) == "condure::app" for x in lines(stream))
+
+
+def test_rate_limited_warning_first_line_is_written_at_once(stream: io.StringIO) -> None:
+    log.RateLimitedWarning(logging.getLogger("condure.client")).warning("x %s", "%d")
+    assert [LINE.match(x).group(4) for x in lines(stream)] == ["x %d"]

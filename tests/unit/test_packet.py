@@ -13,6 +13,7 @@ import tnetstring
 
 from condure.zhttp import packet as P
 from condure.zhttp.packet import Packet, ParseError
+from zhttp_handler import nested_lists
 
 
 def wire(m: dict) -> bytes:
@@ -267,6 +268,19 @@ def test_payload_not_starting_with_T(payload: bytes) -> None:
     b"T9:3:abc,1:1#}",
 ], ids=["empty", "garbage", "short", "truncated", "bad-int"])
 def test_bad_tnetstring(payload: bytes) -> None:
+    with pytest.raises(ParseError, match="bad tnetstring"):
+        P.parse(payload)
+
+
+@pytest.mark.parametrize("payload", [
+    b"T" + nested_lists(900),
+    b"T" + nested_lists(20000),
+    b"T6:0:]0:~}",
+    b"T6:0:}0:~}",
+], ids=["depth-900", "depth-20000", "list-key", "map-key"])
+def test_any_decoder_failure_is_a_parse_error(payload: bytes) -> None:
+    # tnetstring raises RecursionError (deep nesting) or TypeError (unhashable
+    # key), not only ValueError: all of it is the handler's garbage, a warning
     with pytest.raises(ParseError, match="bad tnetstring"):
         P.parse(payload)
 

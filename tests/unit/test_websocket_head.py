@@ -38,3 +38,29 @@ def test_cr_lf_nul_in_the_reason_is_refused(reason: bytes) -> None:
         handshake_head(reason, [], KEY)
     with pytest.raises(BadHandlerResponse):
         rejection(403, reason, [], b"")
+
+
+# --- D17 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [b"X Bad", b"", b"X:Y", b"X\x01"])
+def test_non_token_header_name_is_refused(name: bytes) -> None:
+    with pytest.raises(BadHandlerResponse) as e:
+        handshake_head(b"Switching Protocols", [(name, b"v")], KEY)
+    assert e.value.status == 502
+    with pytest.raises(BadHandlerResponse) as e:
+        rejection(403, b"Forbidden", [(name, b"v")], b"")
+    assert e.value.status == 502
+
+
+@pytest.mark.parametrize("code", [0, 100, 101, 199, 600, 1099511627776])
+def test_rejection_code_must_be_final(code: int) -> None:
+    # a rejection with 101 would tell the client its handshake succeeded
+    with pytest.raises(BadHandlerResponse) as e:
+        rejection(code, b"No", [], b"")
+    assert e.value.status == 502
+
+
+@pytest.mark.parametrize("code", [200, 403, 599])
+def test_rejection_with_a_final_code(code: int) -> None:
+    assert rejection(code, b"No", [], b"").startswith(b"HTTP/1.1 %d No\r\n" % code)
