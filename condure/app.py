@@ -17,13 +17,13 @@ import gevent.socket as gsocket
 import zmq.green as zmq
 from gevent.server import StreamServer
 
-from .config import Config, ListenSpec, parse_prometheus
+from .config import Config, ListenSpec, SpecError, parse_prometheus
 from .metrics import Metrics
 from .timer import TimerWheel, run_sweeper
 from .zhttp import packet as zp
 from .zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, SessionRegistry
 from .server.listener import ConnectionLimit, ListenError, Listener
-from .zhttp.sockets import ReqSockets, SpecError, StreamSockets
+from .zhttp.sockets import ReqSockets, StreamSockets, setting_specs, terminate
 
 log = logging.getLogger("condure")
 log_app = logging.getLogger("condure.app")
@@ -147,15 +147,17 @@ class App:
             zs = zr = None
             if stream:
                 internal = None if w is None else [internal_stream_endpoints(w.dir)]
-                zs = StreamSockets(self.ctx, list(cfg.zclient_stream), instance_id,
-                                   cfg.zclient_connect, cfg.ipc_file_mode, hwm, internal)
+                with setting_specs("zhttp client stream"):
+                    zs = StreamSockets(self.ctx, list(cfg.zclient_stream), instance_id,
+                                       cfg.zclient_connect, cfg.ipc_file_mode, hwm, internal)
                 self._zsockets.append(zs)
                 if w is None:
                     log.info("zhttp client %s %s", mode, zs.describe())
             if req:
                 specs = list(cfg.zclient_req) if w is None else [internal_req_endpoint(w.dir)]
-                zr = ReqSockets(self.ctx, specs, cfg.zclient_connect or w is not None,
-                                cfg.ipc_file_mode, hwm, None if w is None else b"%d" % w.index)
+                with setting_specs("zhttp client req"):
+                    zr = ReqSockets(self.ctx, specs, cfg.zclient_connect or w is not None,
+                                    cfg.ipc_file_mode, hwm, None if w is None else b"%d" % w.index)
                 self._zsockets.append(zr)
                 if w is None:
                     log.info("zhttp client %s req %s", mode, zr.describe())
@@ -254,7 +256,7 @@ class App:
             zs.close()
         if self.client is not None:
             self.client.close()
-        self.ctx.term()
+        terminate(self.ctx)
 
 
 def serve_metrics(sock: gsocket.socket, metrics: Metrics, prefix: str) -> None:

@@ -37,9 +37,9 @@ import tnetstring
 import zmq
 
 from .app import StartupError, WorkerInfo, internal_req_endpoint, internal_stream_endpoints
-from .config import Config
+from .config import Config, SpecError, stream_endpoints
 from .server.listener import ListenError, bind
-from .zhttp.sockets import SpecError, attach, stream_endpoints
+from .zhttp.sockets import attach, setting_specs
 
 log = logging.getLogger("condure.workers")
 
@@ -89,9 +89,11 @@ class Parent:
             raise StartupError(str(e)) from None
         try:
             if any(spec.stream for spec in self.cfg.listen):
-                self._stream_proxies()
+                with setting_specs("zhttp client stream"):
+                    self._stream_proxies()
             if any(not spec.stream for spec in self.cfg.listen):
-                self._req_forwarder()
+                with setting_specs("zhttp client req"):
+                    self._req_forwarder()
         except SpecError as e:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
