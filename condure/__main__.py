@@ -78,6 +78,8 @@ def serve(cfg: Config, worker: WorkerInfo | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         gevent.signal_handler(sig, on_signal)
     gevent.signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored"))
+    if worker is not None:
+        workers.report_ready(worker.ready_fd)  # once a SIGTERM would stop it gracefully
     stop.wait()
     log.info("stopping...")
     app.shutdown(float(cfg.shutdown_timeout))

@@ -6,6 +6,7 @@ packets, and one sweeper greenlet drives every timer through the wheel.
 """
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from dataclasses import dataclass
@@ -110,16 +111,19 @@ class WorkerInfo:
     dir: str  # the parent's internal ipc endpoints live here
     fds: tuple[int, ...]  # listening sockets, one per --listen
     instance_id: bytes  # this worker's own `from`: handlers' replies reach it by subscription
+    ready_fd: int = -1  # a pipe to the parent: one byte once started (EOF first: it failed)
 
     def encode(self) -> str:
-        fds = ",".join(str(fd) for fd in self.fds)
-        return f"{self.index}:{self.count}:{fds}:{self.instance_id.decode()}:{self.dir}"
+        # JSON: --id and the directory may hold any character, ':' included
+        return json.dumps({"index": self.index, "count": self.count, "dir": self.dir,
+                           "fds": list(self.fds), "id": self.instance_id.decode(),
+                           "ready": self.ready_fd})
 
     @classmethod
     def decode(cls, text: str) -> WorkerInfo:
-        index, count, fds, instance_id, d = text.split(":", 4)
-        return cls(int(index), int(count), d, tuple(int(f) for f in fds.split(",") if f),
-                   instance_id.encode())
+        d = json.loads(text)
+        return cls(d["index"], d["count"], d["dir"], tuple(d["fds"]), d["id"].encode(),
+                   d["ready"])
 
 
 class App:

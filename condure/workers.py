@@ -17,14 +17,17 @@ code touches those messages:
 
 Req mode keeps condure's 3-frame envelope at the handler, so its replies are
 routed to the worker named in the id (`<worker>-<slot>-<counter>`) by a small
-forwarder thread. A worker that dies is logged and started again; SIGTERM or
-SIGINT stop the workers and the parent; a second signal kills them at once.
+forwarder thread. A worker that dies is logged and started again, unless it
+dies before it has started (each worker reports through a pipe): then the
+others are stopped and the process exits 1, as a single process would. SIGTERM
+or SIGINT stop the workers and the parent; a second signal kills them at once.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -46,6 +49,7 @@ log = logging.getLogger("condure.workers")
 ENV = "CONDURE_WORKER"
 RESTART_DELAY = 1.0  # seconds before a dead worker is started again
 STOP_GRACE = 10.0  # seconds workers get to stop before they are killed
+POLL_INTERVAL = 0.2  # seconds between looks at the workers
 
 
 def die_with_parent() -> None:
@@ -59,6 +63,23 @@ def die_with_parent() -> None:
         pass
     if os.getppid() == 1:
         os._exit(1)  # the parent is already gone
+
+
+def report_ready(fd: int) -> None:
+    """Worker side: tell the parent this worker has started. A worker that
+    exits before (the pipe's EOF comes first) failed to start."""
+    if fd < 0:
+        return
+    try:
+        os.write(fd, b"1")
+    except OSError:
+        pass  # the parent is gone, and PR_SET_PDEATHSIG ends this worker
+    finally:
+        os.close(fd)
+
+
+class WorkerFailed(Exception):
+    """A worker exited before it had started: starting it again would fail the same way."""
 
 
 def worker_config(cfg: Config, count: int) -> Config:
@@ -76,6 +97,8 @@ class Parent:
         self.ctx = zmq.Context()
         self.listen_socks: list = []
         self.children: dict[int, subprocess.Popen] = {}
+        self.starting: dict[int, int] = {}  # worker index -> its ready pipe, until it reports
+        self.started = False  # every worker reported once: "started" is logged
         self.stopping = 0
 
     # --- set-up -------------------------------------------------------------
@@ -160,18 +183,24 @@ class Parent:
         try:
             socks = self._worker_listeners()
         except ListenError as e:
-            log.error("worker %d: %s", index, e)
-            return
+            raise StartupError(f"worker {index}: {e}") from None
+        ready, ready_w = os.pipe()
         info = WorkerInfo(index, self.count, self.dir, tuple(s.fileno() for s in socks),
-                          f"{self.cfg.id}-{index}".encode())
+                          f"{self.cfg.id}-{index}".encode(), ready_w)
         env = dict(os.environ, **{ENV: info.encode()})
         try:
             self.children[index] = subprocess.Popen(
-                [sys.executable, "-m", "condure", *self.argv], env=env, pass_fds=info.fds)
+                [sys.executable, "-m", "condure", *self.argv], env=env,
+                pass_fds=(*info.fds, ready_w))
+        except BaseException:
+            os.close(ready)
+            raise
         finally:
+            os.close(ready_w)  # the worker's copy is the only one: its exit is the EOF
             for s, spec in zip(socks, self.cfg.listen):
                 if not spec.local:
                     s.close()  # the worker has it; if the worker dies, so does its queue
+        self.starting[index] = ready
         log.info("worker %d started (pid %d)", index, self.children[index].pid)
 
     # --- running ------------------------------------------------------------
@@ -183,21 +212,60 @@ class Parent:
                 p.kill()
             os._exit(1)
 
-    def supervise(self) -> int:
+    def handle_signals(self) -> None:
+        """Before the first worker starts, so a signal during start-up stops them too."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, self.on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        while not self.stopping:
-            time.sleep(0.2)
-            for index, p in list(self.children.items()):
-                if p.poll() is not None and not self.stopping:
-                    log.error("worker %d exited with status %s; restarting", index, p.returncode)
-                    time.sleep(RESTART_DELAY)
-                    self._spawn(index)
+
+    def supervise(self) -> int:
+        """Restart a worker that dies, unless it dies while starting: then stop
+        the others and exit 1 (it would fail again, in a loop, and the process
+        would look alive while serving nothing)."""
+        try:
+            while not self.stopping:
+                self._watch_starting(POLL_INTERVAL)
+                if not self.started and not self.starting:
+                    self.started = True
+                    log.info("started")
+                self._restart_dead()
+        except (WorkerFailed, StartupError) as e:
+            log.error("%s", e)
+            self._stop_children()
+            return 1
         log.info("stopping...")
         self._stop_children()
         log.info("stopped")
         return 0
+
+    def _watch_starting(self, timeout: float) -> None:
+        """Wait up to `timeout` for a starting worker's pipe: a byte says it has
+        started, EOF without one that it exited first (WorkerFailed)."""
+        if not self.starting:
+            time.sleep(timeout)
+            return
+        readable, _, _ = select.select(list(self.starting.values()), [], [], timeout)
+        for index, fd in list(self.starting.items()):
+            if fd not in readable:
+                continue
+            started = os.read(fd, 1)
+            os.close(fd)
+            del self.starting[index]
+            if not started and not self.stopping:  # (stopping: it was told to)
+                p = self.children[index]
+                try:
+                    status: int | str | None = p.wait(STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    status = "unknown"
+                raise WorkerFailed(f"worker {index} failed to start (exit status {status})")
+
+    def _restart_dead(self) -> None:
+        for index, p in list(self.children.items()):
+            if p.poll() is not None and index not in self.starting and not self.stopping:
+                log.error("worker %d exited with status %s; restarting", index, p.returncode)
+                time.sleep(RESTART_DELAY)
+                if not self.stopping:
+                    self._spawn(index)
 
     def _stop_children(self) -> None:
         for p in self.children.values():
@@ -212,6 +280,9 @@ class Parent:
                 p.wait()
 
     def close(self) -> None:
+        for fd in self.starting.values():
+            os.close(fd)
+        self.starting.clear()
         for s in self.listen_socks:
             s.close()
         for spec in self.cfg.listen:
@@ -268,11 +339,12 @@ def run(cfg: Config, argv: list[str]) -> int:
     parent = Parent(cfg, argv)
     try:
         log.info("starting...")
+        parent.handle_signals()
         parent.start()
-        log.info("started")
-        return parent.supervise()
+        return parent.supervise()  # logs "started" once every worker has
     except StartupError as e:
         log.error("%s", e)
+        parent._stop_children()  # those started before the failure
         return 1
     finally:
         parent.close()

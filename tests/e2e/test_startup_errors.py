@@ -206,10 +206,33 @@ def test_listen_unix_socket_in_a_missing_directory(zdir: str, workers: int) -> N
 
 
 # ---------------------------------------------------------------------------
-# other listeners
+# a worker that cannot start
 
 
 def test_prometheus_port_in_use(zdir: str, busy_port: int) -> None:
     assert_fails_fast(["--listen", f"127.0.0.1:{get_free_port()}", "--zclient-stream",
                        f"ipc://{zdir}/h", "--prometheus", f"127.0.0.1:{busy_port}"],
                       "prometheus listener: Address already in use")
+
+
+def test_worker_that_fails_to_start_ends_the_process(zdir: str) -> None:
+    """Worker 1 serves its metrics on the --prometheus port + 1, which another
+    program holds: it fails where worker 0 starts. The parent must not start
+    it again and again (it would fail each time): it stops worker 0 and exits 1."""
+    with socket.socket() as held:
+        port = get_free_port()
+        held.bind(("127.0.0.1", port + 1))
+        held.listen()
+        start = time.monotonic()
+        r = run_cli("--listen", f"127.0.0.1:{get_free_port()}", "--zclient-stream",
+                    f"ipc://{zdir}/h", "--prometheus", f"127.0.0.1:{port}", "--workers", "2",
+                    timeout=EXIT_WITHIN)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert time.monotonic() - start < EXIT_WITHIN
+    assert "Traceback" not in out and "restarting" not in out, out
+    errors = [line for line in r.stdout.splitlines() if line.startswith("[ERR]")]
+    # the worker's reason, then the parent's consequence
+    assert len(errors) == 2, out
+    assert "[condure] prometheus listener: Address already in use" in errors[0], out
+    assert "[condure::workers] worker 1 failed to start" in errors[1], out
