@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 from dataclasses import dataclass
 import time
@@ -214,6 +215,8 @@ class App:
         from .server.stream import StreamConnection
 
         cfg, w = self.config, self.worker
+        if w is None or w.index == 0:  # one line, not one per worker
+            warn_missing_identities(cfg)
         limits = {True: ConnectionLimit(cfg.stream_maxconn), False: ConnectionLimit(cfg.req_maxconn)}
         for i, spec in enumerate(cfg.listen):
             conn_class = StreamConnection if spec.stream else ReqConnection
@@ -261,6 +264,16 @@ class App:
         if self.client is not None:
             self.client.close()
         terminate(self.ctx)
+
+
+def warn_missing_identities(cfg: Config) -> None:
+    """condure starts with a --tls-identities-dir that does not exist (files
+    are looked up at each handshake, so they may come later); so do we, but
+    an operator should know why every handshake fails meanwhile."""
+    if any(spec.tls and not spec.local for spec in cfg.listen) \
+            and not os.path.isdir(cfg.tls_identities_dir):
+        log.warning("tls identities dir %s is not a directory: TLS handshakes fail until "
+                    "identities are there", cfg.tls_identities_dir)
 
 
 def serve_metrics(sock: gsocket.socket, metrics: Metrics, prefix: str) -> None:

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -236,3 +237,38 @@ def test_worker_that_fails_to_start_ends_the_process(zdir: str) -> None:
     assert len(errors) == 2, out
     assert "[condure] prometheus listener: Address already in use" in errors[0], out
     assert "[condure::workers] worker 1 failed to start" in errors[1], out
+
+
+# ---------------------------------------------------------------------------
+# TLS identities
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["workers1", "workers2"])
+def test_missing_tls_identities_dir_starts_with_a_warning(zdir: str, tmp_path: Path,
+                                                          workers: int) -> None:
+    """condure 1.9.1 does not look at the directory before a handshake (it
+    starts, each handshake fails until the files are there); we do the same,
+    as identities may be put there later, but say so once at start."""
+    missing = f"{zdir}/no-certs"
+    port = get_free_port()
+    log_path = tmp_path / "condure.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            condure_command("--listen", f"127.0.0.1:{port},tls", "--zclient-stream",
+                            f"ipc://{zdir}/h", "--tls-identities-dir", missing,
+                            "--workers", str(workers)),
+            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+    started = "[condure] started" if workers == 1 else "[condure::workers] started"
+    try:
+        deadline = time.monotonic() + EXIT_WITHIN
+        while started not in log_path.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.05)
+        log = log_path.read_text()
+        assert started in log, log
+        warnings = [line for line in log.splitlines() if line.startswith("[WARN]")]
+        assert len(warnings) == 1 and missing in warnings[0], log
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        status = stop_process(proc)
+    assert status == 0, log_path.read_text()
