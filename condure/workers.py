@@ -30,6 +30,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,7 @@ class Parent:
         self.starting: dict[int, int] = {}  # worker index -> its ready pipe, until it reports
         self.started = False  # every worker reported once: "started" is logged
         self.stopping = 0
+        self.signalled: set[int] = set()  # pids of the workers told to stop
 
     # --- set-up -------------------------------------------------------------
 
@@ -211,6 +213,28 @@ class Parent:
             for p in self.children.values():
                 p.kill()
             os._exit(1)
+        # now, not at the next look at the workers: D12 stops accepting at the signal
+        self._refuse_new_clients()
+        self._signal_children()
+
+    def _refuse_new_clients(self) -> None:
+        """A Unix socket is one listening socket, open in every worker and
+        here: a worker closing its descriptor leaves it listening. Shut down,
+        it refuses new clients in all of them. (A TCP port is only held here,
+        not listened on: the workers' closed sockets refuse by themselves.)"""
+        for spec, sock in zip(self.cfg.listen, self.listen_socks):
+            if spec.local:
+                try:
+                    sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+
+    def _signal_children(self) -> None:
+        """SIGTERM to each running worker, once (a worker started since gets it later)."""
+        for p in self.children.values():
+            if p.pid not in self.signalled:
+                self.signalled.add(p.pid)
+                p.send_signal(signal.SIGTERM)  # nothing if it has exited
 
     def handle_signals(self) -> None:
         """Before the first worker starts, so a signal during start-up stops them too."""
@@ -225,7 +249,7 @@ class Parent:
         try:
             while not self.stopping:
                 self._watch_starting(POLL_INTERVAL)
-                if not self.started and not self.starting:
+                if not self.started and not self.starting and not self.stopping:
                     self.started = True
                     log.info("started")
                 self._restart_dead()
@@ -268,9 +292,7 @@ class Parent:
                     self._spawn(index)
 
     def _stop_children(self) -> None:
-        for p in self.children.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+        self._signal_children()
         deadline = time.monotonic() + STOP_GRACE
         for p in self.children.values():
             try:
