@@ -72,6 +72,11 @@ def serve(cfg: Config, worker: WorkerInfo | None = None) -> int:
 
     def on_signal() -> None:
         if stop.is_set():
+            if worker is not None:
+                # the parent counts the operator's signals (a second one kills
+                # us): a signal to the whole process group (Ctrl-C, systemd)
+                # reaches a worker twice, directly and forwarded by the parent
+                return
             os._exit(1)  # a second signal: no more waiting
         stop.set()
 

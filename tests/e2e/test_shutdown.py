@@ -1,13 +1,16 @@
 """Graceful shutdown (deviation D12) and signals."""
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import struct
+import subprocess
 import time
 
 import pytest
 
+from conftest import condure_command, get_free_port
 from zhttp_handler import Handler
 
 WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -220,3 +223,29 @@ def test_new_connections_are_refused_during_the_drain(condure, handler_factory, 
     h.body(req, "the end\n")  # the response in flight still completes
     assert _read_all(c).endswith(b"8\r\nthe end\n\r\n0\r\n\r\n")
     assert cd.proc.wait(10) == 0
+
+
+def test_signal_to_the_process_group_drains_the_workers(processes, handler_factory, zdir: str,
+                                                       tmp_path):
+    """Ctrl-C in a terminal or systemd signal every process of the group: a
+    worker then gets the signal twice (directly, and from the parent), which
+    must not count as the operator's second signal (exit 1 at once)."""
+    port = get_free_port()
+    base = f"ipc://{zdir}/client"
+    log_path = tmp_path / "condure.log"
+    with open(log_path, "wb") as log_file:
+        # a process group of its own (`processes`): the one the test signals
+        proc = processes(condure_command("--listen", f"127.0.0.1:{port}", "--zclient-stream",
+                                         base, "--workers", "2", "--shutdown-timeout", "5"),
+                         stdout=log_file, stderr=subprocess.STDOUT)
+    end = time.monotonic() + 10
+    while "[condure::workers] started" not in log_path.read_text():
+        assert proc.poll() is None and time.monotonic() < end, log_path.read_text()
+        time.sleep(0.05)
+    h = _workers_handler(handler_factory, base, 2)
+    c, req = _hold_a_response(port, h)
+    os.killpg(proc.pid, signal.SIGINT)
+    _wait_stopping(log_path.read_text, 2)
+    h.body(req, "the end\n")
+    assert _read_all(c).endswith(b"8\r\nthe end\n\r\n0\r\n\r\n")
+    assert proc.wait(10) == 0, log_path.read_text()
