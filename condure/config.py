@@ -137,6 +137,7 @@ class Config:
         """Raise ConfigError for values condure rejects (main.rs, then app.rs)."""
         self.validate_args()
         self.validate_limits()
+        self.validate_specs()
 
     def validate_args(self) -> None:
         """The checks condure's main.rs makes before parsing --listen."""

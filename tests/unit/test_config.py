@@ -449,6 +449,8 @@ def test_validate_on_constructed_config() -> None:
     Config().validate()
     with pytest.raises(ConfigError, match="req maxconn must be >= workers"):
         Config(workers=2, req_maxconn=1).validate()
+    with pytest.raises(ConfigError, match="base spec must be ipc or tcp"):
+        Config(listen=(ListenSpec(port=9000),), zclient_stream=("foo://x",)).validate()
 
 
 # --- argparse errors become one-line ConfigErrors ----------------------------
