@@ -72,12 +72,19 @@ def serve(cfg: Config, worker: WorkerInfo | None = None) -> int:
 
     def on_signal() -> None:
         if stop.is_set():
+            if worker is not None:
+                # the parent counts the operator's signals (a second one kills
+                # us): a signal to the whole process group (Ctrl-C, systemd)
+                # reaches a worker twice, directly and forwarded by the parent
+                return
             os._exit(1)  # a second signal: no more waiting
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         gevent.signal_handler(sig, on_signal)
     gevent.signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored"))
+    if worker is not None:
+        workers.report_ready(worker.ready_fd)  # once a SIGTERM would stop it gracefully
     stop.wait()
     log.info("stopping...")
     app.shutdown(float(cfg.shutdown_timeout))

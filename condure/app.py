@@ -6,7 +6,9 @@ packets, and one sweeper greenlet drives every timer through the wheel.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
 from dataclasses import dataclass
 import time
@@ -17,14 +19,14 @@ import gevent.socket as gsocket
 import zmq.green as zmq
 from gevent.server import StreamServer
 
-from .config import Config, ListenSpec, parse_prometheus
+from .config import Config, ListenSpec, SpecError, parse_prometheus
 from .log import RateLimitedWarning
 from .metrics import Metrics
 from .timer import TimerWheel, run_sweeper
 from .zhttp import packet as zp
 from .zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, SessionRegistry
 from .server.listener import ConnectionLimit, ListenError, Listener
-from .zhttp.sockets import ReqSockets, SpecError, StreamSockets
+from .zhttp.sockets import ReqSockets, StreamSockets, setting_specs, terminate
 
 log = logging.getLogger("condure")
 log_app = logging.getLogger("condure.app")
@@ -102,16 +104,19 @@ class WorkerInfo:
     dir: str  # the parent's internal ipc endpoints live here
     fds: tuple[int, ...]  # listening sockets, one per --listen
     instance_id: bytes  # this worker's own `from`: handlers' replies reach it by subscription
+    ready_fd: int = -1  # a pipe to the parent: one byte once started (EOF first: it failed)
 
     def encode(self) -> str:
-        fds = ",".join(str(fd) for fd in self.fds)
-        return f"{self.index}:{self.count}:{fds}:{self.instance_id.decode()}:{self.dir}"
+        # JSON: --id and the directory may hold any character, ':' included
+        return json.dumps({"index": self.index, "count": self.count, "dir": self.dir,
+                           "fds": list(self.fds), "id": self.instance_id.decode(),
+                           "ready": self.ready_fd})
 
     @classmethod
     def decode(cls, text: str) -> WorkerInfo:
-        index, count, fds, instance_id, d = text.split(":", 4)
-        return cls(int(index), int(count), d, tuple(int(f) for f in fds.split(",") if f),
-                   instance_id.encode())
+        d = json.loads(text)
+        return cls(d["index"], d["count"], d["dir"], tuple(d["fds"]), d["id"].encode(),
+                   d["ready"])
 
 
 class App:
@@ -139,15 +144,17 @@ class App:
             zs = zr = None
             if stream:
                 internal = None if w is None else [internal_stream_endpoints(w.dir)]
-                zs = StreamSockets(self.ctx, list(cfg.zclient_stream), instance_id,
-                                   cfg.zclient_connect, cfg.ipc_file_mode, hwm, internal)
+                with setting_specs("zhttp client stream"):
+                    zs = StreamSockets(self.ctx, list(cfg.zclient_stream), instance_id,
+                                       cfg.zclient_connect, cfg.ipc_file_mode, hwm, internal)
                 self._zsockets.append(zs)
                 if w is None:
                     log.info("zhttp client %s %s", mode, zs.describe())
             if req:
                 specs = list(cfg.zclient_req) if w is None else [internal_req_endpoint(w.dir)]
-                zr = ReqSockets(self.ctx, specs, cfg.zclient_connect or w is not None,
-                                cfg.ipc_file_mode, hwm, None if w is None else b"%d" % w.index)
+                with setting_specs("zhttp client req"):
+                    zr = ReqSockets(self.ctx, specs, cfg.zclient_connect or w is not None,
+                                    cfg.ipc_file_mode, hwm, None if w is None else b"%d" % w.index)
                 self._zsockets.append(zr)
                 if w is None:
                     log.info("zhttp client %s req %s", mode, zr.describe())
@@ -200,6 +207,8 @@ class App:
         from .server.stream import StreamConnection
 
         cfg, w = self.config, self.worker
+        if w is None or w.index == 0:  # one line, not one per worker
+            warn_missing_identities(cfg)
         limits = {True: ConnectionLimit(cfg.stream_maxconn), False: ConnectionLimit(cfg.req_maxconn)}
         for i, spec in enumerate(cfg.listen):
             conn_class = StreamConnection if spec.stream else ReqConnection
@@ -246,7 +255,17 @@ class App:
             zs.close()
         if self.client is not None:
             self.client.close()
-        self.ctx.term()
+        terminate(self.ctx)
+
+
+def warn_missing_identities(cfg: Config) -> None:
+    """condure starts with a --tls-identities-dir that does not exist (files
+    are looked up at each handshake, so they may come later); so do we, but
+    an operator should know why every handshake fails meanwhile."""
+    if any(spec.tls and not spec.local for spec in cfg.listen) \
+            and not os.path.isdir(cfg.tls_identities_dir):
+        log.warning("tls identities dir %s is not a directory: TLS handshakes fail until "
+                    "identities are there", cfg.tls_identities_dir)
 
 
 def serve_metrics(sock: gsocket.socket, metrics: Metrics, prefix: str) -> None:

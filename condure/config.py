@@ -45,6 +45,10 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
+class SpecError(ValueError):
+    """A ZeroMQ spec condure cannot use; str(e) is condure's one-line message."""
+
+
 class ConfigError(Exception):
     """A bad command line; str(e) is one line naming the option.
 
@@ -138,6 +142,7 @@ class Config:
         """Raise ConfigError for values condure rejects (main.rs, then app.rs)."""
         self.validate_args()
         self.validate_limits()
+        self.validate_specs()
 
     def validate_args(self) -> None:
         """The checks condure's main.rs makes before parsing --listen."""
@@ -161,6 +166,24 @@ class Config:
                 parse_prometheus(self.prometheus)
             except ValueError as e:
                 raise ConfigError(f"failed to parse prometheus: {e}") from None
+
+    def validate_specs(self) -> None:
+        """The ZeroMQ specs, checked here rather than when the sockets are made.
+
+        Only the specs a listener (or client mode) uses, as condure ignores the
+        others. A tcp port over 65535 is refused: libzmq would bind the port
+        it wraps to (70000 -> 4464) and condure 1.9.1 does so for req specs."""
+        stream = any(spec.stream for spec in self.listen)
+        req = any(not spec.stream for spec in self.listen)
+        try:
+            for base in (self.zclient_stream if stream else ()) + self.zserver_stream:
+                stream_endpoints(base)
+            for option, specs in (("zclient-req", self.zclient_req if req else ()),
+                                  ("zserver-req", self.zserver_req)):
+                for spec in specs:
+                    _check_tcp_port(option, spec)
+        except SpecError as e:
+            raise ConfigError(str(e)) from None
 
     def validate_limits(self) -> None:
         """The checks condure's app.rs makes when the app starts."""
@@ -197,6 +220,42 @@ def _option_uint(option: str, text: str, bits: int = 64, radix: int = 10) -> int
         return parse_uint(text, bits, radix)
     except ValueError as e:
         raise ConfigError(f"failed to parse {option}: {e}") from None
+
+
+# ---------------------------------------------------------------------------
+# ZeroMQ specs
+
+
+def stream_endpoints(base: str) -> tuple[str, str, str]:
+    """Expand a spec base into (PUSH -out, ROUTER -out-stream, SUB -in) endpoints.
+
+    condure's messages; unlike condure, a tcp base whose third port would be
+    over 65535 is refused (condure's u16 addition wraps it to port 0)."""
+    if base.startswith("ipc://"):
+        return base + "-out", base + "-out-stream", base + "-in"
+    if base.startswith("tcp://"):
+        host, sep, port = base[len("tcp://"):].rpartition(":")
+        try:
+            p = parse_uint(port, bits=16)
+        except ValueError as e:
+            raise SpecError(f"error parsing tcp port in base spec: {e}") from None
+        if not sep or not host or not 0 < p < 65534:
+            raise SpecError(f"error parsing tcp port in base spec: {base}")
+        return tuple(f"tcp://{host}:{p + i}" for i in range(3))  # type: ignore[return-value]
+    raise SpecError("base spec must be ipc or tcp")
+
+
+def _check_tcp_port(option: str, spec: str) -> None:
+    """A req spec's tcp port must be a port number (or libzmq's `*`, any port)."""
+    if not spec.startswith("tcp://"):
+        return
+    port = spec.rpartition(":")[2]
+    if port == "*":
+        return
+    try:
+        parse_uint(port, bits=16)
+    except ValueError as e:
+        raise SpecError(f"failed to parse {option}: invalid tcp port in {spec}: {e}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -424,4 +483,5 @@ def parse_args(argv: Sequence[str]) -> Config:
     listen = tuple(parse_listen(v) for v in _listen_values(ns))
     config = replace(config, listen=listen)
     config.validate_limits()
+    config.validate_specs()
     return config

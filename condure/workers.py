@@ -17,16 +17,20 @@ code touches those messages:
 
 Req mode keeps condure's 3-frame envelope at the handler, so its replies are
 routed to the worker named in the id (`<worker>-<slot>-<counter>`) by a small
-forwarder thread. A worker that dies is logged and started again; SIGTERM or
-SIGINT stop the workers and the parent; a second signal kills them at once.
+forwarder thread. A worker that dies is logged and started again, unless it
+dies before it has started (each worker reports through a pipe): then the
+others are stopped and the process exits 1, as a single process would. SIGTERM
+or SIGINT stop the workers and the parent; a second signal kills them at once.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,15 +41,16 @@ import tnetstring
 import zmq
 
 from .app import StartupError, WorkerInfo, internal_req_endpoint, internal_stream_endpoints
-from .config import Config
+from .config import Config, SpecError, stream_endpoints
 from .server.listener import ListenError, bind
-from .zhttp.sockets import SpecError, attach, stream_endpoints
+from .zhttp.sockets import attach, setting_specs
 
 log = logging.getLogger("condure.workers")
 
 ENV = "CONDURE_WORKER"
 RESTART_DELAY = 1.0  # seconds before a dead worker is started again
 STOP_GRACE = 10.0  # seconds workers get to stop before they are killed
+POLL_INTERVAL = 0.2  # seconds between looks at the workers
 
 
 def die_with_parent() -> None:
@@ -59,6 +64,23 @@ def die_with_parent() -> None:
         pass
     if os.getppid() == 1:
         os._exit(1)  # the parent is already gone
+
+
+def report_ready(fd: int) -> None:
+    """Worker side: tell the parent this worker has started. A worker that
+    exits before (the pipe's EOF comes first) failed to start."""
+    if fd < 0:
+        return
+    try:
+        os.write(fd, b"1")
+    except OSError:
+        pass  # the parent is gone, and PR_SET_PDEATHSIG ends this worker
+    finally:
+        os.close(fd)
+
+
+class WorkerFailed(Exception):
+    """A worker exited before it had started: starting it again would fail the same way."""
 
 
 def worker_config(cfg: Config, count: int) -> Config:
@@ -76,7 +98,10 @@ class Parent:
         self.ctx = zmq.Context()
         self.listen_socks: list = []
         self.children: dict[int, subprocess.Popen] = {}
+        self.starting: dict[int, int] = {}  # worker index -> its ready pipe, until it reports
+        self.started = False  # every worker reported once: "started" is logged
         self.stopping = 0
+        self.signalled: set[int] = set()  # pids of the workers told to stop
 
     # --- set-up -------------------------------------------------------------
 
@@ -89,9 +114,11 @@ class Parent:
             raise StartupError(str(e)) from None
         try:
             if any(spec.stream for spec in self.cfg.listen):
-                self._stream_proxies()
+                with setting_specs("zhttp client stream"):
+                    self._stream_proxies()
             if any(not spec.stream for spec in self.cfg.listen):
-                self._req_forwarder()
+                with setting_specs("zhttp client req"):
+                    self._req_forwarder()
         except SpecError as e:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
@@ -158,18 +185,24 @@ class Parent:
         try:
             socks = self._worker_listeners()
         except ListenError as e:
-            log.error("worker %d: %s", index, e)
-            return
+            raise StartupError(f"worker {index}: {e}") from None
+        ready, ready_w = os.pipe()
         info = WorkerInfo(index, self.count, self.dir, tuple(s.fileno() for s in socks),
-                          f"{self.cfg.id}-{index}".encode())
+                          f"{self.cfg.id}-{index}".encode(), ready_w)
         env = dict(os.environ, **{ENV: info.encode()})
         try:
             self.children[index] = subprocess.Popen(
-                [sys.executable, "-m", "condure", *self.argv], env=env, pass_fds=info.fds)
+                [sys.executable, "-m", "condure", *self.argv], env=env,
+                pass_fds=(*info.fds, ready_w))
+        except BaseException:
+            os.close(ready)
+            raise
         finally:
+            os.close(ready_w)  # the worker's copy is the only one: its exit is the EOF
             for s, spec in zip(socks, self.cfg.listen):
                 if not spec.local:
                     s.close()  # the worker has it; if the worker dies, so does its queue
+        self.starting[index] = ready
         log.info("worker %d started (pid %d)", index, self.children[index].pid)
 
     # --- running ------------------------------------------------------------
@@ -180,27 +213,86 @@ class Parent:
             for p in self.children.values():
                 p.kill()
             os._exit(1)
+        # now, not at the next look at the workers: D12 stops accepting at the signal
+        self._refuse_new_clients()
+        self._signal_children()
 
-    def supervise(self) -> int:
+    def _refuse_new_clients(self) -> None:
+        """A Unix socket is one listening socket, open in every worker and
+        here: a worker closing its descriptor leaves it listening. Shut down,
+        it refuses new clients in all of them. (A TCP port is only held here,
+        not listened on: the workers' closed sockets refuse by themselves.)"""
+        for spec, sock in zip(self.cfg.listen, self.listen_socks):
+            if spec.local:
+                try:
+                    sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+
+    def _signal_children(self) -> None:
+        """SIGTERM to each running worker, once (a worker started since gets it later)."""
+        for p in self.children.values():
+            if p.pid not in self.signalled:
+                self.signalled.add(p.pid)
+                p.send_signal(signal.SIGTERM)  # nothing if it has exited
+
+    def handle_signals(self) -> None:
+        """Before the first worker starts, so a signal during start-up stops them too."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, self.on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        while not self.stopping:
-            time.sleep(0.2)
-            for index, p in list(self.children.items()):
-                if p.poll() is not None and not self.stopping:
-                    log.error("worker %d exited with status %s; restarting", index, p.returncode)
-                    time.sleep(RESTART_DELAY)
-                    self._spawn(index)
+
+    def supervise(self) -> int:
+        """Restart a worker that dies, unless it dies while starting: then stop
+        the others and exit 1 (it would fail again, in a loop, and the process
+        would look alive while serving nothing)."""
+        try:
+            while not self.stopping:
+                self._watch_starting(POLL_INTERVAL)
+                if not self.started and not self.starting and not self.stopping:
+                    self.started = True
+                    log.info("started")
+                self._restart_dead()
+        except (WorkerFailed, StartupError) as e:
+            log.error("%s", e)
+            self._stop_children()
+            return 1
         log.info("stopping...")
         self._stop_children()
         log.info("stopped")
         return 0
 
+    def _watch_starting(self, timeout: float) -> None:
+        """Wait up to `timeout` for a starting worker's pipe: a byte says it has
+        started, EOF without one that it exited first (WorkerFailed)."""
+        if not self.starting:
+            time.sleep(timeout)
+            return
+        readable, _, _ = select.select(list(self.starting.values()), [], [], timeout)
+        for index, fd in list(self.starting.items()):
+            if fd not in readable:
+                continue
+            started = os.read(fd, 1)
+            os.close(fd)
+            del self.starting[index]
+            if not started and not self.stopping:  # (stopping: it was told to)
+                p = self.children[index]
+                try:
+                    status: int | str | None = p.wait(STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    status = "unknown"
+                raise WorkerFailed(f"worker {index} failed to start (exit status {status})")
+
+    def _restart_dead(self) -> None:
+        for index, p in list(self.children.items()):
+            if p.poll() is not None and index not in self.starting and not self.stopping:
+                log.error("worker %d exited with status %s; restarting", index, p.returncode)
+                time.sleep(RESTART_DELAY)
+                if not self.stopping:
+                    self._spawn(index)
+
     def _stop_children(self) -> None:
-        for p in self.children.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+        self._signal_children()
         deadline = time.monotonic() + STOP_GRACE
         for p in self.children.values():
             try:
@@ -210,6 +302,9 @@ class Parent:
                 p.wait()
 
     def close(self) -> None:
+        for fd in self.starting.values():
+            os.close(fd)
+        self.starting.clear()
         for s in self.listen_socks:
             s.close()
         for spec in self.cfg.listen:
@@ -267,11 +362,12 @@ def run(cfg: Config, argv: list[str]) -> int:
     parent = Parent(cfg, argv)
     try:
         log.info("starting...")
+        parent.handle_signals()
         parent.start()
-        log.info("started")
-        return parent.supervise()
+        return parent.supervise()  # logs "started" once every worker has
     except StartupError as e:
         log.error("%s", e)
+        parent._stop_children()  # those started before the failure
         return 1
     finally:
         parent.close()

@@ -204,6 +204,22 @@ def condure_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "condure", *args]
 
 
+def run_cli(*args: str, timeout: float = 15, user: str | None = None) -> subprocess.CompletedProcess:
+    """Run condure expecting it to exit by itself. If it does not (it started
+    serving after all), end its whole process group, workers included.
+    `user`: run it as that user (the tests run as root, e.g. in a container)."""
+    proc = subprocess.Popen(condure_command(*args), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            start_new_session=True, user=user)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 class Launcher:
     """Starts condure processes whose ipc files go to `zdir` and logs to `logdir`."""
 

@@ -18,7 +18,7 @@ from ..config import Config
 from ..log import RateLimitedWarning
 from ..zhttp import packet as zp
 from ..zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL
-from ..zhttp.sockets import ServerReqSockets, ServerStreamSockets
+from ..zhttp.sockets import ServerReqSockets, ServerStreamSockets, setting_specs
 from .connect import ClientError
 from .http1 import Pool
 from .request import DropRequest
@@ -33,13 +33,13 @@ class ClientService:
     def __init__(self, config: Config, ctx: Any) -> None:
         self.config = config
         self.instance_id = config.id.encode()
-        hwm = max((config.req_maxconn + config.stream_maxconn) // 20, 1)
-        self.sockets = (ServerStreamSockets(ctx, list(config.zserver_stream), self.instance_id,
-                                            config.zserver_connect, config.ipc_file_mode, hwm)
-                        if config.zserver_stream else None)
-        self.req_sockets = (ServerReqSockets(ctx, list(config.zserver_req), config.zserver_connect,
-                                             config.ipc_file_mode, hwm)
-                            if config.zserver_req else None)
+        self.sockets: ServerStreamSockets | None = None
+        self.req_sockets: ServerReqSockets | None = None
+        try:
+            self._make_sockets(ctx)
+        except BaseException:
+            self.close()  # the sockets made so far (ctx.term() would wait for them)
+            raise
         self.pool = Pool(max((config.req_maxconn + config.stream_maxconn) // 10, 1))
         self.sessions: dict[tuple[bytes, bytes], StreamSession] = {}
         self.stream_slots = GreenletPool(config.stream_maxconn)
@@ -48,6 +48,20 @@ class ClientService:
         self.keepalive_interval = KEEPALIVE_INTERVAL
         self.stream_timeout = float(config.stream_timeout)
         self._parse_warning = RateLimitedWarning(log)
+
+    def _make_sockets(self, ctx: Any) -> None:
+        config = self.config
+        hwm = max((config.req_maxconn + config.stream_maxconn) // 20, 1)
+        if config.zserver_stream:
+            with setting_specs("zhttp server stream"):
+                self.sockets = ServerStreamSockets(ctx, list(config.zserver_stream),
+                                                   self.instance_id, config.zserver_connect,
+                                                   config.ipc_file_mode, hwm)
+        if config.zserver_req:
+            with setting_specs("zhttp server req"):
+                self.req_sockets = ServerReqSockets(ctx, list(config.zserver_req),
+                                                    config.zserver_connect,
+                                                    config.ipc_file_mode, hwm)
 
     def describe(self) -> list[str]:
         mode = "connect" if self.config.zserver_connect else "bind"

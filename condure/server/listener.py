@@ -204,9 +204,16 @@ class Listener:
         log.info("listening on %s", f'"{where}" (pathname)' if self.spec.local else where)
 
     def stop_accepting(self) -> None:
-        """For shutdown: no new clients, even as connections end under maxconn."""
-        self.stream_server.draining = True
-        self.stream_server.stop_accepting()
+        """For shutdown (D12): no new clients, even as connections end under
+        maxconn. The listening socket is closed, not just no longer read:
+        the kernel would go on completing connections into its backlog that
+        nobody serves, to reset them at exit; closed, they are refused at
+        once, as by condure. (A Unix socket shared by --workers stays open
+        in the parent, which shuts it down for all of them.)"""
+        server = self.stream_server
+        server.draining = True
+        server.stop_accepting()
+        server.socket.close()
 
     def close(self) -> None:
         self.stream_server.close()

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable
 
 import gevent
@@ -25,11 +28,13 @@ from gevent.queue import Queue
 from zmq import Socket as _PlainSocket
 from zmq.backend.cython._zmq import Socket as _RawSocket
 
+from ..config import SpecError, stream_endpoints
 from ..log import TRACE
 
 log = logging.getLogger("condure.zhttpsocket")
 
 READ_BATCH = 64  # messages handled before other greenlets get a turn
+TERM_TIMEOUT = 1.0  # seconds ctx.term() may take once every socket is closed (linger 0)
 
 _send = _RawSocket.send
 _recv = _RawSocket.recv
@@ -42,34 +47,60 @@ POLLIN = int(zmq.POLLIN)
 SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
 
 
-class SpecError(ValueError):
-    pass
+class AttachError(Exception):
+    """A bind or connect that failed, in condure's words: `bind SPEC: reason`."""
 
 
-def stream_endpoints(base: str) -> tuple[str, str, str]:
-    """Expand a spec base into (PUSH -out, ROUTER -out-stream, SUB -in) endpoints."""
-    if base.startswith("ipc://"):
-        return base + "-out", base + "-out-stream", base + "-in"
-    if base.startswith("tcp://"):
-        host, sep, port = base[len("tcp://"):].rpartition(":")
-        try:
-            p = int(port)
-        except ValueError:
-            raise SpecError(f"error parsing tcp port in base spec: {base}") from None
-        if not sep or not host or not 0 < p < 65534:
-            raise SpecError(f"error parsing tcp port in base spec: {base}")
-        return tuple(f"tcp://{host}:{p + i}" for i in range(3))  # type: ignore[return-value]
-    raise SpecError("base spec must be ipc or tcp")
+@contextmanager
+def setting_specs(what: str) -> Iterator[None]:
+    """Names the set of specs that failed as condure does, e.g. `failed to set
+    zhttp client stream specs: bind ipc://x-out: No such file or directory`."""
+    try:
+        yield
+    except AttachError as e:
+        raise SpecError(f"failed to set {what} specs: {e}") from None
 
 
 def attach(sock: zmq.Socket, endpoint: str, connect: bool, ipc_mode: int) -> None:
     """Bind (default) or connect; apply --ipc-file-mode to bound ipc files."""
-    if connect:
-        sock.connect(endpoint)
-        return
-    sock.bind(endpoint)
+    verb = "connect" if connect else "bind"
+    try:
+        if connect:
+            sock.connect(endpoint)
+            return
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        # zmq.strerror: plain text (pyzmq's own message adds the address again)
+        raise AttachError(f"{verb} {endpoint}: {zmq.strerror(e.errno)}") from None
     if ipc_mode and endpoint.startswith("ipc://"):
-        os.chmod(endpoint[len("ipc://"):], ipc_mode)
+        try:
+            os.chmod(endpoint[len("ipc://"):], ipc_mode)
+        except OSError as e:
+            raise AttachError(f"{verb} {endpoint}: {e.strerror}") from None
+
+
+@contextmanager
+def closed_on_error(*socks: zmq.Socket) -> Iterator[None]:
+    """If setting up fails, close the sockets made so far, at once (linger 0):
+    one left open makes ctx.term() wait for it forever, and the process that
+    failed to start would hang instead of exiting 1."""
+    try:
+        yield
+    except BaseException:
+        for s in socks:
+            s.close(0)
+        raise
+
+
+def terminate(ctx: zmq.Context, timeout: float = TERM_TIMEOUT) -> None:
+    """ctx.term(), bounded: it waits for every socket of the context to be
+    closed, and one left open by mistake would keep a process that has
+    stopped serving alive forever. A thread, as term() blocks the whole hub."""
+    t = threading.Thread(target=ctx.term, name="zmq-term", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        log.warning("zmq context not terminated within %g s (a socket left open)", timeout)
 
 
 class Outbox:
@@ -209,18 +240,19 @@ class StreamSockets:
         self.push = ctx.socket(zmq.PUSH)
         self.router = ctx.socket(zmq.PUSH if worker else zmq.ROUTER)
         self.sub = reader_socket(ctx, zmq.SUB)
-        for s in (self.push, self.router, self.sub):
-            s.setsockopt(zmq.LINGER, 0)
-        self.push.setsockopt(zmq.SNDHWM, hwm)
-        self.router.setsockopt(zmq.SNDHWM, hwm)
-        if not worker:
-            self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.sub.setsockopt(zmq.RCVHWM, hwm)
-        self.sub.setsockopt(zmq.SUBSCRIBE, instance_id + b" ")
-        for out, out_stream, in_ in endpoints:
-            attach(self.push, out, connect or worker, ipc_mode)
-            attach(self.router, out_stream, connect or worker, ipc_mode)
-            attach(self.sub, in_, connect or worker, ipc_mode)
+        with closed_on_error(self.push, self.router, self.sub):
+            for s in (self.push, self.router, self.sub):
+                s.setsockopt(zmq.LINGER, 0)
+            self.push.setsockopt(zmq.SNDHWM, hwm)
+            self.router.setsockopt(zmq.SNDHWM, hwm)
+            if not worker:
+                self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self.sub.setsockopt(zmq.RCVHWM, hwm)
+            self.sub.setsockopt(zmq.SUBSCRIBE, instance_id + b" ")
+            for out, out_stream, in_ in endpoints:
+                attach(self.push, out, connect or worker, ipc_mode)
+                attach(self.router, out_stream, connect or worker, ipc_mode)
+                attach(self.sub, in_, connect or worker, ipc_mode)
         self.endpoints = endpoints
         self._push = Outbox(self.push, "stream")
         self._router = Outbox(self.router, "stream to")
@@ -254,15 +286,16 @@ class ReqSockets:
     def __init__(self, ctx: zmq.Context, specs: list[str], connect: bool, ipc_mode: int,
                  hwm: int, identity: bytes | None = None) -> None:
         self.dealer = ctx.socket(zmq.DEALER)
-        if identity is not None:  # a worker: the parent routes replies by it
-            self.dealer.setsockopt(zmq.IDENTITY, identity)
-        self.dealer.setsockopt(zmq.LINGER, 0)
-        self.dealer.setsockopt(zmq.SNDHWM, hwm)
-        self.dealer.setsockopt(zmq.RCVHWM, hwm)
-        for spec in specs:
-            if not spec.startswith(("ipc://", "tcp://")):
-                raise SpecError(f"invalid req spec: {spec}")
-            attach(self.dealer, spec, connect, ipc_mode)
+        with closed_on_error(self.dealer):
+            if identity is not None:  # a worker: the parent routes replies by it
+                self.dealer.setsockopt(zmq.IDENTITY, identity)
+            self.dealer.setsockopt(zmq.LINGER, 0)
+            self.dealer.setsockopt(zmq.SNDHWM, hwm)
+            self.dealer.setsockopt(zmq.RCVHWM, hwm)
+            for spec in specs:
+                if not spec.startswith(("ipc://", "tcp://")):
+                    raise SpecError(f"invalid req spec: {spec}")
+                attach(self.dealer, spec, connect, ipc_mode)
         self.specs = specs
         self._out = Outbox(self.dealer, "req", direct=False)
         self._greenlets: list[gevent.Greenlet] = []
@@ -300,15 +333,16 @@ class ServerStreamSockets:
         self.router = reader_socket(ctx, zmq.ROUTER)
         self.router.setsockopt(zmq.IDENTITY, instance_id)  # before bind/connect
         self.pub = ctx.socket(zmq.PUB)
-        for s in (self.pull, self.router, self.pub):
-            s.setsockopt(zmq.LINGER, 0)
-        self.pull.setsockopt(zmq.RCVHWM, 128)
-        self.router.setsockopt(zmq.RCVHWM, hwm)
-        self.pub.setsockopt(zmq.SNDHWM, hwm)
-        for in_, in_stream, out in endpoints:
-            attach(self.pull, in_, connect, ipc_mode)
-            attach(self.router, in_stream, connect, ipc_mode)
-            attach(self.pub, out, connect, ipc_mode)
+        with closed_on_error(self.pull, self.router, self.pub):
+            for s in (self.pull, self.router, self.pub):
+                s.setsockopt(zmq.LINGER, 0)
+            self.pull.setsockopt(zmq.RCVHWM, 128)
+            self.router.setsockopt(zmq.RCVHWM, hwm)
+            self.pub.setsockopt(zmq.SNDHWM, hwm)
+            for in_, in_stream, out in endpoints:
+                attach(self.pull, in_, connect, ipc_mode)
+                attach(self.router, in_stream, connect, ipc_mode)
+                attach(self.pub, out, connect, ipc_mode)
         self.endpoints = endpoints
         self._pub = Outbox(self.pub, "server stream")
         self._greenlets: list[gevent.Greenlet] = []
@@ -338,13 +372,14 @@ class ServerReqSockets:
     def __init__(self, ctx: zmq.Context, specs: list[str], connect: bool, ipc_mode: int,
                  hwm: int) -> None:
         self.router = ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.SNDHWM, 128)
-        self.router.setsockopt(zmq.RCVHWM, hwm)
-        for spec in specs:
-            if not spec.startswith(("ipc://", "tcp://")):
-                raise SpecError(f"invalid req spec: {spec}")
-            attach(self.router, spec, connect, ipc_mode)
+        with closed_on_error(self.router):
+            self.router.setsockopt(zmq.LINGER, 0)
+            self.router.setsockopt(zmq.SNDHWM, 128)
+            self.router.setsockopt(zmq.RCVHWM, hwm)
+            for spec in specs:
+                if not spec.startswith(("ipc://", "tcp://")):
+                    raise SpecError(f"invalid req spec: {spec}")
+                attach(self.router, spec, connect, ipc_mode)
         self.specs = specs
         self._out = Outbox(self.router, "server req", direct=False)
         self._greenlets: list[gevent.Greenlet] = []

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO_ROOT, condure_command, get_free_port
+from conftest import REPO_ROOT, get_free_port, run_cli
 from rawhttp import Client, get
 
 LOG_LINE = re.compile(
@@ -34,21 +34,6 @@ def read_version() -> str:
     match = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", text, re.M)
     assert match, "no __version__ in condure/__init__.py"
     return match.group(1)
-
-
-def run_cli(*args: str, timeout: float = 15) -> subprocess.CompletedProcess:
-    """Run condure expecting it to exit by itself. If it does not (it started
-    serving after all), end its whole process group, workers included."""
-    proc = subprocess.Popen(condure_command(*args), cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture

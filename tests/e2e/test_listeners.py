@@ -31,7 +31,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from conftest import (REPO_ROOT, START_TIMEOUT, CondureProcess, condure_command,
-                      get_free_port, stop_process)
+                      get_free_port, run_cli, stop_process)
 from rawhttp import Client, get
 from zhttp_handler import Handler, to_bytes
 
@@ -93,11 +93,6 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., CondureProcess]]:
     finally:
         for cp in reversed(started):
             stop_process(cp.proc)
-
-
-def run_cli(*args: str, timeout: float = 15) -> subprocess.CompletedProcess:
-    return subprocess.run(condure_command(*args), cwd=REPO_ROOT, capture_output=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout, text=True)
 
 
 def wait_exit_or_started(cp: CondureProcess, timeout: float = START_TIMEOUT) -> int | None:

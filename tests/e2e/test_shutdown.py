@@ -1,11 +1,16 @@
 """Graceful shutdown (deviation D12) and signals."""
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import struct
+import subprocess
 import time
 
+import pytest
+
+from conftest import condure_command, get_free_port
 from zhttp_handler import Handler
 
 WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -137,3 +142,110 @@ def test_a_slot_freed_during_shutdown_does_not_reopen_the_listener(condure):
     except ConnectionResetError:
         pass
     h.close()
+
+
+# ---------------------------------------------------------------------------
+# stop accepting means stop accepting (issue 12, item 6): the listening sockets
+# are closed at the signal, so a client connecting during the drain is refused
+# at once, as by condure, instead of being queued by the kernel, never served
+# and reset at exit
+
+
+def _workers_handler(handler_factory, base: str, workers: int) -> Handler:
+    """A Handler (closed at teardown, cancelling what a failed test left open)
+    for condure with --workers N: each worker subscribes with its own `from`
+    (condure-0, ...), through the parent's proxy."""
+    if workers == 1:
+        return handler_factory(base)
+    h = handler_factory(base, wait=False)
+    subscriptions = set()
+    while len(subscriptions) < workers:
+        assert h.pub.poll(5000), f"subscriptions so far: {subscriptions}"
+        subscriptions.add(h.pub.recv())
+    return h
+
+
+def _hold_a_response(port: int, h: Handler) -> tuple[socket.socket, dict]:
+    """A request whose response has started and that the handler holds open."""
+    c = _client(port, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    req = h.recv_request()
+    h.instance = req[b"from"]  # the worker that has it (condure-N), or condure
+    h.respond(req, 200, "OK", [("Content-Type", "text/plain")], more=True)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += c.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200 OK"), head
+    return c, req
+
+
+def _wait_stopping(log_text, count: int, timeout: float = 5.0) -> None:
+    """Until `count` processes serving clients (a worker each) logged "stopping..."."""
+    end = time.monotonic() + timeout
+    while log_text().count("[condure] stopping...") < count:
+        assert time.monotonic() < end, log_text()
+        time.sleep(0.02)
+    time.sleep(0.2)  # the listeners close right after that line
+
+
+def _assert_refused(connect) -> None:
+    try:
+        s = connect()
+    except ConnectionRefusedError:
+        return
+    s.close()
+    raise AssertionError("a new client was accepted during the drain")
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["workers1", "workers2"])
+def test_new_connections_are_refused_during_the_drain(condure, handler_factory, zdir: str,
+                                                     workers: int):
+    path = f"{zdir}/s.sock"
+    cd = condure("--shutdown-timeout", "5", "--listen", f"{path},local",
+                 "--workers", str(workers))
+    if workers > 1:
+        cd.wait_log("[condure::workers] started")  # every worker, not only the first, listens
+    h = _workers_handler(handler_factory, cd.base, workers)
+    c, req = _hold_a_response(cd.port, h)
+    cd.proc.send_signal(signal.SIGTERM)
+    _wait_stopping(cd.log_text, workers)
+    _assert_refused(lambda: socket.create_connection(("127.0.0.1", cd.port), timeout=2))
+
+    def unix_connect() -> socket.socket:
+        u = socket.socket(socket.AF_UNIX)
+        try:
+            u.connect(path)  # the file is still there: refused, not "no such file"
+        except BaseException:
+            u.close()
+            raise
+        return u
+
+    _assert_refused(unix_connect)
+    h.body(req, "the end\n")  # the response in flight still completes
+    assert _read_all(c).endswith(b"8\r\nthe end\n\r\n0\r\n\r\n")
+    assert cd.proc.wait(10) == 0
+
+
+def test_signal_to_the_process_group_drains_the_workers(processes, handler_factory, zdir: str,
+                                                       tmp_path):
+    """Ctrl-C in a terminal or systemd signal every process of the group: a
+    worker then gets the signal twice (directly, and from the parent), which
+    must not count as the operator's second signal (exit 1 at once)."""
+    port = get_free_port()
+    base = f"ipc://{zdir}/client"
+    log_path = tmp_path / "condure.log"
+    with open(log_path, "wb") as log_file:
+        # a process group of its own (`processes`): the one the test signals
+        proc = processes(condure_command("--listen", f"127.0.0.1:{port}", "--zclient-stream",
+                                         base, "--workers", "2", "--shutdown-timeout", "5"),
+                         stdout=log_file, stderr=subprocess.STDOUT)
+    end = time.monotonic() + 10
+    while "[condure::workers] started" not in log_path.read_text():
+        assert proc.poll() is None and time.monotonic() < end, log_path.read_text()
+        time.sleep(0.05)
+    h = _workers_handler(handler_factory, base, 2)
+    c, req = _hold_a_response(port, h)
+    os.killpg(proc.pid, signal.SIGINT)
+    _wait_stopping(log_path.read_text, 2)
+    h.body(req, "the end\n")
+    assert _read_all(c).endswith(b"8\r\nthe end\n\r\n0\r\n\r\n")
+    assert proc.wait(10) == 0, log_path.read_text()

@@ -195,6 +195,47 @@ def test_zserver_specs_accumulate() -> None:
     assert config.zserver_stream == ("ipc://a", "ipc://b")
 
 
+# --- ZeroMQ specs: checked when parsed ----------------------------------------
+
+@pytest.mark.parametrize("argv,message", [
+    (["--zclient-stream=foo://x"], "base spec must be ipc or tcp"),
+    (["--zclient-stream=tcp://127.0.0.1"],
+     "error parsing tcp port in base spec: invalid digit found in string"),
+    (["--zclient-stream=tcp://127.0.0.1:70000"],
+     "error parsing tcp port in base spec: number too large to fit in target type"),
+    (["--zclient-stream=tcp://127.0.0.1:65534"],  # its third port would be 65536
+     "error parsing tcp port in base spec: tcp://127.0.0.1:65534"),
+    (["--zserver-stream=tcp://127.0.0.1:65536"],
+     "error parsing tcp port in base spec: number too large to fit in target type"),
+    (["--listen=9000,req", "--zclient-req=tcp://127.0.0.1:70000"],
+     "failed to parse zclient-req: invalid tcp port in tcp://127.0.0.1:70000:"
+     " number too large to fit in target type"),
+    (["--listen=9000,req", "--zclient-req=tcp://127.0.0.1:-1"],
+     "failed to parse zclient-req: invalid tcp port in tcp://127.0.0.1:-1:"
+     " invalid digit found in string"),
+    (["--zserver-req=tcp://[::1]:99999"],
+     "failed to parse zserver-req: invalid tcp port in tcp://[::1]:99999:"
+     " number too large to fit in target type"),
+])
+def test_bad_zmq_spec(argv: list[str], message: str) -> None:
+    error = error_of(argv)
+    assert str(error) == message
+    assert error.exit_status == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["--zclient-stream=tcp://127.0.0.1:65533"],
+    ["--listen=9000,req", "--zclient-req=tcp://127.0.0.1:65535"],
+    ["--listen=9000,req", "--zclient-req=tcp://*:*"],  # libzmq: any free port
+    ["--listen=9000,req", "--zclient-req=ipc:///tmp/x:70000"],  # a path, not a port
+    # specs no listener uses are not looked at, as by condure
+    ["--listen=9000,req", "--zclient-stream=tcp://127.0.0.1:70000"],
+    ["--listen=9000,stream", "--zclient-req=tcp://127.0.0.1:70000"],
+])
+def test_good_or_unused_zmq_spec(argv: list[str]) -> None:
+    parse_args(argv)
+
+
 # --- default listener rule (1.10.1) -----------------------------------------
 
 def test_default_listener_without_any_listen_or_zserver() -> None:
@@ -412,6 +453,8 @@ def test_validate_on_constructed_config() -> None:
     Config().validate()
     with pytest.raises(ConfigError, match="req maxconn must be >= workers"):
         Config(workers=2, req_maxconn=1).validate()
+    with pytest.raises(ConfigError, match="base spec must be ipc or tcp"):
+        Config(listen=(ListenSpec(port=9000),), zclient_stream=("foo://x",)).validate()
 
 
 # --- argparse errors become one-line ConfigErrors ----------------------------
