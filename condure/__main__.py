@@ -12,7 +12,7 @@ from gevent.event import Event
 
 from . import log as clog
 from . import workers
-from .app import App, StartupError, WorkerInfo
+from .app import App, StartupError, WorkerInfo, check_identities_dir
 from .server.parser import httptools
 from .config import Config, ConfigError, parse_args
 
@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     missing = unsupported(cfg)
     if missing:
         log.error("%s is not supported yet", missing[0])
+        return 1
+    try:
+        check_identities_dir(cfg)  # before any worker starts: one line, exit 1
+    except StartupError as e:
+        log.error("%s", e)
         return 1
     worker = os.environ.get(workers.ENV)
     if worker:

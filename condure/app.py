@@ -207,8 +207,6 @@ class App:
         from .server.stream import StreamConnection
 
         cfg, w = self.config, self.worker
-        if w is None or w.index == 0:  # one line, not one per worker
-            warn_missing_identities(cfg)
         limits = {True: ConnectionLimit(cfg.stream_maxconn), False: ConnectionLimit(cfg.req_maxconn)}
         for i, spec in enumerate(cfg.listen):
             conn_class = StreamConnection if spec.stream else ReqConnection
@@ -258,14 +256,16 @@ class App:
         terminate(self.ctx)
 
 
-def warn_missing_identities(cfg: Config) -> None:
-    """condure starts with a --tls-identities-dir that does not exist (files
-    are looked up at each handshake, so they may come later); so do we, but
-    an operator should know why every handshake fails meanwhile."""
+def check_identities_dir(cfg: Config) -> None:
+    """A tls listener needs --tls-identities-dir to be a directory (D20).
+
+    condure 1.9.1 starts anyway and fails every handshake until the files are
+    there; a directory that does not exist at all is a typo far more often
+    than a plan, so it is refused at start like a listener that cannot bind.
+    """
     if any(spec.tls and not spec.local for spec in cfg.listen) \
             and not os.path.isdir(cfg.tls_identities_dir):
-        log.warning("tls identities dir %s is not a directory: TLS handshakes fail until "
-                    "identities are there", cfg.tls_identities_dir)
+        raise StartupError(f"tls identities dir {cfg.tls_identities_dir} is not a directory")
 
 
 def serve_metrics(sock: gsocket.socket, metrics: Metrics, prefix: str) -> None:
