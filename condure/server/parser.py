@@ -21,8 +21,9 @@ change what a client or handler sees. Bodies never reach a library:
 neither shows a chunk's size (h11 takes 2^64 and waits for it), h11 refuses
 a Content-Length among the trailers, they disagree on whitespace before a
 chunk extension; so chunked framing is done once, here. `check_head` then
-applies the rules above the syntax: version (505), at most 64 fields
-(431), Host and framing headers (400/501).
+applies the rules above the syntax: version (505), CONNECT (501), target
+form and Host (400, D16), at most 64 fields (431), framing headers
+(400/501).
 
 Refusals come as soon as the input shows them, never after a timeout: a
 first byte that cannot start a method (a TLS ClientHello on a plain port),
@@ -33,6 +34,7 @@ client's bytes were split into reads.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import string
 from dataclasses import dataclass
@@ -494,11 +496,67 @@ _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 _NOTED_HEADERS = frozenset([b"host", b"connection", b"content-length", b"transfer-encoding",
                               b"upgrade", b"expect"])
 
+# RFC 3986 3.2.2 host (reg-name, IPv4address, IP-literal) and port: what
+# `Host` (RFC 9110 7.2) and the authority of an absolute-form target may be.
+# No userinfo (RFC 9110 4.2.4), no path or query, nothing outside ASCII.
+_REG_CHAR = rb"[-A-Za-z0-9._~!$&'()*+,;=]"  # unreserved and sub-delims
+_PCT = rb"%[0-9A-Fa-f]{2}"
+_PORT = rb"(?::[0-9]*)?"
+# reg-name (IPv4 addresses are reg-names too), not empty; written as runs of
+# characters between escapes, which matches in one pass
+_HOST_PORT = re.compile(rb"(?:" + _REG_CHAR + rb"|" + _PCT + rb")" + _REG_CHAR + rb"*(?:"
+                        + _PCT + _REG_CHAR + rb"*)*" + _PORT)
+# IP-literal: an IPv6 address (checked by ipaddress) or an IPvFuture
+_IP_LITERAL_PORT = re.compile(rb"\[(?:([0-9A-Fa-f:.]+)|[vV][0-9A-Fa-f]+\.(?:" + _REG_CHAR
+                              + rb"|:)+)\]" + _PORT)
+# absolute-form: only http and https URIs make sense as a ZHTTP uri (D4)
+_ABSOLUTE = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(?:[/?#].*)?", re.S)
+
+
+def valid_authority(value: bytes) -> bool:
+    """Is `value` a host with an optional port (RFC 3986 3.2.2-3.2.3)?"""
+    if value[:1] != b"[":
+        return _HOST_PORT.fullmatch(value) is not None
+    m = _IP_LITERAL_PORT.fullmatch(value)
+    if m is None:
+        return False
+    literal = m.group(1)  # an IPv6 address; None for an IPvFuture
+    if literal is None:
+        return True
+    try:
+        ipaddress.IPv6Address(literal.decode("ascii"))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_target(method: bytes, target: bytes) -> None:
+    """The request-target forms of RFC 9112 3.2 that we serve (origin-form is
+    checked by the caller): asterisk-form for OPTIONS, absolute-form with an
+    http(s) scheme and a valid authority. Authority-form belongs to CONNECT,
+    which is refused before this."""
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise _bad("asterisk-form target outside OPTIONS")
+        return
+    m = _ABSOLUTE.fullmatch(target)
+    if m is None:
+        raise _bad("request target is not origin-form, absolute-form or asterisk-form")
+    if not valid_authority(m.group(1)):
+        raise _bad("invalid authority in absolute-form target")
+
+
 def check_head(method: bytes, target: bytes, version: bytes,
                headers: list[tuple[bytes, bytes]]) -> RequestHead:
-    """Apply the limits and rules every parser shares (D1)."""
+    """Apply the limits and rules every parser shares (D1, D16)."""
     if version not in (b"1.0", b"1.1"):
         raise _bad(f"unsupported HTTP version {version.decode('latin-1')}", 505)
+    if method == b"CONNECT":
+        # a tunnel has no ZHTTP mapping; 501 (not 405: no resource is involved
+        # and 405 would have to list the methods the handler allows)
+        raise _bad("CONNECT is not supported", 501)
+    if target[:1] != b"/":
+        _check_target(method, target)
     if len(headers) > MAX_HEADERS:
         raise _bad("too many headers", 431)
     head = RequestHead(method, target, version, headers)
@@ -525,6 +583,10 @@ def check_head(method: bytes, target: bytes, version: bytes,
             head.expect += (v,)
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         raise _bad("HTTP/1.1 request needs exactly one Host header")
+    if head.host and not valid_authority(head.host):
+        # an empty Host is allowed (RFC 9112 3.2: no authority); the uri then
+        # uses localhost, as for a missing one (http1.request_uri)
+        raise _bad("invalid Host header")
     if te:
         if lengths:
             raise _bad("both Content-Length and Transfer-Encoding")

@@ -232,10 +232,12 @@ def test_concurrent_connections_get_different_slots(ch) -> None:
 
 @pytest.mark.parametrize("request_bytes,uri", [
     (b"GET /old HTTP/1.0\r\n\r\n", b"http://localhost/old"),
-    (b"GET /x HTTP/1.0\r\nHost: \xff\xfe\r\n\r\n", b"http://localhost/x"),
     (b"GET /a/b%20c;p=1?x=1&y=%2F&z HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
      b"http://example.com:8080/a/b%20c;p=1?x=1&y=%2F&z"),
-], ids=["http10-no-host", "host-not-utf8", "target-verbatim"])
+    # D16: condure writes http:///x and http://[::1]:8080* for these
+    (b"GET /x HTTP/1.1\r\nHost:\r\n\r\n", b"http://localhost/x"),
+    (b"OPTIONS * HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", b"http://[::1]:8080"),
+], ids=["http10-no-host", "target-verbatim", "empty-host-d16", "options-asterisk-d16"])
 def test_request_uri(ch, request_bytes: bytes, uri: bytes) -> None:
     c, h = ch
     with Client(c.port) as client:
@@ -1225,8 +1227,8 @@ REFUSAL = {
          b"Connection: close\r\nContent-Length: 27\r\n\r\nHTTP Version Not Supported\n",
 }
 
-# requests the two parsers used to treat differently (D1); unit cases in
-# tests/unit/test_parser.py
+# requests the two parsers used to treat differently (D1), and the Host and
+# request-target checks of D16; unit cases in tests/unit/test_parser.py
 REFUSED = {
     "two-spaces-in-request-line": (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     "del-in-field-value": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x7fb\r\n\r\n", 400),
@@ -1235,6 +1237,13 @@ REFUSED = {
     "http2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     "transfer-encoding-twice": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
                                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+    "host-with-path-d16": (b"GET / HTTP/1.1\r\nHost: evil/admin?\r\n\r\n", 400),
+    "host-with-userinfo-d16": (b"GET / HTTP/1.1\r\nHost: a@evil\r\n\r\n", 400),
+    "host-not-ascii-d16": (b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n", 400),
+    "relative-target-d16": (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "asterisk-outside-options-d16": (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "absolute-form-userinfo-d16": (b"GET http://u@b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "connect-d16": (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
 }
 
 

@@ -10,7 +10,7 @@ next_request(). Every parser must give exactly the expected requests
 stream, raise BadRequest with the expected D1 status - with no more bytes
 than the case has: nothing is refused only after a timeout.
 Accepted syntax: shared/zhttp/server.md section 6.1 and docs/deviations.md
-(D1).
+(D1, D16).
 """
 from __future__ import annotations
 
@@ -216,9 +216,21 @@ CASES: list[Case] = [
     # condure's parser takes these although RFC 3986 does not (curl sends | and {} raw)
     ok("target_unusual_ascii", b'GET /a|b{c}^"\\`[]#f HTTP/1.1\r\nHost: a\r\n\r\n',
        get(b'/a|b{c}^"\\`[]#f')),
+    bad("target_relative", b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("target_query_only", b"GET ?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("target_asterisk_get", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("target_asterisk_suffix", b"OPTIONS *x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("target_authority_get", b"GET a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("target_absolute_userinfo", b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("target_absolute_empty_host", b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("target_absolute_bad_port", b"GET http://a:8x/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("target_absolute_other_scheme", b"GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("target_absolute_no_slashes", b"GET http:a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     bad("target_less_than", b"GET /a<b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     bad("target_del", b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     bad("target_non_ascii", b"GET /caf\xe9 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    bad("connect", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
+    bad("connect_origin_form", b"CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
 
     # --- line endings: bare LF anywhere in the head; never a bare CR -------------------
     ok("lf_in_fields_only", b"GET / HTTP/1.1\r\nHost: a\nX-A: 1\n\n", get(b"/", H, (b"X-A", b"1"))),
@@ -267,7 +279,7 @@ CASES: list[Case] = [
     bad("whitespace_before_first_field", b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400),
     bad("obs_fold_tab", with_field(b"X-A: 1\r\n\tfolded"), 400),
 
-    # --- Host ----------------------------------------------------------------------
+    # --- Host (RFC 9110 7.2: uri-host [":" port]; D16) ------------------------------
     ok("host_ipv4_port", b"GET / HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n\r\n",
        get(b"/", (b"Host", b"10.0.0.1:8080"))),
     ok("host_ipv6_port", b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
@@ -282,7 +294,20 @@ CASES: list[Case] = [
     ok("host_sub_delims", b"GET / HTTP/1.1\r\nHost: a_b~c!$&'()*+,;=d\r\n\r\n",
        get(b"/", (b"Host", b"a_b~c!$&'()*+,;=d"))),
     ok("host_empty", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", get(b"/", (b"Host", b""))),
+    bad("host_path", b"GET / HTTP/1.1\r\nHost: evil/admin?\r\n\r\n", 400),
+    bad("host_userinfo", b"GET / HTTP/1.1\r\nHost: a@evil\r\n\r\n", 400),
+    bad("host_space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    bad("host_bad_port", b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400),
+    bad("host_two_ports", b"GET / HTTP/1.1\r\nHost: a:80:80\r\n\r\n", 400),
+    bad("host_port_only", b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
+    bad("host_ipv6_unclosed", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+    bad("host_ipv6_invalid", b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", 400),
+    bad("host_ipv6_unbracketed", b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", 400),
+    bad("host_bad_percent", b"GET / HTTP/1.1\r\nHost: a%4\r\n\r\n", 400),
+    bad("host_utf8", b"GET / HTTP/1.1\r\nHost: b\xc3\xbccher.example\r\n\r\n", 400),
+    bad("host_not_utf8", b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n", 400),
     bad("host_twice", b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+    bad("host_invalid_http10", b"GET / HTTP/1.0\r\nHost: a/b\r\n\r\n", 400),
 
     # --- framing: Content-Length and Transfer-Encoding --------------------------------
     ok("content_length_leading_zeros", head_of(b"POST /c HTTP/1.1", b"Content-Length: 003")
@@ -728,6 +753,34 @@ def test_check_head_rejects(headers: list, status: int) -> None:
     with pytest.raises(BadRequest) as e:
         head(*headers)
     assert e.value.status == status
+
+
+@pytest.mark.parametrize("method, target, status", [
+    (b"GET", b"/", None),
+    (b"OPTIONS", b"*", None),
+    (b"GET", b"http://a", None),
+    (b"GET", b"HTTP://A:80?q", None),
+    (b"GET", b"https://[::1]:8443/x#f", None),
+    (b"GET", b"http://[v1.x]/", None),
+    (b"GET", b"http://10.0.0.1:/", None),
+    (b"POST", b"*", 400),
+    (b"GET", b"http://[::1/", 400),
+    (b"GET", b"http://[1::2::3]/", 400),
+    (b"GET", b"http://a@b/", 400),
+    (b"GET", b"http://a:b/", 400),
+    (b"GET", b"http://:80/", 400),
+    (b"GET", b"mailto:a@b", 400),
+    (b"GET", b"//a/b", None),  # origin-form: an empty first segment is a path
+    (b"CONNECT", b"a:443", 501),
+    (b"CONNECT", b"/", 501),
+])
+def test_check_head_targets_d16(method: bytes, target: bytes, status: int | None) -> None:
+    if status is None:
+        assert check_head(method, target, b"1.1", [(b"Host", b"a")]).target == target
+    else:
+        with pytest.raises(BadRequest) as e:
+            check_head(method, target, b"1.1", [(b"Host", b"a")])
+        assert e.value.status == status
 
 
 def test_request_head_helpers() -> None:
