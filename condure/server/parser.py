@@ -583,9 +583,11 @@ def check_head(method: bytes, target: bytes, version: bytes,
             head.expect += (v,)
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         raise _bad("HTTP/1.1 request needs exactly one Host header")
-    if head.host and not valid_authority(head.host):
-        # an empty Host is allowed (RFC 9112 3.2: no authority); the uri then
-        # uses localhost, as for a missing one (http1.request_uri)
+    host = head.host
+    # an empty Host is allowed (RFC 9112 3.2: no authority); the uri then uses
+    # localhost, as for a missing one (http1.request_uri). The usual reg-name
+    # is matched here, without the call.
+    if host and _HOST_PORT.fullmatch(host) is None and not valid_authority(host):
         raise _bad("invalid Host header")
     if te:
         if lengths:
