@@ -23,27 +23,25 @@ LENGTH, CHUNKED, UNTIL_CLOSE, NO_BODY = "length", "chunked", "until-close", "no-
 
 
 def request_uri(head: RequestHead, scheme: bytes) -> bytes:
-    """``scheme://Host<target>``; an absolute-form target is used as given (D4)."""
+    """``scheme://Host<target>`` for a head check_head accepted.
+
+    The Host is a valid authority by then (D16); a missing or empty one gives
+    ``localhost``, as condure does for a missing one. An absolute-form target
+    is used as given (D4). `OPTIONS *` gives ``scheme://Host`` with no path:
+    the target URI RFC 9112 3.3 reconstructs for the asterisk-form, and what
+    the same request in absolute-form (`OPTIONS http://host HTTP/1.1`, RFC
+    9112 3.2.4) gives by D4, so a handler sees one uri for both.
+    """
     target = head.target
-    low = target[:8].lower()
-    if low.startswith(b"http://") or low.startswith(b"https://"):
-        uri = target
+    if target[:1] == b"/":
+        uri = scheme + b"://" + (head.host or b"localhost") + target
+    elif target == b"*":
+        uri = scheme + b"://" + (head.host or b"localhost")
     else:
-        host = head.host
-        if host is None or not _utf8(host):
-            host = b"localhost"
-        uri = scheme + b"://" + host + target
+        uri = target
     if len(uri) > MAX_URI:
         raise BadRequest("request target too long", 414)
     return uri
-
-
-def _utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def is_persistent(head: RequestHead) -> bool:

@@ -232,10 +232,12 @@ def test_concurrent_connections_get_different_slots(ch) -> None:
 
 @pytest.mark.parametrize("request_bytes,uri", [
     (b"GET /old HTTP/1.0\r\n\r\n", b"http://localhost/old"),
-    (b"GET /x HTTP/1.0\r\nHost: \xff\xfe\r\n\r\n", b"http://localhost/x"),
     (b"GET /a/b%20c;p=1?x=1&y=%2F&z HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
      b"http://example.com:8080/a/b%20c;p=1?x=1&y=%2F&z"),
-], ids=["http10-no-host", "host-not-utf8", "target-verbatim"])
+    # D16: condure writes http:///x and http://[::1]:8080* for these
+    (b"GET /x HTTP/1.1\r\nHost:\r\n\r\n", b"http://localhost/x"),
+    (b"OPTIONS * HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", b"http://[::1]:8080"),
+], ids=["http10-no-host", "target-verbatim", "empty-host-d16", "options-asterisk-d16"])
 def test_request_uri(ch, request_bytes: bytes, uri: bytes) -> None:
     c, h = ch
     with Client(c.port) as client:
@@ -250,20 +252,29 @@ def test_absolute_form_target_is_the_uri_d4(pch) -> None:
         assert h.recv_request()[b"uri"] == b"http://other.example/abs?q"
 
 
-@pytest.mark.parametrize("request_bytes", [
-    b"\r\n\r\nGET /lead HTTP/1.1\r\nHost: a\r\n\r\n",
-    b"GET /lf HTTP/1.1\nHost: a\nX-A: 1\n\n",
-], ids=["leading-empty-lines", "lf-line-endings"])
-def test_lenient_request_syntax_is_accepted(pch, request_bytes: bytes) -> None:
-    """server.md 6.1: empty lines before the request line are skipped and
-    LF-only line endings are accepted, as httparse does."""
+@pytest.mark.parametrize("request_bytes, method, uri", [
+    (b"\r\n\r\nGET /lead HTTP/1.1\r\nHost: a\r\n\r\n", b"GET", b"http://a/lead"),
+    (b"GET /lf HTTP/1.1\nHost: a\nX-A: 1\n\n", b"GET", b"http://a/lf"),
+    (b"GET /lf HTTP/1.1\r\nHost: a\nX-A: 1\n\n", b"GET", b"http://a/lf"),
+    (b"BREW /pot HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n", b"BREW", b"http://a/pot"),
+    (b"MKCALENDAR /cal HTTP/1.1\nHost: a\nX-A: 1\n\n", b"MKCALENDAR", b"http://a/cal"),
+], ids=["leading-empty-lines", "lf-line-endings", "lf-after-crlf-request-line",
+        "extension-method", "extension-method-lf"])
+def test_lenient_request_syntax_is_accepted(pch, request_bytes: bytes, method: bytes,
+                                            uri: bytes) -> None:
+    """server.md 6.1: empty lines before the request line are skipped,
+    LF-only line endings are accepted anywhere in the head, and any token is
+    a method, as httparse does - whichever parser (llhttp alone knows
+    neither BREW nor a bare LF after a CRLF request line)."""
     c, h = pch
     with Client(c.port) as client:
         client.send(request_bytes)
         req = h.recv_request()
-        assert req[b"uri"] in (b"http://a/lead", b"http://a/lf")
+        assert (req[b"method"], req[b"uri"]) == (method, uri)
+        assert req[b"headers"][-1:] in ([[b"Host", b"a"]], [[b"X-A", b"1"]])
         h.respond(req, 200, b"OK", [CT], b"ok\n")
         assert client.read_response().body == b"ok\n"
+        simple_exchange(c, h, client)  # the connection goes on with the next request
 
 
 @pytest.mark.parametrize("name,value,body", [
@@ -1223,6 +1234,66 @@ def test_bad_chunk_size_after_credits_d1(pch) -> None:
     p = h.recv_type(b"cancel")  # the handler spoke, so it is told (D14)
     assert p[b"id"] == req[b"id"]
     h.expect_nothing(0.2)
+
+
+# the whole answer to a refused request, byte for byte (D1): the same whichever
+# parser, so the parametrized tests below compare the parsers too
+REFUSAL = {
+    400: b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+         b"Content-Length: 12\r\n\r\nBad Request\n",
+    501: b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+         b"Content-Length: 16\r\n\r\nNot Implemented\n",
+    505: b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n"
+         b"Connection: close\r\nContent-Length: 27\r\n\r\nHTTP Version Not Supported\n",
+}
+
+# requests the two parsers used to treat differently (D1), and the Host and
+# request-target checks of D16; unit cases in tests/unit/test_parser.py
+REFUSED = {
+    "two-spaces-in-request-line": (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "del-in-field-value": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x7fb\r\n\r\n", 400),
+    "control-in-field-value": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n", 400),
+    "http-1-2": (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+    "http2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    "transfer-encoding-twice": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+    "host-with-path-d16": (b"GET / HTTP/1.1\r\nHost: evil/admin?\r\n\r\n", 400),
+    "host-with-userinfo-d16": (b"GET / HTTP/1.1\r\nHost: a@evil\r\n\r\n", 400),
+    "host-not-ascii-d16": (b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n", 400),
+    "relative-target-d16": (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "asterisk-outside-options-d16": (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "absolute-form-userinfo-d16": (b"GET http://u@b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "connect-d16": (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_refusals_are_the_same_bytes_whatever_the_parser(pstart: Start, name: str) -> None:
+    data, status = REFUSED[name]
+    c, h = pstart()
+    with Client(c.port) as client:
+        client.send(data)
+        assert client.read_until_close() == REFUSAL[status]
+    assert_alive_and_serving(c, h)  # the handler saw nothing before this request
+
+
+CLIENT_HELLO = bytes.fromhex("16030100f8010000f40303") + bytes(range(0x40, 0x60))
+
+
+@pytest.mark.parametrize("data", [
+    b"GET / HTTP/1.1\rHost: a\r\r",  # no LF at all: a parser waiting for one waits forever
+    CLIENT_HELLO,  # https:// to a plain port; no LF in it either
+], ids=["bare-cr", "tls-client-hello"])
+def test_bare_cr_and_tls_are_refused_at_once_d1(pstart: Start, data: bytes) -> None:
+    """Not after --stream-timeout: the client, which sends nothing more and
+    keeps its side open, gets its 400 and the close right away."""
+    c, h = pstart("--stream-timeout", "20")
+    with Client(c.port, timeout=3.0) as client:
+        start = time.monotonic()
+        client.send(data)
+        assert client.read_until_close() == REFUSAL[400]
+        assert time.monotonic() - start < 1.0
+    assert_alive_and_serving(c, h)
 
 
 # ---------------------------------------------------------------------------

@@ -56,14 +56,22 @@ def test_uri_missing_host_is_localhost() -> None:
     assert request_uri(req(version=b"1.0", target=b"/x"), b"http") == b"http://localhost/x"
 
 
-def test_uri_non_utf8_host_is_localhost() -> None:
-    head = req((b"Host", b"h\xff\xfe"), target=b"/x")
+def test_uri_empty_host_is_localhost() -> None:
+    # RFC 9112 3.2 lets a client send an empty Host (no authority); condure
+    # would write http:///x (D16). A Host that is not a valid authority never
+    # gets here: check_head refuses it (test_parser.py, the host_* cases).
+    head = req((b"Host", b""), target=b"/x")
     assert request_uri(head, b"https") == b"https://localhost/x"
 
 
-def test_uri_utf8_host_kept() -> None:
-    host = "bücher.example".encode()
-    assert request_uri(req((b"Host", host)), b"http") == b"http://" + host + b"/"
+@pytest.mark.parametrize("host, uri", [(b"h:8080", b"http://h:8080"), (b"", b"http://localhost")])
+def test_uri_of_options_asterisk_has_no_path(host: bytes, uri: bytes) -> None:
+    # D16: the target URI of RFC 9112 3.3, the same as for the absolute form
+    # `OPTIONS http://h:8080 HTTP/1.1` (D4); condure writes http://h:8080*
+    head = req((b"Host", host), target=b"*", method=b"OPTIONS")
+    assert request_uri(head, b"http") == uri
+    absolute = req((b"Host", b"other"), target=uri, method=b"OPTIONS")
+    assert request_uri(absolute, b"http") == uri
 
 
 @pytest.mark.parametrize("target", [
