@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -124,7 +125,6 @@ def test_requests_are_spread_over_workers_with_their_own_from(workers2):
     of parallel requests (bounded) until both have answered."""
     proc, port, _rport, base, _req, _log = workers2
     h = StreamHandler(base)
-    import threading
     froms: set[bytes] = set()
     for _batch in range(10):
         threads = [threading.Thread(target=_get, args=(port,)) for _ in range(8)]
@@ -140,14 +140,19 @@ def test_requests_are_spread_over_workers_with_their_own_from(workers2):
     assert froms == {b"condure-0", b"condure-1"}
 
 
-def test_req_mode_replies_reach_the_right_worker(workers2):
-    proc, _port, rport, _base, req, _log = workers2
+def _req_handler(req: str) -> tuple[zmq.Context, zmq.Socket]:
+    """A req-mode handler: a ROUTER connected to the parent's req endpoint."""
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     router.connect(req)
     router.setsockopt(zmq.RCVTIMEO, 5000)
-    time.sleep(0.3)
-    import threading
+    time.sleep(0.3)  # the connection is made in the background
+    return ctx, router
+
+
+def test_req_mode_replies_reach_the_right_worker(workers2):
+    proc, _port, rport, _base, req, _log = workers2
+    ctx, router = _req_handler(req)
     for _ in range(6):
         out: list[bytes] = []
         t = threading.Thread(target=lambda: out.append(_get(rport)))
@@ -168,12 +173,7 @@ def test_req_mode_garbage_replies_do_not_stop_the_forwarding(workers2):
     than tnetstring decodes (RecursionError) is dropped like other garbage, and
     the replies after it still arrive."""
     proc, _port, rport, _base, req, logpath = workers2
-    ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.connect(req)
-    router.setsockopt(zmq.RCVTIMEO, 5000)
-    time.sleep(0.3)
-    import threading
+    ctx, router = _req_handler(req)
     out: list[bytes] = []
     t = threading.Thread(target=lambda: out.append(_get(rport)))
     t.start()
@@ -203,7 +203,6 @@ def test_dead_worker_is_restarted_and_sigterm_stops_all(workers2):
     assert "worker 0 exited" in open(logpath).read()
     time.sleep(1.5)
     h = StreamHandler(base)
-    import threading
     got: list[bytes] = []
     t = threading.Thread(target=lambda: got.append(_get(port)))
     t.start()
