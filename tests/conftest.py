@@ -28,6 +28,10 @@ if str(TESTS_DIR) not in sys.path:  # the helper modules next to this file
     sys.path.insert(0, str(TESTS_DIR))
 
 DEFAULT_DEADLINE = 30.0
+# `CONDURE_TEST_HTTP_PARSER=h11 make test` runs every condure the tests start
+# (but those that name a parser themselves) with that --http-parser: the
+# whole suite against either parser, as issue 12 asks of their agreement
+TEST_HTTP_PARSER = os.environ.get("CONDURE_TEST_HTTP_PARSER")
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
@@ -201,6 +205,8 @@ class CondureProcess:
 
 
 def condure_command(*args: str) -> list[str]:
+    if TEST_HTTP_PARSER and not any(a.startswith("--http-parser") for a in args):
+        args = (*args, f"--http-parser={TEST_HTTP_PARSER}")
     return [sys.executable, "-m", "condure", *args]
 
 
@@ -385,8 +391,10 @@ def app(request: pytest.FixtureRequest):
     from condure.config import Config, ListenSpec
 
     zdir = tempfile.mkdtemp(prefix="cdt", dir="/tmp")
+    fields = {"http_parser": TEST_HTTP_PARSER} if TEST_HTTP_PARSER else {}
+    fields.update(getattr(request, "param", {}))
     cfg = Config(log_level=2, listen=(ListenSpec(addr="127.0.0.1", port=0),),
-                 zclient_stream=(f"ipc://{zdir}/client",), **getattr(request, "param", {}))
+                 zclient_stream=(f"ipc://{zdir}/client",), **fields)
     a = App(cfg)
     a.start()
     a.base = f"ipc://{zdir}/client"
