@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 
 from ..errors import BadHandlerResponse, BadRequest
-from .parser import MAX_URI, RequestHead
+from .parser import MAX_URI, TCHAR, RequestHead
 
 # handler headers condure drops and regenerates
 _DROPPED = frozenset([b"content-length", b"transfer-encoding", b"connection"])
 MAX_CHUNK = 0xFFFF
 # RFC 9110 5.6.2: token = 1*tchar; header names joined by LF, which no tchar is
-_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
-_TOKENS = re.compile(_TCHAR + rb"+(?:\n" + _TCHAR + rb"+)*")
+_TOKENS = re.compile(TCHAR + rb"+(?:\n" + TCHAR + rb"+)*")
 
 LENGTH, CHUNKED, UNTIL_CLOSE, NO_BODY = "length", "chunked", "until-close", "no-body"
 

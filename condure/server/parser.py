@@ -110,7 +110,7 @@ NEED_DATA = h11.NEED_DATA
 # condure's httparse takes it anywhere in the head); a bare CR never ends a
 # line and is refused wherever it is (RFC 9112 2.2: "MUST ... reject").
 
-_TCHAR = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"
+TCHAR = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"  # RFC 9110 5.6.2 (http1.py checks handler names with it)
 _TCHARS = frozenset((string.ascii_letters + string.digits + "-!#$%&'*+.^_`|~").encode())
 # request-target bytes: visible ASCII except < and >, as condure's httparse
 # (RFC 3986 has neither, but clients send | { } ^ raw; non-ASCII is refused)
@@ -120,9 +120,9 @@ _EOL = rb"\r?\n"
 # match in two ways (a token stops at ":" or SP, a value at CR or LF, a field
 # line is never empty), so nothing needs giving back, and the engine keeps no
 # backtracking state: a quarter faster on the usual head.
-_REQUEST_LINE = _TCHAR + rb"++ " + _TARGET + rb"++ HTTP/[0-9]\.[0-9]" + _EOL
+_REQUEST_LINE = TCHAR + rb"++ " + _TARGET + rb"++ HTTP/[0-9]\.[0-9]" + _EOL
 # field-value: VCHAR, obs-text, SP and HTAB; no other control (DEL, NUL, CR...)
-_FIELD_LINE = _TCHAR + rb"++:[\t\x20-\x7e\x80-\xff]*+" + _EOL
+_FIELD_LINE = TCHAR + rb"++:[\t\x20-\x7e\x80-\xff]*+" + _EOL
 _HEAD = re.compile(_REQUEST_LINE + rb"(?:" + _FIELD_LINE + rb")*+" + _EOL)
 _FIRST_LINES = re.compile(_REQUEST_LINE + rb"(?:" + _FIELD_LINE + rb")*+")
 _FIELD_LINES = re.compile(rb"(?:" + _FIELD_LINE + rb")*+")
