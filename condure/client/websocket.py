@@ -12,6 +12,8 @@ handler's credits allow, and a message inflating past
 """
 from __future__ import annotations
 
+import codecs
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -33,6 +35,24 @@ if TYPE_CHECKING:
 READ_SIZE = 65536
 
 
+@dataclass(slots=True)
+class _Rest:
+    """What is left of an origin message after a piece went to the handler.
+
+    Kept as bytes: the handler's credits count bytes, so a piece may end
+    inside a UTF-8 character, whose other bytes must follow as they are (as
+    decoded text on their own they would be replaced by U+FFFD)."""
+    data: bytes
+    ctype: bytes
+    message_finished: bool
+
+
+def _text_decoder() -> codecs.IncrementalDecoder:
+    # a handler's text message arrives in pieces cut by credits, not by
+    # character: a character split over two packets is decoded whole
+    return codecs.getincrementaldecoder("utf-8")("replace")
+
+
 class _Client:
     def __init__(self, session: StreamSession, req: ClientRequest) -> None:
         self.s = session
@@ -51,6 +71,7 @@ class _Client:
         self._feed = DEFLATE_FEED if cfg.compression else 0
         self._wire = bytearray()  # origin bytes not yet given to wsproto
         self._eof = False
+        self._text_in = _text_decoder()  # the handler's text message in progress
 
     def write(self, event: Any) -> None:
         try:
@@ -179,7 +200,7 @@ class _Client:
                 raise ClientError("undefined-condition", "handler sent more than its credits")
             if not self.closed_by_handler:
                 binary = pkt.content_type == b"binary"
-                data = pkt.body if binary else pkt.body.decode("utf-8", "replace")
+                data = pkt.body if binary else self._text_in.decode(pkt.body, final=not pkt.more)
                 msg = BytesMessage(data=data, message_finished=not pkt.more) if binary else \
                     TextMessage(data=data, message_finished=not pkt.more)
                 self.write(msg)
@@ -202,9 +223,13 @@ class _Client:
         """Forward the next origin event; False when credits ran out."""
         s = self.s
         ev = self.events[0]
-        if isinstance(ev, Message):
-            data = ev.data.encode() if isinstance(ev, TextMessage) else bytes(ev.data)
-            ctype = b"text" if isinstance(ev, TextMessage) else b"binary"
+        if isinstance(ev, (Message, _Rest)):
+            if isinstance(ev, _Rest):
+                data, ctype = ev.data, ev.ctype
+            elif isinstance(ev, TextMessage):
+                data, ctype = ev.data.encode(), b"text"
+            else:
+                data, ctype = bytes(ev.data), b"binary"
             if data and s.credits <= 0:
                 return False
             n = min(s.credits, s.service.config.buffer_size, len(data))
@@ -213,9 +238,7 @@ class _Client:
             last = ev.message_finished and not rest
             s.send(zp.DATA, content_type=ctype, body=piece, more=not last)
             if rest:
-                self.events[0] = type(ev)(data=rest if ctype == b"binary" else rest.decode("utf-8", "replace"),
-                                          frame_finished=ev.frame_finished,
-                                          message_finished=ev.message_finished)
+                self.events[0] = _Rest(rest, ctype, ev.message_finished)
                 return True
         elif isinstance(ev, (Ping, Pong)):
             payload = bytes(ev.payload)

@@ -2075,6 +2075,49 @@ def test_ws_large_origin_message_in_pieces(main: ClientCondure, handler: Callabl
         assert all(p[b"content-type"] == b"text" for p in pieces)
 
 
+def test_ws_origin_text_split_inside_a_character_arrives_whole(main: ClientCondure,
+                                                              handler: Callable) -> None:
+    """Issue 13: credits count bytes, so a piece may end inside a UTF-8
+    character; its other bytes must follow as sent (they were re-decoded on
+    their own and replaced: "é" with 1 credit arrived as c3 ef bf bd)."""
+    text = "é€😀" * 50  # 2-, 3- and 4-byte characters, 450 bytes
+
+    def sender(peer: WSPeer) -> None:
+        peer.accept()
+        peer.send(TextMessage(data=text))
+        while peer.next_event(10) is not None:
+            pass
+    h = handler(main)
+    with Origin(ws_script(sender)) as o:
+        rid, _ = ws_open(h, o, credits=7)  # 7 bytes a piece: most pieces end mid-character
+        pieces = []
+        while True:
+            m = h.expect(rid)
+            assert m.get(b"type") is None, m
+            pieces.append(m[b"body"])
+            if not m.get(b"more"):
+                break
+            h.send(rid, F(credits=len(m[b"body"])), type="credit")
+        assert len(pieces) > 50
+        assert b"".join(pieces) == text.encode()
+
+
+def test_ws_handler_text_split_inside_a_character_reaches_the_origin_whole(
+        main: ClientCondure, handler: Callable) -> None:
+    """The other way: a handler's text message in pieces cut inside a
+    character is decoded whole for the origin."""
+    h = handler(main)
+    data = "é€😀".encode()
+    with Origin(ws_script(ws_echo)) as o:
+        rid, _ = ws_open(h, o, credits=1000)
+        for i in range(len(data)):  # one byte a packet
+            h.send(rid, F(body=data[i:i + 1], more=i < len(data) - 1))
+        wait_until(lambda: any(isinstance(e, TextMessage) and e.message_finished
+                               for e in o.conn(0).peer.log), 3, "the whole message")
+        got = "".join(e.data for e in o.conn(0).peer.log if isinstance(e, TextMessage))
+        assert got == "é€😀", got
+
+
 def test_ws_rejected(main: ClientCondure, handler: Callable) -> None:
     """#40: non-101 -> error rejected with code, reason, headers, body."""
     def reject(origin: Origin, conn: Conn) -> None:
