@@ -17,7 +17,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY requirements.txt setup.py pyproject.toml ./
+COPY requirements.txt setup.py pyproject.toml README.md LICENSE MANIFEST.in ./
 COPY condure ./condure
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip wheel --wheel-dir /wheels -r requirements.txt .

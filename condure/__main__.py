@@ -10,6 +10,7 @@ import sys
 import gevent
 from gevent.event import Event
 
+from . import VERSION
 from . import log as clog
 from . import workers
 from .app import App, StartupError, WorkerInfo, check_identities_dir
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(cfg: Config, worker: WorkerInfo | None = None) -> int:
-    log.info("starting...")
+    log.info("starting... %s", VERSION)
     app = App(cfg, worker)
     try:
         app.start()

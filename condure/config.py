@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
-from condure import __version__
+from condure import VERSION
 
 WORKERS_MAX = 1024
 CONNS_MAX = 10_000_000
@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="condure", description="HTTP/WebSocket connection manager",
                      allow_abbrev=False, add_help=False)
     parser.add_argument("-h", "--help", action="help", help="Print help information")
-    parser.add_argument("-V", "--version", action="version", version=f"condure {__version__}",
+    parser.add_argument("-V", "--version", action="version", version=VERSION,
                         help="Print version information")
     for option in _OPTIONS:
         _add_option(parser, *option)

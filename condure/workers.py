@@ -40,6 +40,7 @@ import time
 import tnetstring
 import zmq
 
+from . import VERSION
 from .app import StartupError, WorkerInfo, internal_req_endpoint, internal_stream_endpoints
 from .config import Config, SpecError, stream_endpoints
 from .server.listener import ListenError, bind
@@ -361,7 +362,7 @@ def _reply_worker(frames: list[bytes]) -> bytes | None:
 def run(cfg: Config, argv: list[str]) -> int:
     parent = Parent(cfg, argv)
     try:
-        log.info("starting...")
+        log.info("starting... %s", VERSION)
         parent.handle_signals()
         parent.start()
         return parent.supervise()  # logs "started" once every worker has

@@ -372,7 +372,7 @@ def test_image_install_runs_the_default_command(dockerfile: list[Instruction], i
     version = re.search(r'__version__\s*=\s*"([^"]+)"',
                         (REPO_ROOT / "condure" / "__init__.py").read_text()).group(1)
     out = run_checked([str(fresh / "bin" / "condure"), "--version"], cwd=workdir, timeout=30)
-    assert out.strip() == f"condure {version}"
+    assert out.strip() == f"condure 1.10.1 (python {version})"
     where = run_checked([str(fresh / "bin" / "python"), "-c", "import condure; print(condure.__file__)"],
                         cwd=workdir, timeout=30)
     assert Path(where.strip()).is_relative_to(fresh), where

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
-from condure import __version__
+from condure import CONDURE_VERSION, __version__
 from condure.config import (
     CONNS_MAX,
     WORKERS_MAX,
@@ -504,11 +505,13 @@ def test_version(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse_args([flag])
     assert info.value.code == 0
-    assert capsys.readouterr().out == "condure 1.10.1\n"
+    assert capsys.readouterr().out == f"condure 1.10.1 (python {__version__})\n"
 
 
 def test_package_version() -> None:
-    assert __version__ == "1.10.1"
+    """Ours is a version of its own; the condure release it implements is apart."""
+    assert CONDURE_VERSION == "1.10.1"
+    assert re.fullmatch(r"0\.\d+\.\d+", __version__), __version__
 
 
 @pytest.mark.parametrize("flag", ["-h", "--help"])
