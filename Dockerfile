@@ -2,7 +2,7 @@
 # condure (Python) as a container image.
 #
 #   docker build -t condure .
-#   docker run --rm -p 8000:8000 -p 5560-5562:5560-5562 condure
+#   docker run --rm -p 8000:8000 -p 127.0.0.1:5560-5562:5560-5562 condure
 #
 # Two stages: the builder turns the project and its pinned requirements into
 # wheels (compilers live only there, for any dependency without a binary

@@ -29,5 +29,9 @@ run: venv
 test: venv
 	$(PY) -m pytest
 
+# The harness is not part of this repo: it lives in the project's shared folder
+# beside the checkout (../shared); say so rather than fail with "Error 127".
+HARNESS := ../shared/conformance/run
 conformance: venv
-	../shared/conformance/run . $(PY) --pending .ci/conformance-pending
+	@if [ ! -x $(HARNESS) ]; then echo "make conformance: the conformance harness is not here ($(HARNESS) is missing); it comes with the project's shared folder, next to this checkout" >&2; exit 2; fi
+	$(HARNESS) . $(PY) --pending .ci/conformance-pending
