@@ -2049,26 +2049,35 @@ def test_ws_origin_ping_forwarded_no_auto_pong(main: ClientCondure, handler: Cal
         wait_until(lambda: any(isinstance(e, Pong) for e in o.conn(0).peer.log), 3, "pong")
 
 
-def test_ws_large_origin_message_in_pieces(main: ClientCondure, handler: Callable) -> None:
-    """#39: 20000 bytes, credits 8192 granted back: pieces <= 8192 with more, no error."""
-    text = "".join(chr(0x41 + i % 26) for i in range(20000))
-
-    def big(peer: WSPeer) -> None:
+def sends_text(text: str) -> Callable[[WSPeer], None]:
+    """An origin script: accept, send one text message, then read until the end."""
+    def script(peer: WSPeer) -> None:
         peer.accept()
         peer.send(TextMessage(data=text))
         while peer.next_event(10) is not None:
             pass
+    return script
+
+
+def message_pieces(h, rid: bytes) -> list[dict]:
+    """The data packets of one origin message, granting each piece's credits back."""
+    pieces = []
+    while True:
+        m = h.expect(rid)
+        assert m.get(b"type") is None, m
+        pieces.append(m)
+        if not m.get(b"more"):
+            return pieces
+        h.send(rid, F(credits=len(m[b"body"])), type="credit")
+
+
+def test_ws_large_origin_message_in_pieces(main: ClientCondure, handler: Callable) -> None:
+    """#39: 20000 bytes, credits 8192 granted back: pieces <= 8192 with more, no error."""
+    text = "".join(chr(0x41 + i % 26) for i in range(20000))
     h = handler(main)
-    with Origin(ws_script(big)) as o:
+    with Origin(ws_script(sends_text(text))) as o:
         rid, _ = ws_open(h, o, credits=BUFFER_SIZE)
-        pieces = []
-        while True:
-            m = h.expect(rid)
-            assert m.get(b"type") is None, m
-            pieces.append(m)
-            if not m.get(b"more"):
-                break
-            h.send(rid, F(credits=len(m[b"body"])), type="credit")
+        pieces = message_pieces(h, rid)
         assert all(len(p[b"body"]) <= BUFFER_SIZE for p in pieces)
         assert len(pieces) >= 3
         assert b"".join(p[b"body"] for p in pieces) == text.encode()
@@ -2081,25 +2090,12 @@ def test_ws_origin_text_split_inside_a_character_arrives_whole(main: ClientCondu
     character; its other bytes must follow as sent (they were re-decoded on
     their own and replaced: "é" with 1 credit arrived as c3 ef bf bd)."""
     text = "é€😀" * 50  # 2-, 3- and 4-byte characters, 450 bytes
-
-    def sender(peer: WSPeer) -> None:
-        peer.accept()
-        peer.send(TextMessage(data=text))
-        while peer.next_event(10) is not None:
-            pass
     h = handler(main)
-    with Origin(ws_script(sender)) as o:
+    with Origin(ws_script(sends_text(text))) as o:
         rid, _ = ws_open(h, o, credits=7)  # 7 bytes a piece: most pieces end mid-character
-        pieces = []
-        while True:
-            m = h.expect(rid)
-            assert m.get(b"type") is None, m
-            pieces.append(m[b"body"])
-            if not m.get(b"more"):
-                break
-            h.send(rid, F(credits=len(m[b"body"])), type="credit")
+        pieces = message_pieces(h, rid)
         assert len(pieces) > 50
-        assert b"".join(pieces) == text.encode()
+        assert b"".join(p[b"body"] for p in pieces) == text.encode()
 
 
 def test_ws_handler_text_split_inside_a_character_reaches_the_origin_whole(
