@@ -4,16 +4,16 @@ import time
 
 import tnetstring
 import zmq
-from zbase import endpoint
+from zbase import attach
 
 
 instance_id = 'basichandler.{}'.format(os.getpid()).encode()
 
 ctx = zmq.Context()
 in_sock = ctx.socket(zmq.PULL)
-in_sock.connect(endpoint('-out'))
+attach(in_sock, '-out')
 out_sock = ctx.socket(zmq.PUB)
-out_sock.connect(endpoint('-in'))
+attach(out_sock, '-in')
 
 # await subscription
 time.sleep(0.01)
