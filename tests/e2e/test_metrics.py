@@ -30,8 +30,8 @@ def test_metrics_count_requests_packets_and_bytes(condure):
     mport = get_free_port()
     cd = condure("--prometheus", f"127.0.0.1:{mport},prefix=cd_")
     before = scrape(mport)
-    assert value(before, "cd_requests_total") == 0
-    assert value(before, 'cd_connections{mode="stream",protocol="http"}') == 0
+    assert value(before, "cd_condure_requests_total") == 0
+    assert value(before, 'cd_condure_connections{mode="stream",protocol="http"}') == 0
     assert value(before, "cd_process_resident_memory_bytes") > 1_000_000
     assert value(before, "cd_process_open_fds") > 3
     h = Handler(cd.base)
@@ -41,21 +41,21 @@ def test_metrics_count_requests_packets_and_bytes(condure):
         h.respond(h.recv_request(), 200, "OK", [], "hello")
         assert c.recv(4096).endswith(b"hello")
     after = scrape(mport)
-    assert value(after, "cd_requests_total") == 3
-    assert value(after, 'cd_connections{mode="stream",protocol="http"}') == 1
-    assert value(after, "cd_connections_accepted_total") >= 1
-    assert value(after, 'cd_zhttp_packets_out_total{type="request"}') == 3
-    assert value(after, 'cd_zhttp_packets_in_total{type="data"}') == 3
-    assert value(after, 'cd_bytes_total{direction="in"}') > 0
+    assert value(after, "cd_condure_requests_total") == 3
+    assert value(after, 'cd_condure_connections{mode="stream",protocol="http"}') == 1
+    assert value(after, "cd_condure_connections_accepted_total") >= 1
+    assert value(after, 'cd_condure_zhttp_packets_out_total{type="request"}') == 3
+    assert value(after, 'cd_condure_zhttp_packets_in_total{type="data"}') == 3
+    assert value(after, 'cd_condure_bytes_total{direction="in"}') > 0
     c.sendall(b"NOT HTTP\r\n\r\n")
     c.recv(4096)
     c.close()
     h.send_raw(b"condure Tgarbage")
     time.sleep(0.3)
     final = scrape(mport)
-    assert value(final, "cd_http_parse_errors_total") == 1
-    assert value(final, "cd_zhttp_packets_dropped_total") >= 1
-    assert value(final, 'cd_connections{mode="stream",protocol="http"}') == 0
+    assert value(final, "cd_condure_http_parse_errors_total") == 1
+    assert value(final, "cd_condure_zhttp_packets_dropped_total") >= 1
+    assert value(final, 'cd_condure_connections{mode="stream",protocol="http"}') == 0
     h.close()
 
 
