@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as e:
         log.error("%s", e)
         return 1
+    if cfg.sizes:
+        return print_sizes(cfg)
     worker = os.environ.get(workers.ENV)
     if worker:
         workers.die_with_parent()
@@ -56,11 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         return serve(workers.worker_config(cfg, info.count), info)
     if cfg.workers > 1:
         return workers.run(cfg, sys.argv[1:] if argv is None else argv)
-    if cfg.sizes:
-        from .server.stream import StreamConnection
-        print(f"StreamConnection: {StreamConnection.__basicsize__} bytes")
-        return 0
     return serve(cfg)
+
+
+def print_sizes(cfg: Config) -> int:
+    """--sizes: measure what a connection costs with these options, print, exit."""
+    from .sizes import report
+
+    try:
+        text = report(cfg)
+    except (StartupError, OSError, RuntimeError) as e:
+        log.error("sizes: %s", e)
+        return 1
+    sys.stdout.write(text)
+    return 0
 
 
 def serve(cfg: Config, worker: WorkerInfo | None = None) -> int:

@@ -21,7 +21,8 @@ from gevent.server import StreamServer
 
 from .config import Config, ListenSpec, SpecError, parse_prometheus
 from .log import RateLimitedWarning
-from .metrics import Metrics
+from .metrics import (Metrics, exposition, process_families, process_start_time, render,
+                      snapshot)
 from .timer import TimerWheel, run_sweeper
 from .zhttp import packet as zp
 from .zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, SessionRegistry
@@ -176,10 +177,13 @@ class App:
             self._serve_metrics(server)
 
     def _serve_metrics(self, server: Server) -> None:
-        """--prometheus: the metrics over HTTP from this hub (a worker adds its index
-        to the port, so each worker of --workers N has its own)."""
+        """--prometheus: the metrics over HTTP from this hub. A worker of
+        --workers N serves its figures to the parent instead, which sums them
+        on the configured port (metrics.py)."""
         addr, port, prefix = parse_prometheus(self.config.prometheus or "")
-        port += 0 if self.worker is None else self.worker.index
+        if self.worker is not None:
+            self._serve_snapshot(server, worker_metrics_path(self.worker.dir, self.worker.index))
+            return
         try:
             srv = StreamServer((addr, port), lambda s, _a: serve_metrics(s, server.metrics, prefix))
             srv.start()
@@ -187,6 +191,21 @@ class App:
             raise StartupError(f"prometheus listener: {e.strerror or e}") from None
         self.metrics_server = srv
         log.info("prometheus metrics on %s:%d", addr, port)
+
+    def _serve_snapshot(self, server: Server, path: str) -> None:
+        """A worker's figures for its parent, on a Unix socket in the parent's
+        private directory: one JSON snapshot per connection, nothing to read."""
+        try:
+            if os.path.exists(path):
+                os.unlink(path)  # left by this worker's previous run
+            sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            sock.listen(16)
+            srv = StreamServer(sock, lambda s, _a: send_snapshot(s, server.metrics))
+            srv.start()
+        except OSError as e:
+            raise StartupError(f"prometheus worker socket {path}: {e.strerror or e}") from None
+        self.metrics_server = srv
 
     def _client_mode(self) -> Any:
         from .client.service import ClientService
@@ -270,6 +289,13 @@ def check_identities_dir(cfg: Config) -> None:
 
 def serve_metrics(sock: gsocket.socket, metrics: Metrics, prefix: str) -> None:
     """Answer one scrape (any path) with the text exposition, then close."""
+    answer_scrape(sock, lambda: render(exposition(
+        [*metrics.families(), *process_families()], process_start_time()), prefix))
+
+
+def answer_scrape(sock: Any, body: Any) -> None:
+    """Read a request head (any method and path), answer with `body()`, close.
+    Plain sockets and gevent's alike: the parent of --workers N has no hub."""
     try:
         sock.settimeout(5)
         data = b""
@@ -278,11 +304,27 @@ def serve_metrics(sock: gsocket.socket, metrics: Metrics, prefix: str) -> None:
             if not chunk:
                 return
             data += chunk
-        body = metrics.render(prefix).encode()
+        text = body().encode()
         sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                     b"Content-Length: %d\r\n\r\n" % len(text) + text)
     except OSError:
         pass
+    finally:
+        sock.close()
+
+
+def send_snapshot(sock: gsocket.socket, metrics: Metrics) -> None:
+    try:
+        sock.settimeout(5)
+        sock.sendall(snapshot(metrics))
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def worker_metrics_path(d: str, index: int) -> str:
+    return f"{d}/metrics-{index}"
 
 
 def internal_stream_endpoints(d: str) -> tuple[str, str, str]:

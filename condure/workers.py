@@ -15,6 +15,10 @@ code touches those messages:
   subscribes to its own `from` (`<id>-<index>`), so replies reach the worker
   that sent the request by subscription, filtered at the handlers' PUBs.
 
+With `--prometheus`, the parent serves the port: at each scrape it asks every
+worker for its figures over a Unix socket in its private directory and adds
+them up (`MetricsServer`, metrics.py), so one scrape covers the whole process.
+
 Req mode keeps condure's 3-frame envelope at the handler, so its replies are
 routed to the worker named in the id (`<worker>-<slot>-<counter>`) by a small
 forwarder thread. A worker that dies is logged and started again, unless it
@@ -41,8 +45,11 @@ import tnetstring
 import zmq
 
 from . import VERSION
-from .app import StartupError, WorkerInfo, internal_req_endpoint, internal_stream_endpoints
-from .config import Config, SpecError, stream_endpoints
+from .app import (StartupError, WorkerInfo, answer_scrape, internal_req_endpoint,
+                  internal_stream_endpoints, worker_metrics_path)
+from .config import Config, SpecError, parse_prometheus, stream_endpoints
+from .metrics import (NAMESPACE, Aggregate, Family, Metrics, SnapshotError, exposition, merge,
+                      parse_snapshot, process_families, process_start_time, render)
 from .server.listener import ListenError, bind
 from .zhttp.sockets import attach, setting_specs
 
@@ -52,6 +59,8 @@ ENV = "CONDURE_WORKER"
 RESTART_DELAY = 1.0  # seconds before a dead worker is started again
 STOP_GRACE = 10.0  # seconds workers get to stop before they are killed
 POLL_INTERVAL = 0.2  # seconds between looks at the workers
+SCRAPE_WAIT = 2.0  # seconds a scrape waits for the workers' figures, all together
+SCRAPES_MAX = 10  # concurrent scrapes (as pushpin-connmgr); more are closed at once
 
 
 def die_with_parent() -> None:
@@ -103,6 +112,7 @@ class Parent:
         self.started = False  # every worker reported once: "started" is logged
         self.stopping = 0
         self.signalled: set[int] = set()  # pids of the workers told to stop
+        self.metrics: MetricsServer | None = None
 
     # --- set-up -------------------------------------------------------------
 
@@ -124,6 +134,8 @@ class Parent:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
             raise StartupError(f"zhttp client setup failed: {e}") from None
+        if self.cfg.prometheus:
+            self.metrics = MetricsServer(self.cfg.prometheus, self.dir, self.count)
         for spec in self.cfg.listen:
             log.info("listening on %s", spec.describe())
         for i in range(self.count):
@@ -303,6 +315,8 @@ class Parent:
                 p.wait()
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         for fd in self.starting.values():
             os.close(fd)
         self.starting.clear()
@@ -316,6 +330,90 @@ class Parent:
                     pass
         self.ctx.destroy(0)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class MetricsServer:
+    """--prometheus in the parent: one scrape returns the whole process's figures.
+
+    Each scrape asks every worker for a snapshot (a Unix socket per worker in
+    the parent's directory), adds them up with the parent's own process
+    figures, and renders the sum. Scrapes are served one at a time (the lock)
+    so that the counters' bookkeeping of restarted workers sees them in order.
+    A worker that does not answer within SCRAPE_WAIT (starting, restarting,
+    stuck) is left out of the gauges and `condure_workers_up`; its counters
+    stay at what it last reported.
+    """
+
+    def __init__(self, spec: str, dir_: str, count: int) -> None:
+        addr, port, self.prefix = parse_prometheus(spec)
+        self.dir = dir_
+        self.count = count
+        self.aggregate = Aggregate()
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(SCRAPES_MAX)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((addr, port))
+            self.sock.listen(SCRAPES_MAX)
+        except OSError as e:
+            self.sock.close()
+            raise StartupError(f"prometheus listener: {e.strerror or e}") from None
+        threading.Thread(target=self._accept, daemon=True).start()
+        log.info("prometheus metrics on %s:%d", addr, port)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            if not self.slots.acquire(blocking=False):
+                log.warning("too many prometheus connections, rejecting")
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            answer_scrape(conn, self.text)
+        finally:
+            self.slots.release()
+
+    def text(self) -> str:
+        with self.lock:
+            answers = self._ask_workers()
+            summed = self.aggregate.update(answers)
+        up = sum(1 for a in answers.values() if a is not None)
+        figures = merge(Metrics().families(), summed, process_families(), [Family(
+            NAMESPACE + "workers_up", "gauge",
+            "Worker processes whose figures this scrape includes (of --workers)", {(): up})])
+        return render(exposition(figures, process_start_time()), self.prefix)
+
+    def _ask_workers(self) -> dict[int, tuple[int, list[Family]] | None]:
+        deadline = time.monotonic() + SCRAPE_WAIT
+        return {i: self._ask(i, deadline) for i in range(self.count)}
+
+    def _ask(self, index: int, deadline: float) -> tuple[int, list[Family]] | None:
+        path = worker_metrics_path(self.dir, index)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(max(deadline - time.monotonic(), 0.05))
+                s.connect(path)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            return parse_snapshot(data)
+        except (OSError, SnapshotError) as e:
+            log.debug("worker %d figures: %s", index, e)
+            return None
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
 
 
 def _proxy(front: zmq.Socket, back: zmq.Socket) -> None:

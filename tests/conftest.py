@@ -210,13 +210,16 @@ def condure_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "condure", *args]
 
 
-def run_cli(*args: str, timeout: float = 15, user: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 15, user: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run condure expecting it to exit by itself. If it does not (it started
     serving after all), end its whole process group, workers included.
-    `user`: run it as that user (the tests run as root, e.g. in a container)."""
+    `user`: run it as that user (the tests run as root, e.g. in a container);
+    `env`: added to the environment."""
     proc = subprocess.Popen(condure_command(*args), cwd=REPO_ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            start_new_session=True, user=user)
+                            start_new_session=True, user=user,
+                            env=None if env is None else {**os.environ, **env})
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:

@@ -50,12 +50,12 @@ class ReqConnection(StreamConnection):
     # --- one request -----------------------------------------------------
 
     def _exchange(self, head: RequestHead) -> bool:
+        self.server.metrics.requests += 1  # every head parsed, as pushpin-connmgr counts
         if http1.is_websocket(head):
             self._refuse(WS_REFUSAL)
             return False
         written = False
         try:
-            self.server.metrics.requests += 1
             uri = http1.request_uri(head, self.scheme)
             body = self._read_body(head)
             pkt = self._ask(head, uri, body)

@@ -200,6 +200,8 @@ class StreamConnection:
         return self._exchange(head)
 
     def _exchange(self, head: RequestHead) -> bool:
+        # counted as pushpin-connmgr counts: every head parsed, whatever comes of it
+        self.server.metrics.requests += 1
         if http1.is_websocket(head):
             from .websocket import WebSocketExchange, valid_upgrade
             if not valid_upgrade(head):
@@ -546,7 +548,6 @@ class Exchange:
         self.body_sent = not has_body  # final body packet went out
         if has_body:
             self.continue_pending = http1.wants_continue(head)
-        self.server.metrics.requests += 1
 
     # --- flow -------------------------------------------------------------
 

@@ -217,18 +217,26 @@ def test_prometheus_port_in_use(zdir: str, busy_port: int) -> None:
                       "prometheus listener: Address already in use")
 
 
-def test_worker_that_fails_to_start_ends_the_process(zdir: str) -> None:
-    """Worker 1 serves its metrics on the --prometheus port + 1, which another
-    program holds: it fails where worker 0 starts. The parent must not start
-    it again and again (it would fail each time): it stops worker 0 and exits 1."""
-    with socket.socket() as held:
-        port = get_free_port()
-        held.bind(("127.0.0.1", port + 1))
-        held.listen()
-        start = time.monotonic()
-        r = run_cli("--listen", f"127.0.0.1:{get_free_port()}", "--zclient-stream",
-                    f"ipc://{zdir}/h", "--prometheus", f"127.0.0.1:{port}", "--workers", "2",
-                    timeout=EXIT_WITHIN)
+# Python imports `sitecustomize` at start from the path: this one ends worker 1
+# (and only it) before it has started, as a worker that cannot bind or load would
+FAILING_WORKER = """\
+import json, os
+info = os.environ.get("CONDURE_WORKER")
+if info and json.loads(info)["index"] == 1:
+    print("[ERR] worker 1 cannot start (test)", flush=True)
+    os._exit(3)
+"""
+
+
+def test_worker_that_fails_to_start_ends_the_process(zdir: str, tmp_path: Path) -> None:
+    """Worker 1 exits before it has started where worker 0 starts. The parent
+    must not start it again and again (it would fail each time): it stops
+    worker 0 and exits 1."""
+    (tmp_path / "sitecustomize.py").write_text(FAILING_WORKER)
+    start = time.monotonic()
+    r = run_cli("--listen", f"127.0.0.1:{get_free_port()}", "--zclient-stream",
+                f"ipc://{zdir}/h", "--workers", "2", timeout=EXIT_WITHIN,
+                env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])})
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert time.monotonic() - start < EXIT_WITHIN
@@ -236,8 +244,20 @@ def test_worker_that_fails_to_start_ends_the_process(zdir: str) -> None:
     errors = [line for line in r.stdout.splitlines() if line.startswith("[ERR]")]
     # the worker's reason, then the parent's consequence
     assert len(errors) == 2, out
-    assert "[condure] prometheus listener: Address already in use" in errors[0], out
-    assert "[condure::workers] worker 1 failed to start" in errors[1], out
+    assert "worker 1 cannot start (test)" in errors[0], out
+    assert "[condure::workers] worker 1 failed to start (exit status 3)" in errors[1], out
+
+
+def test_worker_prometheus_port_is_the_parents(zdir: str, busy_port: int) -> None:
+    """With --workers N the parent serves the metrics port: taken, it is one
+    line and exit 1 before any worker starts."""
+    r = run_cli("--listen", f"127.0.0.1:{get_free_port()}", "--zclient-stream",
+                f"ipc://{zdir}/h", "--prometheus", f"127.0.0.1:{busy_port}", "--workers", "2",
+                timeout=EXIT_WITHIN)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "[condure::workers] prometheus listener: Address already in use" in out, out
+    assert "worker 0 started" not in out and "Traceback" not in out, out
 
 
 # ---------------------------------------------------------------------------
