@@ -53,10 +53,10 @@ class ReqConnection(StreamConnection):
     def _exchange(self, head: RequestHead) -> bool:
         started = self.last_io  # the head was complete then
         if http1.is_websocket(head):
-            self._refuse(WS_REFUSAL)
             if self.server.access_log:
                 access.write(self.peer, head, access.request_uri(head, self.scheme), 400,
                              WS_REFUSAL_BODY, started, access.CONDURE)
+            self._refuse(WS_REFUSAL)
             return False
         written = False
         uri = None
@@ -71,9 +71,9 @@ class ReqConnection(StreamConnection):
         except BadRequest as e:
             self.log.info("bad request: %s", e)
             status = e.status or 400
-            self._answer_and_close(status)
-            if self.server.access_log:
+            if self.server.access_log:  # before the answer's drain (up to a second)
                 self._log_access(head, uri, started, status, access.CONDURE, e)
+            self._answer_and_close(status)
             return False
         except CondureError as e:
             # a response we refuse to write (D9, D17) is the handler's bug: one
@@ -82,9 +82,9 @@ class ReqConnection(StreamConnection):
             self.log.log(level, "process error: %s (%s)", type(e).__name__, e)
             status = e.status
             if status is not None and not written and not isinstance(e, ClientGone):
-                self._answer_and_close(status)
                 if self.server.access_log:
                     self._log_access(head, uri, started, status, access.CONDURE, e)
+                self._answer_and_close(status)
             elif self.server.access_log:
                 if written:
                     self._log_access(head, uri, started, pkt.code, access.HANDLER, e, sent)

@@ -189,10 +189,10 @@ class StreamConnection:
             self.server.metrics.parse_errors += 1
             self.log.info("bad request: %s", e)
             status = e.status or 400
-            self._answer_and_close(status)
-            if self.server.access_log:
+            if self.server.access_log:  # before the answer's drain (up to a second)
                 access.write(self.peer, None, None, status, len(http1.error_body(status)),
                              now, access.CONDURE, e)
+            self._answer_and_close(status)
             return False
         except (ClientGone, Timeout, Stopped) as e:
             self.log.debug("process error: %s", type(e).__name__)
@@ -758,10 +758,10 @@ class Exchange:
         status = e.status
         if status is None or self.written or isinstance(e, ClientGone):
             status = None  # nothing of ours to write
-        else:
-            conn._answer_and_close(status)
-        if self.server.access_log:
+        if self.server.access_log:  # before the answer's drain (up to a second)
             self._log_access(e, status)
+        if status is not None:
+            conn._answer_and_close(status)
 
     def _log_access(self, e: CondureError | None, own_status: int | None) -> None:
         """The access log line (D21); `own_status`: condure's own answer, if it gave one."""
