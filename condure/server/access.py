@@ -16,8 +16,10 @@ Fields, always in this order, separated by one space (logfmt):
   was accepted logs `101` when its session ends;
 * `bytes`: response body bytes written (for a WebSocket, the frame bytes
   written after the handshake);
-* `ms`: milliseconds from the complete request head (for a request condure
-  refused, from when it started waiting for it) to the end of the exchange;
+* `ms`: milliseconds from the complete request head (for a request refused
+  before that, from when condure began waiting for it) to the end of the
+  exchange, or to condure's own answer (logged before the answer is written:
+  its drain of the client's input may take another second);
 * `by`: who answered: `handler`, `condure` (our own 400, 413, 502, 504, ...)
   or `-` (nobody);
 * `err`, only when the exchange ended by an error: its name, as in the
