@@ -72,14 +72,25 @@ class ResponseBody:
     after the response (D10).
     """
 
-    __slots__ = ("framing", "remaining", "head_only", "overflow", "sent")
+    __slots__ = ("framing", "remaining", "head_only", "overflow", "length", "streamed")
 
     def __init__(self, framing: str, length: int, head_only: bool) -> None:
         self.framing = framing
-        self.remaining = length
+        self.remaining = self.length = length
         self.head_only = head_only
         self.overflow = False
-        self.sent = 0  # body bytes framed for the client (the access log's `bytes`)
+        self.streamed = 0  # body bytes framed without a Content-Length
+
+    @property
+    def sent(self) -> int:
+        """Body bytes framed for the client (the access log's `bytes`). Counted
+        only where no Content-Length counts them already: the common framing
+        pays nothing per packet for it."""
+        if self.framing == NO_BODY or self.head_only:
+            return 0
+        if self.framing == LENGTH:
+            return self.length - self.remaining
+        return self.streamed
 
     def frame(self, data: bytes, last: bool) -> bytes:
         if self.framing == NO_BODY or self.head_only:
@@ -89,9 +100,8 @@ class ResponseBody:
                 self.overflow = True
                 data = data[:self.remaining]
             self.remaining -= len(data)
-            self.sent += len(data)
             return data
-        self.sent += len(data)
+        self.streamed += len(data)
         if self.framing == CHUNKED:
             out = b"".join(_chunks(data))
             return out + b"0\r\n\r\n" if last else out
