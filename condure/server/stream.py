@@ -372,6 +372,11 @@ class StreamConnection:
     def queued_pieces(self) -> int:
         return len(self._out_done)
 
+    @property
+    def queued_bytes_sent(self) -> int:
+        """Bytes of the write queue (WebSocket frames) written so far."""
+        return self._out_sent
+
     def flush(self) -> None:
         """Send what the socket takes now; run the callbacks of what got out."""
         if self._out:

@@ -408,7 +408,7 @@ class WebSocketExchange(Exchange):
 
     def _body_bytes(self) -> int:
         if self.ws is not None:  # the frames written since the handshake
-            return self.conn._out_sent
+            return self.conn.queued_bytes_sent
         if self._rejection_bytes is not None:
             return self._rejection_bytes
         return super()._body_bytes()

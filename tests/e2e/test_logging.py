@@ -17,7 +17,7 @@ import pytest
 import tnetstring
 import zmq
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import (AcceptConnection, CloseConnection, Request, TextMessage)
+from wsproto.events import AcceptConnection, CloseConnection, Request
 
 from rawhttp import Client, get
 
