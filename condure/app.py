@@ -31,6 +31,7 @@ from .zhttp.sockets import ReqSockets, StreamSockets, setting_specs, terminate
 
 log = logging.getLogger("condure")
 log_app = logging.getLogger("condure.app")
+log_handler_timeout = logging.getLogger("condure.connection")
 
 
 class StartupError(Exception):
@@ -55,6 +56,10 @@ class Server:
         self.handler_timeout = HANDLER_TIMEOUT
         self.keepalive_interval = KEEPALIVE_INTERVAL
         self._parse_warning = RateLimitedWarning(log_app)
+        self.access_log = config.access_log  # D21: the one check on the request path
+        # sessions whose handler went silent (60 s; req mode: --req-timeout) are
+        # an operator's problem, but a dead handler must not cost a line a request
+        self._handler_timeout_warning = RateLimitedWarning(log_handler_timeout)
 
     def on_message(self, frame: bytes) -> None:
         """A message from the SUB socket (`<id> T<map>`): hand it to its sessions."""
@@ -81,6 +86,12 @@ class Server:
     def _warn_parse_error(self, e: Exception) -> None:
         self.metrics.packets_dropped += 1
         self._parse_warning.warning("zhttp parse error: %s", e)
+
+    def warn_handler_timeout(self, rid: bytes, seconds: float) -> None:
+        """A request (or WebSocket) timed out waiting for its handler."""
+        self._handler_timeout_warning.warning(
+            "handler timeout: session %s got nothing from its handler within %g s",
+            rid.decode("ascii", "replace"), seconds)
 
     def on_expired(self, conns: list[Any]) -> None:
         """Timer sweep: flag timeouts, batch keep-alives per handler address."""

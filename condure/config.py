@@ -3,8 +3,8 @@
 Pure: no sockets, no logging. Option names, defaults, help texts and error
 messages follow condure's src/main.rs and src/app.rs; the differences are
 deviations D11 (ipc-file-mode is octal, as in 1.10) and D15 (workers default 1)
-plus our own `--http-parser`, `--shutdown-timeout` and `--compression-message-max`
-(D18), and `--prometheus` as pushpin-connmgr spells it.
+plus our own `--http-parser`, `--shutdown-timeout`, `--compression-message-max`
+(D18) and `--access-log` (D21), and `--prometheus` as pushpin-connmgr spells it.
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ class Config:
     # 2 s for responses in flight, then at most ~0.6 s for the cancels
     shutdown_timeout: int = 2
     prometheus: str | None = None
+    access_log: bool = False  # D21: one info line per request
 
     def validate(self) -> None:
         """Raise ConfigError for values condure rejects (main.rs, then app.rs)."""
@@ -407,6 +408,9 @@ _OPTIONS: tuple[tuple[str, str, str, str | None, str], ...] = (
      "Address/port to serve Prometheus metrics on"),
     ("shutdown-timeout", "uint", "N", "2",
      "Seconds responses in flight get to finish on SIGTERM/SIGINT"),
+    ("access-log", "flag", "", None,
+     "Log one line per request at info level: peer, method, uri, status, body bytes, "
+     "duration and who answered"),
 )
 
 
@@ -478,6 +482,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         sizes=ns.sizes,
         http_parser=ns.http_parser,
         prometheus=ns.prometheus,
+        access_log=ns.access_log,
     )
     config.validate_args()
     listen = tuple(parse_listen(v) for v in _listen_values(ns))

@@ -72,13 +72,25 @@ class ResponseBody:
     after the response (D10).
     """
 
-    __slots__ = ("framing", "remaining", "head_only", "overflow")
+    __slots__ = ("framing", "remaining", "head_only", "overflow", "length", "streamed")
 
     def __init__(self, framing: str, length: int, head_only: bool) -> None:
         self.framing = framing
-        self.remaining = length
+        self.remaining = self.length = length
         self.head_only = head_only
         self.overflow = False
+        self.streamed = 0  # body bytes framed without a Content-Length
+
+    @property
+    def sent(self) -> int:
+        """Body bytes framed for the client (the access log's `bytes`). Counted
+        only where no Content-Length counts them already: the common framing
+        pays nothing per packet for it."""
+        if self.framing == NO_BODY or self.head_only:
+            return 0
+        if self.framing == LENGTH:
+            return self.length - self.remaining
+        return self.streamed
 
     def frame(self, data: bytes, last: bool) -> bytes:
         if self.framing == NO_BODY or self.head_only:
@@ -89,6 +101,7 @@ class ResponseBody:
                 data = data[:self.remaining]
             self.remaining -= len(data)
             return data
+        self.streamed += len(data)
         if self.framing == CHUNKED:
             out = b"".join(_chunks(data))
             return out + b"0\r\n\r\n" if last else out
@@ -201,10 +214,15 @@ def response_head(version: bytes, code: int, reason: bytes,
     return head, ResponseBody(framing, size, head_request), persistent
 
 
+def error_body(status: int) -> bytes:
+    """The body of condure's own response with `status`: its reason and a newline."""
+    return _REASONS.get(status, b"Error") + b"\n"
+
+
 def error_response(status: int, version: bytes = b"1.1") -> bytes:
     """The short response condure writes itself (D1, D9, D13)."""
     reason = _REASONS.get(status, b"Error")
-    body = reason + b"\n"
+    body = error_body(status)
     return (b"HTTP/%s %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (version, status, reason, len(body), body))
 

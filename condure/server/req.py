@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import time
 
-from ..errors import BadHandlerResponse, BadRequest, ClientGone, CondureError
+from ..errors import BadHandlerResponse, BadRequest, ClientGone, CondureError, Timeout
 from ..zhttp import packet as zp
-from . import http1
+from . import access, http1
 from .parser import END, NEED_DATA, Body, RequestHead
 from .stream import StreamConnection
 
 WS_REFUSAL = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 48\r\n\r\n"
               b"WebSockets not supported on req mode interface.\n")
+WS_REFUSAL_BODY = len(WS_REFUSAL.partition(b"\r\n\r\n")[2])
 
 
 class ReqConnection(StreamConnection):
@@ -51,36 +52,64 @@ class ReqConnection(StreamConnection):
 
     def _exchange(self, head: RequestHead) -> bool:
         self.server.metrics.requests += 1  # every head parsed, as pushpin-connmgr counts
+        started = self.last_io  # the head was complete then
         if http1.is_websocket(head):
+            if self.server.access_log:
+                access.write(self.peer, head, access.request_uri(head, self.scheme), 400,
+                             WS_REFUSAL_BODY, started, access.CONDURE)
             self._refuse(WS_REFUSAL)
             return False
         written = False
+        uri = None
         try:
             uri = http1.request_uri(head, self.scheme)
             body = self._read_body(head)
             pkt = self._ask(head, uri, body)
-            out = self._response(head, pkt)
+            out, sent = self._response(head, pkt)
             written = True
             self.write(out)
         except BadRequest as e:
             self.log.info("bad request: %s", e)
-            self._answer_and_close(e.status or 400)
+            status = e.status or 400
+            if self.server.access_log:  # before the answer's drain (up to a second)
+                self._log_access(head, uri, started, status, access.CONDURE, e)
+            self._answer_and_close(status)
             return False
         except CondureError as e:
             # a response we refuse to write (D9, D17) is the handler's bug: one
             # warning, as in stream mode (Exchange._fail)
             level = logging.WARNING if isinstance(e, BadHandlerResponse) else logging.DEBUG
             self.log.log(level, "process error: %s (%s)", type(e).__name__, e)
-            if e.status is not None and not written and not isinstance(e, ClientGone):
-                self._answer_and_close(e.status)
+            status = e.status
+            if status is not None and not written and not isinstance(e, ClientGone):
+                if self.server.access_log:
+                    self._log_access(head, uri, started, status, access.CONDURE, e)
+                self._answer_and_close(status)
+            elif self.server.access_log:
+                if written:
+                    self._log_access(head, uri, started, pkt.code, access.HANDLER, e, sent)
+                else:
+                    self._log_access(head, uri, started, None, access.NOBODY, e)
             return False
         finally:
             self._end_session()
+        if self.server.access_log:
+            self._log_access(head, uri, started, pkt.code, access.HANDLER, None, sent)
         if not self._persistent:
             self.close_gracefully()
             return False
         self.parser.next_request()
         return True
+
+    def _log_access(self, head: RequestHead, uri: bytes | None, started: float,
+                    status: int | None, by: str, e: CondureError | None,
+                    sent: int | None = None) -> None:
+        """The access log line (D21); `sent`: the handler's body bytes written."""
+        if sent is None:
+            sent = len(http1.error_body(status)) if by == access.CONDURE and status else 0
+        if uri is None:
+            uri = access.request_uri(head, self.scheme)
+        access.write(self.peer, head, uri, status, sent, started, by, e)
 
     def _refuse(self, response: bytes) -> None:
         try:
@@ -119,7 +148,11 @@ class ReqConnection(StreamConnection):
         while True:
             item = self.next_packet()
             if item is None:
-                self.check_timeout()
+                try:
+                    self.check_timeout()
+                except Timeout:
+                    self.server.warn_handler_timeout(rid, self.req_timeout)
+                    raise
                 self.wait(read=False)
                 continue
             got, pkt, _seq = item
@@ -127,15 +160,18 @@ class ReqConnection(StreamConnection):
                 return pkt
             self.log.debug("unexpected packet in req mode")
 
-    def _response(self, head: RequestHead, pkt: zp.Packet) -> bytes:
+    def _response(self, head: RequestHead, pkt: zp.Packet) -> tuple[bytes, int]:
+        """The bytes to write and how many of them are body.
         if len(pkt.body) > self.server.config.body_buffer_size:
             err = BadHandlerResponse("reply body larger than --body-buffer-size")
             err.status = None  # condure 1.10 closes with nothing written
             raise err
+        """
         headers = [(n, v) for n, v in pkt.headers if n.lower() != b"content-length"]
         code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0 (D17: 502)
         out, framer, self._persistent = http1.response_head(
             head.version, code, pkt.reason, headers, pkt.body, False,
             http1.is_persistent(head), head.method == b"HEAD")
-        return out + framer.frame(pkt.body, True)
+        out += framer.frame(pkt.body, True)
+        return out, framer.sent
 

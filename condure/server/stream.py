@@ -34,7 +34,7 @@ from ..errors import (BadMessage, BadRequest, BufferExceeded, ClientGone, Condur
 from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
-from . import http1
+from . import access, http1
 from .listener import green
 from .parser import END, NEED_DATA, Body, RequestHead, make_parser
 
@@ -188,7 +188,11 @@ class StreamConnection:
         except BadRequest as e:
             self.server.metrics.parse_errors += 1
             self.log.info("bad request: %s", e)
-            self._answer_and_close(e.status or 400)
+            status = e.status or 400
+            if self.server.access_log:  # before the answer's drain (up to a second)
+                access.write(self.peer, None, None, status, len(http1.error_body(status)),
+                             now, access.CONDURE, e)
+            self._answer_and_close(status)
             return False
         except (ClientGone, Timeout, Stopped) as e:
             self.log.debug("process error: %s", type(e).__name__)
@@ -206,6 +210,10 @@ class StreamConnection:
             from .websocket import WebSocketExchange, valid_upgrade
             if not valid_upgrade(head):
                 self.log.debug("process error: InvalidWebSocketRequest")
+                if self.server.access_log:
+                    uri = access.request_uri(head, b"wss" if self.scheme == b"https" else b"ws")
+                    access.write(self.peer, head, uri, None, 0, self.last_io, access.NOBODY,
+                                 "InvalidWebSocketRequest")
                 return False
             return WebSocketExchange(self, head).run()
         return Exchange(self, head).run()
@@ -255,6 +263,8 @@ class StreamConnection:
             return None
         if s is not None and now >= s.last_handler + self.server.handler_timeout:
             self.server.metrics.handler_timeouts += 1
+            if not self.waiting_for_request:  # an idle keep-alive connection waits for nobody
+                self.server.warn_handler_timeout(s.id, self.server.handler_timeout)
             self._flag("handler timeout")
             return None
         if s is not None and self.keepalive_due is not None and now >= self.keepalive_due:
@@ -363,6 +373,11 @@ class StreamConnection:
     @property
     def queued_pieces(self) -> int:
         return len(self._out_done)
+
+    @property
+    def queued_bytes_sent(self) -> int:
+        """Bytes of the write queue (WebSocket frames) written so far."""
+        return self._out_sent
 
     def flush(self) -> None:
         """Send what the socket takes now; run the callbacks of what got out."""
@@ -535,6 +550,9 @@ class Exchange:
     written = False  # any response byte written (D13)
     done = False
     continue_pending = False
+    code = 0  # the status of the response written for the handler
+    uri = b""  # as forwarded (the access log's)
+    started_at = 0.0  # for the access log only
 
     def __init__(self, conn: StreamConnection, head: RequestHead) -> None:
         self.conn = conn
@@ -548,6 +566,8 @@ class Exchange:
         self.body_sent = not has_body  # final body packet went out
         if has_body:
             self.continue_pending = http1.wants_continue(head)
+        if self.server.access_log:
+            self.started_at = conn.last_io  # the head was complete then
 
     # --- flow -------------------------------------------------------------
 
@@ -570,6 +590,8 @@ class Exchange:
             self._fail(e)
             return False
         conn._end_session()
+        if self.server.access_log:
+            self._log_access(None, None)
         if self.response is not None and self.response.overflow:
             conn.log.warning("handler sent more body than its Content-Length; closing")
             self.persistent = False
@@ -583,7 +605,7 @@ class Exchange:
 
     def _send_request(self) -> None:
         conn, head = self.conn, self.head
-        uri = http1.request_uri(head, conn.scheme)
+        uri = self.uri = http1.request_uri(head, conn.scheme)
         if conn.debug:
             conn.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
         more = head.chunked or bool(head.content_length)
@@ -691,6 +713,7 @@ class Exchange:
         if not self.body_sent:
             self.persistent = False  # answered before the whole body was read
         code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0 (D17: 502)
+        self.code = code
         head, body, self.persistent = http1.response_head(
             self.head.version, code, pkt.reason, pkt.headers, pkt.body, pkt.more,
             self.persistent, self.head.method == b"HEAD")
@@ -739,8 +762,26 @@ class Exchange:
             self._send(b"cancel")
         conn._end_session()
         status = e.status
-        if status is not None and not self.written and not isinstance(e, ClientGone):
+        if status is None or self.written or isinstance(e, ClientGone):
+            status = None  # nothing of ours to write
+        if self.server.access_log:  # before the answer's drain (up to a second)
+            self._log_access(e, status)
+        if status is not None:
             conn._answer_and_close(status)
+
+    def _log_access(self, e: CondureError | None, own_status: int | None) -> None:
+        """The access log line (D21); `own_status`: condure's own answer, if it gave one."""
+        if own_status is not None:
+            status, by, n = own_status, access.CONDURE, len(http1.error_body(own_status))
+        elif self.written:
+            status, by, n = self.code, access.HANDLER, self._body_bytes()
+        else:
+            status, by, n = None, access.NOBODY, 0
+        uri = self.uri or access.request_uri(self.head, self.conn.scheme)
+        access.write(self.conn.peer, self.head, uri, status, n, self.started_at, by, e)
+
+    def _body_bytes(self) -> int:
+        return 0 if self.response is None else self.response.sent
 
 
 def _peer_fields(peer: Any) -> tuple[bytes, int] | None:

@@ -14,6 +14,9 @@ from typing import Any
 
 from gevent import ssl as gssl
 
+from ..log import RateLimitedWarning
+from ..zhttp.trace import quote
+
 log = logging.getLogger("condure.tls")
 
 
@@ -23,6 +26,8 @@ class Identities:
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self._cache: dict[str, tuple[float, ssl.SSLContext]] = {}
+        # what clients ask for decides these lines: one a second at most
+        self.warning = RateLimitedWarning(log)
 
     def paths(self, name: str) -> tuple[str, str]:
         base = os.path.join(self.directory, name)
@@ -42,20 +47,39 @@ class Identities:
         try:
             ctx.load_cert_chain(crt, key)
         except (OSError, ssl.SSLError) as e:
-            log.warning("failed to load tls identity %s: %s", name, e)
+            self.warning.warning("failed to load tls identity %s: %s", name, e)
             return None
         self._cache[name] = (mtime, ctx)
         return ctx
 
+    def candidates(self, server_name: str | None) -> list[str]:
+        """The identity names a server name may use, in the order they are tried
+        (the listener's default-cert comes after them)."""
+        if not server_name:
+            return []
+        host = server_name.lower()
+        names = [host]
+        if "." in host:
+            names.append("_." + host.split(".", 1)[1])
+        return names
+
     def lookup(self, server_name: str | None, default: str | None) -> ssl.SSLContext | None:
-        if server_name:
-            host = server_name.lower()
-            ctx = self.context(host)
-            if ctx is None and "." in host:
-                ctx = self.context("_." + host.split(".", 1)[1])
+        for name in self.candidates(server_name):
+            ctx = self.context(name)
             if ctx is not None:
                 return ctx
         return self.context(default) if default else None
+
+    def not_found(self, server_name: str | None, default: str | None) -> str:
+        """Why a handshake has no certificate, naming the files looked for."""
+        files = [self.paths(name)[0] for name in self.candidates(server_name)]
+        if default:
+            files.append(f"default-cert {self.paths(default)[0]}")
+        who = (f"server name {quote(server_name.encode('utf-8', 'replace'))}" if server_name
+               else "a client without server name (SNI)")
+        where = ", ".join(files) + " (each with its .key)" if files else "nothing"
+        tail = "" if default else "; the listener has no default-cert"
+        return f"no tls certificate for {who}: looked for {where}{tail}"
 
 
 def server_context(identities: Identities, default: str | None) -> ssl.SSLContext:
@@ -67,14 +91,16 @@ def server_context(identities: Identities, default: str | None) -> ssl.SSLContex
     base = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 
     def on_sni(sock: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        # called for every handshake, with None when the client sends no SNI
         ctx = identities.lookup(server_name, default)
-        if ctx is None:
+        if ctx is None:  # the handshake fails (`callback failed`): say what was missing
+            identities.warning.warning("%s", identities.not_found(server_name, default))
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         sock.context = ctx
         return None
 
     base.sni_callback = on_sni
-    # a handshake without SNI never calls the callback: give the base the default cert
+    # the base context serves when the callback keeps it: give it the default cert
     default_ctx = identities.lookup(None, default)
     if default_ctx is not None:
         crt, key = identities.paths(default)  # type: ignore[arg-type]

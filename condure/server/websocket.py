@@ -139,6 +139,7 @@ class WebSocketExchange(Exchange):
         self._out_binary = False
         self._wire = bytearray()  # client bytes not yet given to wsproto (compression)
         self._feed = 0  # 0: give wsproto everything at once
+        self._rejection_bytes: int | None = None  # body of a `rejected` answer written
         cfg = conn.server.config
         self.deflate = None
         if cfg.compression:
@@ -147,7 +148,7 @@ class WebSocketExchange(Exchange):
     def _send_request(self) -> None:
         conn, head = self.conn, self.head
         scheme = b"wss" if conn.scheme == b"https" else b"ws"
-        uri = http1.request_uri(head, scheme)
+        uri = self.uri = http1.request_uri(head, scheme)
         conn.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
         self._send_first(uri, more=False, stream=False)
 
@@ -275,6 +276,7 @@ class WebSocketExchange(Exchange):
         if len(head) > conn.buffer_size:
             raise BufferExceeded("response does not fit the write buffer")
         self.written = True
+        self.code = 101
         conn.write(head)
         self.response = http1.ResponseBody(http1.NO_BODY, 0, True)
         if self.credits == 0:
@@ -353,6 +355,8 @@ class WebSocketExchange(Exchange):
             code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
             out = rejection(code, pkt.reason, pkt.headers, pkt.body)  # may refuse (D9, D17): 502
             self.written = True
+            self.code = code
+            self._rejection_bytes = len(pkt.body)
             self.conn.write(out)
             self.done = True
             return
@@ -401,6 +405,13 @@ class WebSocketExchange(Exchange):
                 pass
         self.conn.websocket = False
         super()._fail(e)
+
+    def _body_bytes(self) -> int:
+        if self.ws is not None:  # the frames written since the handshake
+            return self.conn.queued_bytes_sent
+        if self._rejection_bytes is not None:
+            return self._rejection_bytes
+        return super()._body_bytes()
 
     def _write(self, event: Any, on_written: Any = None) -> None:
         assert self.ws is not None

@@ -30,6 +30,7 @@ from zmq.backend.cython._zmq import Socket as _RawSocket
 
 from ..config import SpecError, stream_endpoints
 from ..log import TRACE
+from .trace import packet_text
 
 log = logging.getLogger("condure.zhttpsocket")
 
@@ -117,8 +118,8 @@ class Outbox:
         self._busy = False  # the writer holds a message it could not send yet
 
     def send(self, frames: tuple[bytes, ...]) -> None:
-        if self._trace:
-            log.log(TRACE, "OUT %s %r", self.name, frames)
+        if self._trace:  # the payload is the last frame (the others: envelope, address)
+            log.log(TRACE, "OUT %s %s", self.name, packet_text(frames[-1]))
         if self.direct and not self._busy and self._q.empty():  # (a gevent Queue is always true)
             try:
                 self._send_now(frames)
@@ -182,7 +183,7 @@ def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes |
             payload = pick(frames)
             if payload is not None:
                 if trace:
-                    log.log(TRACE, "IN %s %r", name, payload)
+                    log.log(TRACE, "IN %s %s", name, packet_text(payload))
                 try:
                     on_message(payload)
                 except Exception:
@@ -353,7 +354,7 @@ class ServerStreamSockets:
     def start(self, on_first: Callable[[bytes], None], on_later: Callable[[bytes], None]) -> None:
         self._greenlets = [
             gevent.spawn(read_loop, self.pull, "server stream", _first_frame, on_first),
-            gevent.spawn(read_loop, self.router, "server stream", _after_delimiter, on_later),
+            gevent.spawn(read_loop, self.router, "server stream next", _after_delimiter, on_later),
             gevent.spawn(self._pub.run),
         ]
 
@@ -392,6 +393,7 @@ class ServerReqSockets:
 
     def _read_loop(self, on_request: Callable[[list[bytes], bytes], None]) -> None:
         router = self.router
+        trace = log.isEnabledFor(TRACE)
         while True:
             frames = router.recv_multipart()
             try:
@@ -400,6 +402,8 @@ class ServerReqSockets:
                 continue  # no envelope delimiter: not a request we can answer
             if split > 8 or split + 1 >= len(frames):
                 continue
+            if trace:
+                log.log(TRACE, "IN server req %s", packet_text(frames[split + 1]))
             try:
                 on_request(frames[:split], frames[split + 1])
             except Exception:

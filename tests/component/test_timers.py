@@ -7,8 +7,16 @@ zmq.green sockets in the same hub.
 """
 from __future__ import annotations
 
+import io
+import logging
+import re
+from collections.abc import Iterator
+
 import gevent
 import gevent.socket as gsocket
+import pytest
+
+from condure import log as clog
 
 from greenhandler import GreenHandler
 
@@ -83,5 +91,69 @@ def test_idle_keepalive_connection_is_closed_without_bytes(app):
         h.send({b"id": req[b"id"], b"seq": 0, b"code": 200, b"reason": b"OK", b"body": b"hi"})
         assert c.recv(4096).endswith(b"hi")
         assert c.recv(4096) == b""  # closed by the idle timer, nothing written
+    c.close()
+    h.close()
+
+
+@pytest.fixture
+def log_out() -> Iterator[io.StringIO]:
+    """condure's log lines (INFO and up) while the test runs, in condure's format."""
+    logger = logging.getLogger("condure")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    out = io.StringIO()
+    clog.setup(logging.INFO, out)
+    try:
+        yield out
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def _read_all(c: gsocket.socket) -> bytes:
+    data = b""
+    while chunk := c.recv(4096):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("app", [{"access_log": True}], indirect=True)
+def test_handler_silence_warns_rate_limited_and_logs_504(app, log_out) -> None:
+    app.server.handler_timeout = 0.3
+    h = GreenHandler(app.ctx, app.base, b"h1")
+    with gevent.Timeout(10):
+        clients = [_client(app.port, b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i) for i in range(3)]
+        for _ in clients:
+            h.request()  # never answered
+        for c in clients:
+            assert _read_all(c).startswith(b"HTTP/1.1 504 ")
+        warnings = [line for line in log_out.getvalue().splitlines() if line.startswith("[WARN]")]
+        assert len(warnings) == 1, log_out.getvalue()  # three timeouts within a second
+        assert re.search(r"\[condure::connection\] handler timeout: session 0-\d+-\d+ got nothing"
+                         r" from its handler within 0\.3 s$", warnings[0]), warnings
+        gevent.sleep(1.0)  # past the rate limit's interval
+        late = _client(app.port, b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n")
+        h.request()
+        assert _read_all(late).startswith(b"HTTP/1.1 504 ")
+    text = log_out.getvalue()
+    warnings = [line for line in text.splitlines() if line.startswith("[WARN]")]
+    assert len(warnings) == 2 and warnings[1].endswith(" (2 more suppressed)"), text
+    access = [line for line in text.splitlines() if "[condure::access]" in line]
+    assert len(access) == 4, text
+    assert all(" status=504 bytes=16 " in line and line.endswith(" by=condure err=Timeout")
+               for line in access), access
+    for c in clients + [late]:
+        c.close()
+    h.close()
+
+
+def test_idle_keepalive_connection_timeout_is_no_warning(app, log_out) -> None:
+    app.server.handler_timeout = 0.3
+    h = GreenHandler(app.ctx, app.base, b"h1")
+    with gevent.Timeout(10):
+        c = _client(app.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        req = h.request()
+        h.send({b"id": req[b"id"], b"seq": 0, b"code": 200, b"reason": b"OK", b"body": b"hi"})
+        assert _read_all(c).endswith(b"hi")  # then closed by the idle timer
+    assert "[WARN]" not in log_out.getvalue(), log_out.getvalue()
+    assert "[condure::access]" not in log_out.getvalue()  # the flag is off
     c.close()
     h.close()

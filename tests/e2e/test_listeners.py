@@ -550,6 +550,63 @@ def test_req_maxconn_1_serves_one_connection_at_a_time(req_mode) -> None:
         second.close()
 
 
+ACCESS_RE = re.compile(r"\[condure::access\] (peer=.*)$", re.M)
+
+
+def access_lines(c: CondureProcess, n: int, timeout: float = 5.0) -> list[str]:
+    """The `n` access log lines (D21) of `c`, without their prefix; no more."""
+    end = time.monotonic() + timeout
+    while True:
+        lines = ACCESS_RE.findall(c.log_text())
+        if len(lines) >= n or time.monotonic() > end:
+            assert len(lines) == n, c.log_text()
+            return lines
+        time.sleep(0.05)
+
+
+def test_req_access_log_d21(req_mode) -> None:
+    c, port, h = req_mode("--access-log")
+    with Client(port) as client:
+        client.send(post("/p?x=1", b"ping"))
+        req = h.recv_request()
+        h.respond(req, 201, b"Created", [], b"pong!")
+        client.read_response()
+        client.send(b"HEAD /h HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        req = h.recv_request()
+        h.respond(req, 200, b"OK", [], b"body")
+        client.read_response(head_request=True)
+        client.send(b"GET /b HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        req = h.recv_request()
+        h.respond(req, 200, b"OK", [(b"X-A", b"a\nb")], b"x")  # refused (D9): ours 502
+        assert client.read_response().status == 502
+    with Client(port) as client:
+        client.send(b"GET /ws HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        assert client.read_response().status == 400
+    lines = access_lines(c, 4)
+    fields = [re.sub(r" ms=\d+\.\d ", " ", re.sub(r"^peer=\S+ ", "", line)) for line in lines]
+    assert fields == [
+        "method=POST uri=http://example.com/p?x=1 status=201 bytes=5 by=handler",
+        "method=HEAD uri=http://example.com/h status=200 bytes=0 by=handler",
+        "method=GET uri=http://example.com/b status=502 bytes=12 by=condure err=BadHandlerResponse",
+        "method=GET uri=http://example.com/ws status=400 bytes=48 by=condure",
+    ], lines
+
+
+def test_req_timeout_access_line_and_handler_warning(req_mode) -> None:
+    c, port, h = req_mode("--access-log", "--req-timeout", "1")
+    with Client(port) as client:
+        client.send(get("/slow"))
+        h.recv_request()  # never answered
+        assert client.read_response().status == 504
+    [line] = access_lines(c, 1)
+    assert re.fullmatch(r"peer=127\.0\.0\.1:\d+ method=GET uri=http://example\.com/slow"
+                        r" status=504 bytes=16 ms=\d+\.\d by=condure err=Timeout", line), line
+    assert re.search(r"^\[WARN\] .* \[condure::connection\] handler timeout: session \S+ got"
+                     r" nothing from its handler within 1 s$", c.log_text(), re.M), c.log_text()
+
+
 # ---------------------------------------------------------------------------
 # 2. several listeners in one process
 
@@ -824,6 +881,50 @@ def test_tls_without_default_cert_handshake_fails_cleanly(tls_server, pki,
         assert cert_names(tls)[1] == {"example.com"}
         tls_exchange(tls, s.h, b"example.com")
     assert "Traceback" not in s.c.log_text()
+
+
+@pytest.mark.parametrize("sni,looked_for", [
+    ("Unknown.Test", ["unknown.test.crt", "_.test.crt"]),
+    ("nodots", ["nodots.crt"]),
+    (None, None),
+], ids=["two-names", "one-name", "no-sni"])
+def test_tls_no_certificate_names_the_files(tls_server, pki, sni: str | None,
+                                            looked_for: list[str] | None) -> None:
+    s = tls_server
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        tls_connect(s.nodefault, client_context(pki, check_hostname=False), sni).close()
+    log = s.c.wait_log("no tls certificate")
+    if looked_for is None:
+        expected = ("no tls certificate for a client without server name (SNI): looked for"
+                    " nothing; the listener has no default-cert")
+    else:
+        files = ", ".join(os.path.join(pki.dir, name) for name in looked_for)
+        expected = (f'no tls certificate for server name "{sni}": looked for {files}'
+                    " (each with its .key); the listener has no default-cert")
+    assert re.search(rf"^\[WARN\] .* \[condure::tls\] {re.escape(expected)}$", log, re.M), log
+
+
+def test_tls_missing_default_cert_is_named(launch, pki, tmp_path: Path, zdir: str) -> None:
+    port = get_free_port()
+    c = launch("--listen", f"127.0.0.1:{port},tls,default-cert=gone",
+               "--tls-identities-dir", pki.dir, "--zclient-stream", f"ipc://{zdir}/client")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        tls_connect(port, client_context(pki, check_hostname=False), "x.test").close()
+    d = pki.dir
+    c.wait_log(f'no tls certificate for server name "x.test": looked for {d}/x.test.crt,'
+               f" {d}/_.test.crt, default-cert {d}/gone.crt (each with its .key)\n")
+
+
+def test_tls_no_certificate_warning_is_rate_limited(tls_server, pki) -> None:
+    s = tls_server
+    for _ in range(10):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            tls_connect(s.nodefault, client_context(pki, check_hostname=False),
+                        "unknown.test").close()
+    time.sleep(0.2)
+    lines = [line for line in s.c.log_text().splitlines() if "no tls certificate" in line]
+    assert 1 <= len(lines) <= 3, lines  # one a second, the rest counted
+    assert s.c.alive()
 
 
 def test_tls_and_plain_listener_side_by_side(tls_server) -> None:

@@ -57,6 +57,7 @@ EXPECTED_DEFAULTS = {
     "http_parser": "auto",
     "shutdown_timeout": 2,
     "prometheus": None,
+    "access_log": False,
 }
 
 
@@ -118,7 +119,8 @@ def test_option_with_space(option: str, text: str, field: str, expected: object)
 
 
 @pytest.mark.parametrize(
-    "flag", ["zclient-connect", "zserver-connect", "compression", "deny-out-internal", "sizes"]
+    "flag", ["zclient-connect", "zserver-connect", "compression", "deny-out-internal", "sizes",
+             "access-log"]
 )
 def test_flags(flag: str) -> None:
     assert getattr(parse_args([f"--{flag}"]), flag.replace("-", "_")) is True

@@ -594,3 +594,18 @@ def test_error_response_http_1_0() -> None:
 def test_error_response_unknown_status() -> None:
     assert error_response(599) == (b"HTTP/1.1 599 Error\r\nContent-Type: text/plain\r\n"
                                    b"Connection: close\r\nContent-Length: 6\r\n\r\nError\n")
+
+
+@pytest.mark.parametrize("framing,length,head_only,pieces,sent", [
+    (http1.LENGTH, 3, False, [b"ab", b"cde"], 3),  # the surplus is dropped (D10)
+    (http1.LENGTH, 3, True, [b"abc"], 0),  # HEAD: nothing written (D8)
+    (http1.CHUNKED, 0, False, [b"ab", b"cde"], 5),
+    (http1.UNTIL_CLOSE, 0, False, [b"abcd"], 4),
+    (http1.NO_BODY, 0, False, [b"ab"], 0),
+])
+def test_response_body_counts_body_bytes_sent(framing: str, length: int, head_only: bool,
+                                              pieces: list[bytes], sent: int) -> None:
+    body = http1.ResponseBody(framing, length, head_only)
+    for i, piece in enumerate(pieces):
+        body.frame(piece, i == len(pieces) - 1)
+    assert body.sent == sent
