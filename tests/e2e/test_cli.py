@@ -26,6 +26,7 @@ OPTIONS = [
     "--zserver-stream", "--zserver-connect", "--ipc-file-mode", "--tls-identities-dir",
     "--compression", "--deny-out-internal", "--sizes", "--help", "--version",
     "--compression-message-max",  # ours (D18)
+    "--client-ws-window",  # ours (D22)
 ]
 
 

@@ -1182,8 +1182,7 @@ def test_both_roles_websocket_echo(pushpin_both_roles: Callable[..., Pushpin],
         assert isinstance(ev, AcceptConnection), (ev, pp.all_logs())
         hs = origin.seen("GET", "/echo")
         assert hs and hs[-1][2].get("upgrade", "").lower() == "websocket", hs
-        # each message fits in the 8192-byte window condure's client side grants
-        # (see test_both_roles_websocket_message_over_window for larger ones)
+        # larger messages: test_both_roles_websocket_message_over_window
         for text in ("hello ws", "second message \u00e9", "y" * 6000):
             ws.send(Message(data=text))
             assert ws.next_text() == text
@@ -1203,28 +1202,29 @@ def test_both_roles_websocket_echo(pushpin_both_roles: Callable[..., Pushpin],
     assert_condure_healthy(pp)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Pushpin 1.36's pushpin-proxy stalls a client->origin WebSocket message larger "
-    "than the client side's credit window: WsProxySession relays the next frame only "
-    "on in_readyRead / out_framesWritten (the binary has no writeBytesChanged signal), "
-    "so a `credit` that arrives when nothing is queued towards the client side is never "
-    "used. Our condure grants the Rust condure's window (--buffer-size, 8192 from the "
-    "runner) on 101 and grants back after each write (client.md 5.3); Zurl grants "
-    "200000, so test_websocket_echo_zurl passes. Observed: the proxy forwarded 8184+8+"
-    "8184 bytes of a 20000-byte message, got credits 8184, 8, 8184 back, then sent "
-    "nothing but keep-alives; the last 3624 bytes never left the proxy."))
+# Pushpin 1.36's pushpin-proxy relays the next frame towards its client side
+# only on in_readyRead / out_framesWritten (WsProxySession), so a `credit` that
+# arrives while nothing is queued is never used: with condure's grant of
+# --buffer-size (8192 from the runner) a larger message stalled for good
+# (observed: 8184+8+8184 bytes of 20000 forwarded, credits 8184, 8, 8184 back,
+# then only keep-alives). Zurl grants 200000, and so do we (D22).
 def test_both_roles_websocket_message_over_window(
         pushpin_both_roles: Callable[..., Pushpin], origin: Origin) -> None:
+    """A client->origin message far over --buffer-size passes (D22), as with Zurl."""
     pp = pushpin_both_roles()
     ws = WsClient(pp.http_port, "/echo")
     try:
         ev = ws.next_event()
         assert isinstance(ev, AcceptConnection), (ev, pp.all_logs())
-        text = "x" * 100000
-        ws.send(Message(data=text))
-        assert ws.next_text(timeout=5.0) == text
+        # three in a row: more than the window in all, granted back as written
+        for i in range(3):
+            text = chr(ord("x") + i) * 100000
+            ws.send(Message(data=text))
+            assert ws.next_text(timeout=5.0) == text
     finally:
         ws.close()
+    with origin.lock:
+        assert [len(m) for m in origin.ws_messages] == [100000] * 3
 
 
 def test_websocket_echo_zurl(pushpin: Callable[..., Pushpin], origin: Origin) -> None:
