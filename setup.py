@@ -66,5 +66,7 @@ setup(
         "tnetstring3>=0.4,<0.5",
         "wsproto>=1.3,<2",
     ],
-    entry_points={"console_scripts": ["condure=condure.__main__:run"]},
+    # condure-pushpin: Pushpin's condure_bin for condure in both roles (condure/pushpin.py)
+    entry_points={"console_scripts": ["condure=condure.__main__:run",
+                                      "condure-pushpin=condure.pushpin:run"]},
 )

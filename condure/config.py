@@ -4,7 +4,7 @@ Pure: no sockets, no logging. Option names, defaults, help texts and error
 messages follow condure's src/main.rs and src/app.rs; the differences are
 deviations D11 (ipc-file-mode is octal, as in 1.10) and D15 (workers default 1)
 plus our own `--http-parser`, `--shutdown-timeout`, `--compression-message-max`
-(D18) and `--access-log` (D21), and `--prometheus` as pushpin-connmgr spells it.
+(D18), `--access-log` (D21) and `--client-ws-window` (D22), and `--prometheus` as pushpin-connmgr spells it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ HTTP_PARSERS = ("auto", "h11", "httptools")
 # has no size limit of its own here (it travels in pieces), so this is its own
 # option rather than a product of --buffer-size and --messages-max
 COMPRESSION_MESSAGE_MAX = 16 * 1024 * 1024
+# D22: the credits a client-mode WebSocket handler gets with the 101; Zurl's
+# buffer_size, which Pushpin's proxy is written against (condure grants
+# --buffer-size, and Pushpin 1.36 stalls a message larger than that)
+CLIENT_WS_WINDOW = 200_000
 
 # used by --deny-out-internal (client mode)
 PRIVATE_SUBNETS = (
@@ -130,6 +134,7 @@ class Config:
     tls_identities_dir: str = "."
     compression: bool = False
     compression_message_max: int = COMPRESSION_MESSAGE_MAX  # 0: no limit
+    client_ws_window: int = CLIENT_WS_WINDOW  # 0: --buffer-size, as condure
     deny_out_internal: bool = False
     sizes: bool = False
     http_parser: str = "auto"
@@ -138,6 +143,11 @@ class Config:
     shutdown_timeout: int = 2
     prometheus: str | None = None
     access_log: bool = False  # D21: one info line per request
+
+    @property
+    def ws_window(self) -> int:
+        """Client mode: the credits granted with a WebSocket's 101 (D22)."""
+        return self.client_ws_window or self.buffer_size
 
     def validate(self) -> None:
         """Raise ConfigError for values condure rejects (main.rs, then app.rs)."""
@@ -400,6 +410,9 @@ _OPTIONS: tuple[tuple[str, str, str, str | None, str], ...] = (
     ("compression-message-max", "uint", "N", str(COMPRESSION_MESSAGE_MAX),
      "Largest size a compressed WebSocket message may inflate to, in bytes; a larger one "
      "is closed with 1009 (0: no limit)"),
+    ("client-ws-window", "uint", "N", str(CLIENT_WS_WINDOW),
+     "Client mode: bytes a WebSocket handler may send towards the origin before condure "
+     "grants more, also the most condure buffers for it (0: --buffer-size)"),
     ("deny-out-internal", "flag", "", None,
      "Block outbound connections to local/internal IP address ranges"),
     ("sizes", "flag", "", None, "Prints sizes of tasks and other objects"),

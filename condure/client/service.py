@@ -110,7 +110,7 @@ class ClientService:
             return
         session = StreamSession(self, pkt, rid)
         self.sessions[session.key] = session
-        self.stream_slots.spawn(session.run)
+        session.greenlet = self.stream_slots.spawn(session.run)
 
     def on_later(self, payload: bytes) -> None:
         pkt = self._parse(payload)

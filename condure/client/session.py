@@ -36,6 +36,9 @@ log = logging.getLogger("condure.client")
 HTTP_SCHEMES = ("http", "https")
 ALL_SCHEMES = ("http", "https", "ws", "wss")
 EXT = {b"multi": True}
+# handler packets whose body condure grants back once written (WebSocket)
+GRANTED_BACK = (zp.DATA, b"ping", b"pong")
+OVERRUN = "handler sent more than its credits"
 
 
 class HandlerGone(Exception):
@@ -132,6 +135,12 @@ class StreamSession:
         self.keepalive_due = self.last_handler + service.keepalive_interval
         self.header_sent = False
         self.origin: Origin | None = None
+        # bytes the handler may still send us (granted, not yet received), for
+        # the packets whose size we grant back; None: not counted (HTTP)
+        self.recv_window: int | None = None
+        self._overrun = False
+        self.greenlet: Any = None  # set by the service
+        self.writing = False  # blocked writing to the origin (see deliver)
 
     def __repr__(self) -> str:
         return f"<StreamSession {self.rid!r} from {self.addr!r}>"
@@ -139,8 +148,34 @@ class StreamSession:
     # --- packets -----------------------------------------------------------
 
     def deliver(self, pkt: zp.Packet, seq: int | None) -> None:
+        """Queue a handler packet. Sizes are counted here, on arrival, so that
+        what waits in the inbox for a slow origin never exceeds the credits we
+        granted (the window, D22): at a packet past them the queue is dropped
+        and the session fails (cancel), even while blocked writing to the origin."""
+        if self._overrun:
+            return
+        if self.recv_window is not None and pkt.type in GRANTED_BACK:
+            if len(pkt.body) > self.recv_window:
+                self._overrun = True
+                self.inbox.clear()  # it all goes: the session fails
+                self.inbox.append((None, seq))
+                self.event.set()
+                if self.writing and self.greenlet is not None:
+                    # a stalled origin write would keep the marker waiting for ever
+                    self.greenlet.kill(ClientError("undefined-condition", OVERRUN), block=False)
+                return
+            self.recv_window -= len(pkt.body)
         self.inbox.append((pkt, seq))
         self.event.set()
+
+    def grant(self, n: int, **fields: Any) -> None:
+        """Let the handler send `n` more bytes: a `credit` packet, or with
+        `fields` the packet that carries the credits (the 101)."""
+        self.recv_window = (self.recv_window or 0) + n
+        if fields:
+            self.send(zp.DATA, **fields, credits=n)
+        else:
+            self.send(b"credit", credits=n)
 
     def send(self, type_: bytes = zp.DATA, keep_empty: tuple[str, ...] = (), **fields: Any) -> None:
         """A packet to the handler; empty fields are left out unless named in `keep_empty`."""
@@ -158,6 +193,8 @@ class StreamSession:
         if not self.inbox:
             return None
         pkt, seq = self.inbox.popleft()
+        if pkt is None:  # see deliver
+            raise ClientError("undefined-condition", OVERRUN)
         if seq is not None:
             if seq != self.in_seq:
                 raise HandlerGone(f"bad seq (expected {self.in_seq}, got {seq})")
@@ -313,7 +350,7 @@ class StreamSession:
             if pkt.type != zp.DATA:
                 continue  # credit, keep-alive
             if len(pkt.body) > window:
-                raise ClientError("undefined-condition", "handler sent more than its credits")
+                raise ClientError("undefined-condition", OVERRUN)
             origin.send_body(pkt.body)
             self.last_io = time.monotonic()
             if not pkt.more:

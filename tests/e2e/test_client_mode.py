@@ -53,6 +53,7 @@ from zhttp_handler import nested_lists
 START_TIMEOUT = 20.0
 DEFLATE_LIMIT = 100_000  # the `deflate` process's --compression-message-max
 BUFFER_SIZE = 8192  # condure's --buffer-size default: the credit grants
+WS_WINDOW = 200_000  # --client-ws-window default: the credits of a WebSocket's 101 (D22)
 
 # --- helpers: tnetstring -------------------------------------------------------
 
@@ -174,7 +175,8 @@ def _condures(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     tls_env = {"SSL_CERT_FILE": str(ca_file), "SSL_CERT_DIR": str(empty_dir)}
     procs = {
         "main": ClientCondure("main", [], logdir, tls_env),
-        "short": ClientCondure("short", ["--req-timeout", "2", "--stream-timeout", "2"], logdir),
+        "short": ClientCondure("short", ["--req-timeout", "2", "--stream-timeout", "2",
+                                         "--client-ws-window", "0"], logdir),
         "deny": ClientCondure("deny", ["--deny-out-internal"], logdir),
         "spare": ClientCondure("spare", ["--workers", "1"], logdir),
         "deflate": ClientCondure("deflate", ["--compression", "--compression-message-max",
@@ -1888,7 +1890,7 @@ def _ws_open_with_headers(h: StreamHandler, o: Origin) -> tuple[bytes, list[dict
 def test_ws_handshake_head_and_101(main: ClientCondure, handler: Callable) -> None:
     """#36 and client.md 8.1: GET with Host first, then Upgrade and Connection, the key and
     version, then the handler's headers; the handler gets keep-alive(0) and the 101(1) with
-    credits = buffer-size (not its own 1000), no body, no more."""
+    credits = --client-ws-window (D22; not its own 1000), no body, no more."""
     h = handler(main)
     with Origin(ws_script(ws_echo)) as o:
         rid, msgs = _ws_open_with_headers(h, o)
@@ -1898,7 +1900,7 @@ def test_ws_handshake_head_and_101(main: ClientCondure, handler: Callable) -> No
         assert resp.get(b"code") == 101, (resp, main.log_text())
         assert b"type" not in resp and b"body" not in resp and b"more" not in resp, resp
         assert resp[b"reason"] == b"Switching Protocols"
-        assert resp[b"credits"] == BUFFER_SIZE
+        assert resp[b"credits"] == WS_WINDOW
         peer = o.conn(0).peer
         assert peer.head.split(b"\r\n", 1)[0] == b"GET /echo HTTP/1.1"
         headers = parse_headers(peer.head)
@@ -2412,11 +2414,12 @@ def test_ws_origin_decompression_bomb_is_bounded_d18(deflate: ClientCondure,
 
 
 def test_ws_handler_exceeds_credits_cancel(main: ClientCondure, handler: Callable) -> None:
+    """#45 with the window of D22: one byte more than the 101 granted."""
     h = handler(main)
     with Origin(ws_script(ws_echo)) as o:
         rid, resp = ws_open(h, o, credits=100000)
-        assert resp[b"credits"] == BUFFER_SIZE
-        h.send(rid, F(body=b"x" * 9000))
+        assert resp[b"credits"] == WS_WINDOW
+        h.send(rid, F(body=b"x" * (WS_WINDOW + 1)))
         msgs = []
         while not msgs or msgs[-1].get(b"type") not in (b"cancel", b"error"):
             m = h.recv(rid, 1.0)
@@ -2424,6 +2427,142 @@ def test_ws_handler_exceeds_credits_cancel(main: ClientCondure, handler: Callabl
                 break
             msgs.append(m)
         assert msgs and msgs[-1].get(b"type") == b"cancel", msgs
+
+
+def test_ws_window_zero_is_buffer_size(short: ClientCondure, handler: Callable) -> None:
+    """--client-ws-window 0: the 101 grants --buffer-size, as condure 1.10.1 (D22)."""
+    h = handler(short)
+    with Origin(ws_script(ws_echo)) as o:
+        rid, resp = ws_open(h, o, credits=1000)
+        assert resp[b"credits"] == BUFFER_SIZE, resp
+        h.send(rid, F(body=b"x" * (BUFFER_SIZE + 1)))
+        m = h.expect(rid)
+        assert m.get(b"type") == b"cancel", m
+
+
+def test_ws_window_usable_without_grants(main: ClientCondure, handler: Callable) -> None:
+    """D22: the handler may send the whole window at once, before any grant
+    comes back (Pushpin's proxy relies on it, as it does with Zurl)."""
+    h = handler(main)
+    half = WS_WINDOW // 2
+    with Origin(ws_script(ws_echo)) as o:
+        rid, resp = ws_open(h, o, credits=1000)
+        assert resp[b"credits"] == WS_WINDOW
+        h.send(rid, F(body=b"a" * half, more=True))
+        h.send(rid, F(body=b"b" * half))
+        got, others = b"", []
+        while len(got) < WS_WINDOW:
+            m = h.expect(rid, 10)
+            if m.get(b"type") is None:
+                got += m.get(b"body", b"")
+                h.send(rid, F(credits=len(m.get(b"body", b""))), type="credit")
+            else:
+                others.append(m)
+        assert got == b"a" * half + b"b" * half
+        others += h.quiet(rid, 0.3)
+        assert [m.get(b"type") for m in others] == [b"credit"] * len(others), others
+        assert sum(m[b"credits"] for m in others) == WS_WINDOW, others
+    assert main.alive()
+
+
+def test_ws_origin_pieces_up_to_the_window(main: ClientCondure, handler: Callable) -> None:
+    """D22: with the credits for it, an origin message reaches the handler in
+    pieces larger than --buffer-size (as Zurl sends whole frames), never past
+    the window or the credits."""
+    text = "w" * 150_000
+    h = handler(main)
+    with Origin(ws_script(sends_text(text))) as o:
+        rid, _ = ws_open(h, o, credits=WS_WINDOW)
+        pieces = message_pieces(h, rid)
+        sizes = [len(p[b"body"]) for p in pieces]
+        assert b"".join(p[b"body"] for p in pieces) == text.encode()
+        assert max(sizes) > BUFFER_SIZE, sizes
+        assert max(sizes) <= WS_WINDOW, sizes
+
+
+def _kernel_send_buffer_max() -> int:
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        return int(f.read().split()[2])
+
+
+@pytest.fixture
+def bigwin(tmp_path: Path) -> Iterator[ClientCondure]:
+    """A condure whose WebSocket window is well over what the kernel buffers for
+    a socket (4 x tcp_wmem's max), so that a handler can fill it while
+    condure is blocked writing to an origin that reads nothing."""
+    window = 4 * _kernel_send_buffer_max()
+    cd = ClientCondure("bigwin", ["--client-ws-window", str(window)], tmp_path)
+    cd.window = window  # type: ignore[attr-defined]
+    try:
+        cd.wait_started()
+        yield cd
+    finally:
+        if cd.alive():
+            cd.proc.send_signal(signal.SIGTERM)
+        cd.stop()
+
+
+def stalled_origin(release: threading.Event) -> Origin:
+    """A WebSocket origin that accepts, reads nothing until `release` is set,
+    then reads to the end (every event in its peer's log)."""
+    def body(peer: WSPeer) -> None:
+        peer.accept()
+        release.wait(30)
+        while (ev := peer.next_event(10)) is not None and not isinstance(ev, CloseConnection):
+            pass
+    o = Origin(ws_script(body))
+    # inherited by the accepted socket: the origin's side buffers a few KB
+    o.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return o
+
+
+def _text_received(o: Origin) -> int:
+    return sum(len(e.data) for e in list(o.conn(0).peer.log) if isinstance(e, TextMessage))
+
+
+@pytest.mark.deadline(60)
+def test_ws_window_held_while_origin_stalls(bigwin: ClientCondure, handler: Callable) -> None:
+    """The memory bound of D22, both sides of it, while condure is blocked
+    writing to an origin that reads nothing: the whole window is accepted and
+    held (no grant until written), and reaches the origin once it reads; one
+    byte past the window ends the session at once (cancel) instead of being
+    queued."""
+    window = bigwin.window  # type: ignore[attr-defined]
+    half = window // 2
+    h = handler(bigwin)
+    release = threading.Event()
+    o = stalled_origin(release)
+    try:  # exactly the window
+        rid, resp = ws_open(h, o, credits=1000)
+        assert resp[b"credits"] == window
+        h.send(rid, F(body=b"a" * half, more=True))  # condure blocks writing this
+        h.send(rid, F(body=b"b" * (window - half)))
+        assert h.quiet(rid, 0.5) == []  # neither a grant nor a cancel
+        release.set()
+        wait_until(lambda: _text_received(o) == window, 20, "the whole window at the origin")
+        grants = []
+        while sum(grants) < window:
+            m = h.expect(rid, 5)
+            assert m.get(b"type") == b"credit", m
+            grants.append(m[b"credits"])
+        assert sum(grants) == window
+    finally:
+        release.set()
+        o.close()
+    release = threading.Event()
+    o = stalled_origin(release)
+    try:  # one byte more
+        rid, resp = ws_open(h, o, credits=1000)
+        h.send(rid, F(body=b"a" * window, more=True))
+        assert h.quiet(rid, 0.5) == []
+        h.send(rid, F(body=b"b"))
+        m = h.expect(rid, 3)
+        assert m.get(b"type") == b"cancel", m
+    finally:
+        release.set()
+        o.close()
+    assert "handler sent more than its credits" in bigwin.log_text()
+    assert bigwin.alive()
 
 
 def test_wss_echo(main: ClientCondure, handler: Callable, certs: Certs) -> None:

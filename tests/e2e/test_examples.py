@@ -140,3 +140,42 @@ def test_streamhandler_refuses_websocket(condure, processes, tmp_path: Path) -> 
         assert r.body == b"this handler does not speak WebSocket\n"
         assert r.header(b"Upgrade") is None and r.header(b"Sec-WebSocket-Accept") is None
         assert client.read_until_close() == b""
+
+
+def test_client_mode_get_example(processes, zdir: str, tmp_path: Path) -> None:
+    """The README's client-mode example: condure with only --zserver-req, a local
+    origin (python -m http.server), examples/get.py printing the response."""
+    from conftest import get_free_port
+    spec = f"ipc://{zdir}/server"
+    condure_log = tmp_path / "condure.log"
+    with open(condure_log, "wb") as out:
+        cd = processes([sys.executable, "-m", "condure", "--zserver-req", spec],
+                       stdout=out, stderr=subprocess.STDOUT)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "hello.txt").write_bytes(b"hello from the origin\n")
+    port = get_free_port()
+    processes([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+               "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 10
+    while not (Path(zdir) / "server").is_socket() or not _accepts(port):
+        assert cd.poll() is None, condure_log.read_text()
+        assert time.monotonic() < end, condure_log.read_text()
+        time.sleep(0.05)
+    env = {**os.environ, "CONDURE_ZSERVER": spec, "CONDURE_TIMEOUT": "10"}
+    r = subprocess.run([sys.executable, "examples/get.py", f"http://127.0.0.1:{port}/hello.txt"],
+                       cwd=REPO_ROOT, env=env, capture_output=True, timeout=20)
+    assert r.returncode == 0, r
+    head, _, body = r.stdout.partition(b"\n\n")
+    assert head.splitlines()[0] == b"code=200 reason=OK", r.stdout
+    assert b"Content-Length: 22" in head.splitlines(), r.stdout
+    assert body == b"hello from the origin\n", r.stdout
+
+
+def _accepts(port: int) -> bool:
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -10,8 +10,9 @@ origin through Zurl.
 
 The `pushpin_both_roles` fixture (tests test_both_roles_*) runs no Zurl:
 `services=condure,pushpin-proxy,pushpin-handler` and `condure_bin` =
-tests/integration/condure-both-roles.sh, which execs our condure with the
-runner's arguments plus `--zserver-stream ipc://RUNDIR/pushpin-zurl` (PULL
+this checkout's `.venv/bin/condure-pushpin` (the package's console script,
+condure/pushpin.py), which execs our condure with the runner's arguments plus
+`--zserver-stream ipc://RUNDIR/pushpin-zurl` (PULL
 -zurl-in, ROUTER -zurl-in-stream with identity `condure`, PUB -zurl-out:
 where this config points the proxy's zurl_out_specs, zurl_out_stream_specs and
 zurl_in_specs). The proxy addresses the client side by the `from` of its
@@ -72,8 +73,9 @@ pytestmark = pytest.mark.deadline(120)
 
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 CONDURE_BIN = VENV_BIN / "condure"  # console script of the editable install
-# condure_bin for "both roles" (no Zurl): execs CONDURE_BIN adding the client side
-BOTH_ROLES_WRAPPER = Path(__file__).resolve().parent / "condure-both-roles.sh"
+# condure_bin for "both roles" (no Zurl): the package's console script that execs
+# `python -P -m condure` adding the client side (condure/pushpin.py)
+BOTH_ROLES_WRAPPER = VENV_BIN / "condure-pushpin"
 PUSHPIN_PUBLISH = shutil.which("pushpin-publish")
 
 # condure's --log-level under Pushpin: 3 (debug) by default, 4 for packet traces
@@ -546,7 +548,7 @@ def stop_pushpin(pp: Pushpin) -> list[str]:
     return killed
 
 
-# the client-side endpoints of our condure in both roles (condure-both-roles.sh:
+# the client-side endpoints of our condure in both roles (condure-pushpin:
 # --zserver-stream ipc://RUNDIR/pushpin-zurl) and how many pushpin-proxy sockets
 # connect to each: PUSH -> BASE-in, ROUTER -> BASE-in-stream, SUB -> BASE-out
 CLIENT_PEERS = {"pushpin-zurl-in": 1, "pushpin-zurl-in-stream": 1, "pushpin-zurl-out": 1}
@@ -566,12 +568,29 @@ def wait_client_peers(pp: Pushpin, timeout: float = START_TIMEOUT) -> None:
         time.sleep(0.05)
 
 
+def check_wrapper_installed() -> None:
+    """condure-pushpin exists only once the venv was (re)installed from a checkout
+    that has it (`make venv`), and it must run this checkout's package."""
+    if not os.access(BOTH_ROLES_WRAPPER, os.X_OK):
+        pytest.fail(f"{BOTH_ROLES_WRAPPER} missing: the venv predates the console script; "
+                    f"run `make venv` (or .venv/bin/pip install -e .)")
+    res = subprocess.run([str(VENV_BIN / "python"), "-P", "-c",
+                          "import condure; print(condure.__file__)"],
+                         capture_output=True, text=True, cwd="/", timeout=IO_TIMEOUT)
+    where = Path(res.stdout.strip()).resolve()
+    if res.returncode != 0 or REPO_ROOT.resolve() not in where.parents:
+        pytest.fail(f"{VENV_BIN}/python imports condure from {where} (rc {res.returncode}, "
+                    f"{res.stderr.strip()}), not from {REPO_ROOT}: reinstall with `make venv`")
+
+
 def pushpin_factory(origin: Origin, both_roles: bool) -> Iterator[Callable[..., Pushpin]]:
     """The body of the `pushpin` and `pushpin_both_roles` fixtures."""
     if not os.access(CONDURE_BIN, os.X_OK):
         pytest.skip(f"{CONDURE_BIN} missing: run .venv/bin/pip install -e .")
     if not both_roles and not HAVE_ZURL:
         pytest.skip("zurl is not installed")
+    if both_roles:
+        check_wrapper_installed()
     started: list[Pushpin] = []
     roots: list[Path] = []
 
@@ -644,7 +663,7 @@ def pushpin(origin: Origin) -> Iterator[Callable[..., Pushpin]]:
 @pytest.fixture
 def pushpin_both_roles(origin: Origin) -> Iterator[Callable[..., Pushpin]]:
     """Like `pushpin`, but without Zurl: `[runner] services=condure,pushpin-proxy,
-    pushpin-handler` and condure_bin = condure-both-roles.sh, so one process of
+    pushpin-handler` and condure_bin = condure-pushpin, so one process of
     our condure is Pushpin's server (--listen, --zclient-stream) and the proxy's
     outgoing HTTP/WebSocket client (--zserver-stream ipc://RUNDIR/pushpin-zurl,
     where the proxy's zurl_* specs point). Also waits until the proxy's zurl
@@ -746,14 +765,18 @@ class WsClient:
 # checks shared by the tests
 
 
-def assert_our_condure(pp: Pushpin) -> int:
-    """The runner's condure child is this checkout's console script run by the venv python."""
+def assert_our_condure(pp: Pushpin, both_roles: bool = False) -> int:
+    """The runner's condure child is this checkout's console script run by the venv
+    python (with `both_roles`: what condure-pushpin execs, `<venv python> -P -m condure`)."""
     pid = pp.condure_pid()
     cmdline = proc_cmdline(pid)
     stat = proc_stat(pid)
     assert stat is not None and stat[1] == pp.proc.pid, (pid, stat, pp.children())
-    # a console script runs as `<venv python> <venv>/bin/condure --log-level=... ...`
-    assert len(cmdline) >= 2 and cmdline[1] == str(CONDURE_BIN), cmdline
+    if both_roles:
+        assert cmdline[1:4] == ["-P", "-m", "condure"], cmdline
+    else:
+        # a console script runs as `<venv python> <venv>/bin/condure --log-level=... ...`
+        assert len(cmdline) >= 2 and cmdline[1] == str(CONDURE_BIN), cmdline
     assert Path(cmdline[0]).parent == VENV_BIN, cmdline
     exe = os.readlink(f"/proc/{pid}/exe")
     assert "python" in Path(exe).name, exe
@@ -761,7 +784,7 @@ def assert_our_condure(pp: Pushpin) -> int:
     assert f"--zclient-stream=ipc://{pp.rundir}/pushpin-condure" in cmdline, cmdline
     # and no other condure (e.g. the Debian /usr/bin/condure) anywhere in the stack
     condures = [c for c in pp.children().values()
-                if any(Path(a).name == "condure" for a in c[:2])]
+                if any(Path(a).name == "condure" for a in c[:4])]
     assert condures == [cmdline], pp.children()
     return pid
 
@@ -1074,12 +1097,12 @@ def test_condure_stops_within_runner_timeout_after_proxy_crash(
 
 # ---------------------------------------------------------------------------
 # our condure in both roles: Pushpin's server and, instead of Zurl, the proxy's
-# outgoing HTTP/WebSocket client (pushpin_both_roles, condure-both-roles.sh)
+# outgoing HTTP/WebSocket client (pushpin_both_roles, condure-pushpin)
 
 
 def assert_both_roles(pp: Pushpin) -> int:
     """One process of our condure is the server and the client; no zurl anywhere."""
-    pid = assert_our_condure(pp)
+    pid = assert_our_condure(pp, both_roles=True)
     cmdline = proc_cmdline(pid)
     base = f"ipc://{pp.rundir}/pushpin-zurl"
     assert cmdline[-4:] == ["--zserver-stream", base, "--zserver-req", f"{base}-req"], cmdline
@@ -1089,7 +1112,7 @@ def assert_both_roles(pp: Pushpin) -> int:
     session = session_members(pp.proc.pid)
     names = {p: proc_cmdline(p) for p in session}
     assert not [c for c in names.values() if any(Path(a).name == "zurl" for a in c[:2])], names
-    assert not [c for c in names.values() if any("condure-both-roles" in a for a in c[:2])], names
+    assert not [c for c in names.values() if any("condure-pushpin" in a for a in c[:2])], names
     assert not (pp.rundir / "zurl.pid").exists()
     assert not pp.log("zurl.log")
     # the client-side sockets are condure's (bound, with the proxy connected to them)
@@ -1182,8 +1205,7 @@ def test_both_roles_websocket_echo(pushpin_both_roles: Callable[..., Pushpin],
         assert isinstance(ev, AcceptConnection), (ev, pp.all_logs())
         hs = origin.seen("GET", "/echo")
         assert hs and hs[-1][2].get("upgrade", "").lower() == "websocket", hs
-        # each message fits in the 8192-byte window condure's client side grants
-        # (see test_both_roles_websocket_message_over_window for larger ones)
+        # larger messages: test_both_roles_websocket_message_over_window
         for text in ("hello ws", "second message \u00e9", "y" * 6000):
             ws.send(Message(data=text))
             assert ws.next_text() == text
@@ -1203,28 +1225,29 @@ def test_both_roles_websocket_echo(pushpin_both_roles: Callable[..., Pushpin],
     assert_condure_healthy(pp)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Pushpin 1.36's pushpin-proxy stalls a client->origin WebSocket message larger "
-    "than the client side's credit window: WsProxySession relays the next frame only "
-    "on in_readyRead / out_framesWritten (the binary has no writeBytesChanged signal), "
-    "so a `credit` that arrives when nothing is queued towards the client side is never "
-    "used. Our condure grants the Rust condure's window (--buffer-size, 8192 from the "
-    "runner) on 101 and grants back after each write (client.md 5.3); Zurl grants "
-    "200000, so test_websocket_echo_zurl passes. Observed: the proxy forwarded 8184+8+"
-    "8184 bytes of a 20000-byte message, got credits 8184, 8, 8184 back, then sent "
-    "nothing but keep-alives; the last 3624 bytes never left the proxy."))
+# Pushpin 1.36's pushpin-proxy relays the next frame towards its client side
+# only on in_readyRead / out_framesWritten (WsProxySession), so a `credit` that
+# arrives while nothing is queued is never used: with condure's grant of
+# --buffer-size (8192 from the runner) a larger message stalled for good
+# (observed: 8184+8+8184 bytes of 20000 forwarded, credits 8184, 8, 8184 back,
+# then only keep-alives). Zurl grants 200000, and so do we (D22).
 def test_both_roles_websocket_message_over_window(
         pushpin_both_roles: Callable[..., Pushpin], origin: Origin) -> None:
+    """A client->origin message far over --buffer-size passes (D22), as with Zurl."""
     pp = pushpin_both_roles()
     ws = WsClient(pp.http_port, "/echo")
     try:
         ev = ws.next_event()
         assert isinstance(ev, AcceptConnection), (ev, pp.all_logs())
-        text = "x" * 100000
-        ws.send(Message(data=text))
-        assert ws.next_text(timeout=5.0) == text
+        # three in a row: more than the window in all, granted back as written
+        for i in range(3):
+            text = chr(ord("x") + i) * 100000
+            ws.send(Message(data=text))
+            assert ws.next_text(timeout=5.0) == text
     finally:
         ws.close()
+    with origin.lock:
+        assert [len(m) for m in origin.ws_messages] == [100000] * 3
 
 
 def test_websocket_echo_zurl(pushpin: Callable[..., Pushpin], origin: Origin) -> None:

@@ -52,6 +52,7 @@ EXPECTED_DEFAULTS = {
     "tls_identities_dir": ".",
     "compression": False,
     "compression_message_max": 16 * 1024 * 1024,
+    "client_ws_window": 200_000,
     "deny_out_internal": False,
     "sizes": False,
     "http_parser": "auto",
@@ -99,6 +100,8 @@ VALUE_OPTIONS = [
     ("shutdown-timeout", "2", "shutdown_timeout", 2),
     ("compression-message-max", "100000", "compression_message_max", 100000),
     ("compression-message-max", "0", "compression_message_max", 0),
+    ("client-ws-window", "65536", "client_ws_window", 65536),
+    ("client-ws-window", "0", "client_ws_window", 0),
     ("http-parser", "httptools", "http_parser", "httptools"),
     ("zclient-req", "tcp://127.0.0.1:5000", "zclient_req", ("tcp://127.0.0.1:5000",)),
     ("zclient-stream", "ipc:///run/x", "zclient_stream", ("ipc:///run/x",)),
@@ -355,7 +358,7 @@ def test_first_bad_listener_is_reported() -> None:
 NUMERIC_OPTIONS = [
     "log-level", "workers", "req-maxconn", "stream-maxconn", "buffer-size",
     "body-buffer-size", "messages-max", "req-timeout", "stream-timeout",
-    "compression-message-max",
+    "compression-message-max", "client-ws-window",
 ]
 
 
@@ -532,3 +535,11 @@ def test_help(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert ("--compression-message-max N Largest size a compressed WebSocket message may "
             "inflate to, in bytes; a larger one is closed with 1009 (0: no limit) "
             "[default: 16777216]") in text
+
+
+def test_client_ws_window_zero_means_buffer_size() -> None:
+    """D22: the 101's credits; 0 falls back to --buffer-size, as condure grants."""
+    assert parse_args([]).ws_window == 200_000
+    assert parse_args(["--client-ws-window", "0"]).ws_window == 8192
+    assert parse_args(["--client-ws-window", "0", "--buffer-size", "4096"]).ws_window == 4096
+    assert parse_args(["--client-ws-window", "65536"]).ws_window == 65536
