@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from typing import Any
 
@@ -16,6 +17,10 @@ from gevent import ssl as gssl
 
 from ..log import RateLimitedWarning
 from ..zhttp.trace import quote
+
+# a server name becomes part of a file name: only host names are looked up, so
+# a client cannot reach files outside the directory (`../x`) or below it (D24)
+_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*")
 
 log = logging.getLogger("condure.tls")
 
@@ -58,6 +63,8 @@ class Identities:
         if not server_name:
             return []
         host = server_name.lower()
+        if len(host) > 253 or not _HOST_NAME.fullmatch(host):
+            return []
         names = [host]
         if "." in host:
             names.append("_." + host.split(".", 1)[1])

@@ -915,6 +915,31 @@ def test_tls_missing_default_cert_is_named(launch, pki, tmp_path: Path, zdir: st
                f" {d}/_.test.crt, default-cert {d}/gone.crt (each with its .key)\n")
 
 
+def test_tls_server_name_is_not_a_path(launch, pki, tmp_path: Path, zdir: str) -> None:
+    """D24: a server name that is not a host name (`../outside`) looks up no file,
+    so an identity outside the directory is never served; the default cert is."""
+    ids = tmp_path / "ids"
+    ids.mkdir()
+    for suffix in (".crt", ".key"):
+        shutil.copy(os.path.join(pki.dir, "localhost" + suffix), ids / ("localhost" + suffix))
+        shutil.copy(os.path.join(pki.dir, "example.com" + suffix), tmp_path / ("outside" + suffix))
+        shutil.copy(os.path.join(pki.dir, "example.com" + suffix), ids / ("in" + suffix))
+    port = get_free_port()
+    c = launch("--listen", f"127.0.0.1:{port},tls,default-cert=localhost",
+               "--tls-identities-dir", str(ids), "--zclient-stream", f"ipc://{zdir}/client")
+    for name in ("../outside", "in/../../outside", "./in"):
+        out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                              "-servername", name, "-brief"],
+                             input=b"", capture_output=True, timeout=10)
+        text = (out.stdout + out.stderr).decode(errors="replace")
+        assert re.search(r"CN ?= ?localhost", text), (name, text)
+        assert "example.com" not in text, (name, text)
+    # a host name still finds its own file
+    with tls_connect(port, client_context(pki, check_hostname=False), "in") as tls:
+        assert cert_names(tls) == ({"example.com"}, {"example.com"})
+    assert c.alive()
+
+
 def test_tls_no_certificate_warning_is_rate_limited(tls_server, pki) -> None:
     s = tls_server
     for _ in range(10):
