@@ -76,15 +76,8 @@ def print_sizes(cfg: Config) -> int:
 
 def serve(cfg: Config, worker: WorkerInfo | None = None) -> int:
     log.info("starting... %s", VERSION)
-    app = App(cfg, worker)
-    try:
-        app.start()
-    except StartupError as e:
-        log.error("%s", e)
-        app.stop()
-        return 1
-    log.info("started")
-    tune_gc()
+    # handlers first: a SIGTERM that arrives while the sockets are being bound
+    # ends the run gracefully once they are (exit 0), instead of killing it
     stop = Event()
 
     def on_signal() -> None:
@@ -100,6 +93,15 @@ def serve(cfg: Config, worker: WorkerInfo | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         gevent.signal_handler(sig, on_signal)
     gevent.signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored"))
+    app = App(cfg, worker)
+    try:
+        app.start()
+    except StartupError as e:
+        log.error("%s", e)
+        app.stop()
+        return 1
+    log.info("started")
+    tune_gc()
     if worker is not None:
         workers.report_ready(worker.ready_fd)  # once a SIGTERM would stop it gracefully
     stop.wait()
