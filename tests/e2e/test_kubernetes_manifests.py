@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -276,13 +277,30 @@ def isolation_prefix() -> list[str] | None:
     new privileges); None where this machine does not allow it."""
     if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
         return None
-    script = ('mount -o remount,bind,ro / && mount -t tmpfs -o size=16m tmpfs /tmp && '
+    kept = kept_under_tmp()
+    # a checkout or venv under /tmp would vanish under the pod's empty /tmp: park
+    # it on a private tmpfs first, then bind it back (read-only) at its own path
+    park = "".join(f" && mkdir /mnt/{i} && mount --bind {shlex.quote(str(p))} /mnt/{i}"
+                   for i, p in enumerate(kept))
+    unpark = "".join(f" && mkdir -p {shlex.quote(str(p))} && mount --bind /mnt/{i} "
+                     f"{shlex.quote(str(p))} && mount -o remount,bind,ro {shlex.quote(str(p))}"
+                     for i, p in enumerate(kept))
+    script = (("mount -t tmpfs tmpfs /mnt" + park + " && " if kept else "")
+              + 'mount -o remount,bind,ro / && mount -t tmpfs -o size=16m tmpfs /tmp'
+              + unpark + " && "
               f'exec setpriv --reuid {IMAGE_UID} --regid {IMAGE_UID} --clear-groups '
               '--inh-caps=-all --bounding-set=-all --no-new-privs "$@"')
     prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"]
     probe = subprocess.run([*prefix, "sh", "-c", "! touch /probe 2>/dev/null && touch /tmp/x"],
                            capture_output=True, timeout=10)
     return prefix if probe.returncode == 0 else None
+
+
+def kept_under_tmp() -> list[Path]:
+    """The checkout and the venv, where they lie under /tmp (a CI clone may), outermost only."""
+    paths = sorted({Path(p).resolve() for p in (REPO_ROOT, sys.prefix)})
+    under = [p for p in paths if Path("/tmp") in p.parents]
+    return [p for p in under if not any(q in p.parents for q in under)]
 
 
 def image_env() -> dict[str, str]:
