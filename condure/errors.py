@@ -12,7 +12,6 @@ from __future__ import annotations
 class CondureError(Exception):
     condition: str = "undefined-condition"
     status: int | None = None
-    close_code: int | None = None
     cancel: bool = True  # tell the handler (if its address is known)
 
 

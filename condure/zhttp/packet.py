@@ -67,7 +67,6 @@ class Packet:
     credits: int = 0
     content_type: bytes | None = None
     condition: bytes = b""
-    multi: bool = False
     raw: dict = {}  # the decoded map (client-mode fields); shared default as above
 
     def __init__(self, ids: list[tuple[bytes, int | None]], **fields: Any) -> None:
@@ -95,7 +94,7 @@ class Packet:
 
 
 _PACKET_FIELDS = ("ids", "from_", "type", "code", "reason", "headers", "body", "more", "credits",
-                  "content_type", "condition", "multi", "raw")
+                  "content_type", "condition", "raw")
 
 
 def _want(value: Any, kind: type, name: str) -> Any:
@@ -217,7 +216,7 @@ def _from_map(m: dict, require_id: bool = True) -> Packet:
             raise _field_error(key, v, kind)
         setattr(p, attr, v)
     if (v := m.get(b"ext")) is not None:
-        p.multi = _want(v, dict, "ext").get(b"multi") is True
+        _want(v, dict, "ext")  # condure reads nothing from it, but insists on a map
     return p
 
 
