@@ -41,7 +41,7 @@ class BufferExceeded(CondureError):
 
 class BadHandlerResponse(CondureError):
     """Handler response that cannot be written as given (D9, bad Content-Length)."""
-    status = 502
+    status: int | None = 502  # None when condure closes without a response
 
 
 class HandlerEnded(CondureError):
