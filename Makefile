@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(shell for p in /usr/bin/python3 python3; do "$$p" -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo "$$p"; exit; }; done; echo python3)
 STAMP := $(VENV)/.stamp
 
-.PHONY: venv run test conformance
+.PHONY: venv run typecheck test conformance
 
 venv: $(STAMP)
 
@@ -26,7 +26,11 @@ $(STAMP): $(wildcard requirements*.txt) setup.py pyproject.toml
 run: venv
 	$(PY) examples/basichandler.py & handler=$$!; trap 'kill $$handler 2>/dev/null' EXIT; trap 'exit 130' INT TERM; $(PY) -m condure --listen 8000 --zclient-stream ipc://client
 
-test: venv
+# mypy, configured in pyproject.toml ([tool.mypy]: strict for the pure modules).
+typecheck: venv
+	$(PY) -m mypy
+
+test: typecheck
 	$(PY) -m pytest
 
 # The harness is not part of this repo: it lives in the project's shared folder

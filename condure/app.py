@@ -105,7 +105,8 @@ class Server:
             log_app.debug("sending keep alives for %d sessions", len(ids))
             for group in zp.batches(ids):
                 self.metrics.packets_out["keep-alive"] += 1
-                self.zsockets.send_to(addr, zp.multi_packet(self.instance_id, group, b"keep-alive"))
+                self.zsockets.send_to(  # type: ignore[union-attr]  # stream sessions: stream mode
+                    addr, zp.multi_packet(self.instance_id, group, b"keep-alive"))
 
 
 @dataclass(frozen=True)

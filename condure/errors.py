@@ -12,7 +12,6 @@ from __future__ import annotations
 class CondureError(Exception):
     condition: str = "undefined-condition"
     status: int | None = None
-    close_code: int | None = None
     cancel: bool = True  # tell the handler (if its address is known)
 
 
@@ -42,7 +41,7 @@ class BufferExceeded(CondureError):
 
 class BadHandlerResponse(CondureError):
     """Handler response that cannot be written as given (D9, bad Content-Length)."""
-    status = 502
+    status: int | None = 502  # None when condure closes without a response
 
 
 class HandlerEnded(CondureError):

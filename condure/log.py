@@ -114,8 +114,8 @@ class ConnLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         head = f"{self.prefix} {cid}: "
         if args:  # the message is %-formatted later: keep the prefix literal
             head = head.replace("%", "%%")
-        msg, kwargs = self.process(f"{head}{msg}", kwargs)
-        self.logger.log(level, msg, *args, **kwargs)
+        msg, kw = self.process(f"{head}{msg}", kwargs)
+        self.logger.log(level, msg, *args, **kw)
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]

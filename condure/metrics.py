@@ -110,12 +110,12 @@ class Metrics:
         ]
 
 
-def _by(counter: Counter, label: str, known: Iterable[str]) -> dict[Labels, float]:
+def _by(counter: Counter[str], label: str, known: Iterable[str]) -> dict[Labels, float]:
     keys = sorted(set(known) | set(counter))
     return {((label, k),): counter.get(k, 0) for k in keys}
 
 
-def _by2(counter: Counter, labels: tuple[str, str], known: Iterable[tuple[str, str]]) \
+def _by2(counter: Counter[tuple[str, str]], labels: tuple[str, str], known: Iterable[tuple[str, str]]) \
         -> dict[Labels, float]:
     keys = sorted(set(known) | set(counter))
     return {tuple(zip(labels, k)): counter.get(k, 0) for k in keys}
@@ -295,9 +295,9 @@ class Aggregate:
                 if fam.kind != "counter":
                     _add(totals, fam)
         for (name, labels), v in self.retired.items():
-            fam = totals.get(name)
-            if fam is not None:
-                fam.samples[labels] = fam.samples.get(labels, 0) + v
+            total = totals.get(name)
+            if total is not None:
+                total.samples[labels] = total.samples.get(labels, 0) + v
         return list(totals.values())
 
 

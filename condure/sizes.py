@@ -22,12 +22,13 @@ import sys
 import tempfile
 import tracemalloc
 from dataclasses import dataclass
+from typing import cast
 
 import gevent
 from gevent import subprocess
 
 from . import VERSION
-from .app import App
+from .app import App, Server
 from .config import Config, ListenSpec
 
 CONNECTIONS = 200  # per measurement: enough to average out allocator noise
@@ -65,7 +66,7 @@ def sizes_config(cfg: Config, zdir: str) -> Config:
 
 def measure(app: App, data: bytes, n: int) -> Measure:
     """Memory per connection for n connections that received `data` (none: idle)."""
-    server, port = app.server, app.listeners[0].port
+    server, port = cast(Server, app.server), app.listeners[0].port  # started: it is set
     gauge = ("stream", "http")
     gc.collect()
     heap0, rss0 = tracemalloc.get_traced_memory()[0], _rss()

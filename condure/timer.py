@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 import gevent
 
@@ -134,7 +134,7 @@ class TimerWheel:
         return f"<TimerWheel tick={self.tick} slots={self.slots} keys={len(self)} cursor={self._cursor}>"
 
 
-def run_sweeper(wheel: TimerWheel, on_expired: Callable[[list], None],
+def run_sweeper(wheel: TimerWheel, on_expired: Callable[[list[Any]], None],
                 interval: float | None = None) -> None:
     """Sweep ``wheel`` forever, handing each non-empty batch of due keys to ``on_expired``.
 

@@ -31,7 +31,6 @@ class Origin:
         self.sock = sock
         self.key = key
         self.h11 = h11.Connection(h11.CLIENT)
-        self.reused = False
 
     def send_head(self, req: ClientRequest, framing: str, length: int = 0) -> None:
         try:
@@ -124,7 +123,6 @@ class Pool:
             origin, since = idle.pop()
             self._count -= 1
             if now - since < POOL_IDLE_TTL and _alive(origin.sock):
-                origin.reused = True
                 return origin
             origin.close()
         return None

@@ -186,7 +186,8 @@ class StreamSession:
             pairs.append((b"type", type_))
         pairs += [(k.replace("_", "-").encode(), v) for k, v in fields.items()
                   if v not in (None, b"", False) or (k in keep_empty and v is not None)]
-        self.service.sockets.send(self.addr, zp.encode(pairs))
+        self.service.sockets.send(  # type: ignore[union-attr]  # set before any session runs
+            self.addr, zp.encode(pairs))
 
     def _take(self) -> tuple[zp.Packet, int | None] | None:
         """The next handler packet after the common checks, or None."""
@@ -236,8 +237,13 @@ class StreamSession:
         if getattr(sock, "pending", lambda: 0)():
             return True
         readable = []
+
+        def on_readable() -> None:
+            readable.append(True)
+            self.event.set()
+
         watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
-        watcher.start(lambda: (readable.append(True), self.event.set()))
+        watcher.start(on_readable)
         try:
             self.event.wait(timeout)
         finally:

@@ -65,7 +65,7 @@ class _Client:
         self.events: list[Any] = []
         self.closed_by_handler = False
         self.closed_by_origin = False
-        self._head = bytearray()  # the handshake response as received, until it is complete
+        self._head: bytearray | None = bytearray()  # the handshake response as received, until it is complete
         # with --compression, origin bytes go to wsproto DEFLATE_FEED at a time and
         # only while no event waits (bounded inflation, D18); 0: all at once
         self._feed = DEFLATE_FEED if cfg.compression else 0
@@ -201,10 +201,12 @@ class _Client:
         kind = pkt.type
         if kind == zp.DATA:  # within its credits: StreamSession.deliver checked
             if not self.closed_by_handler:
-                binary = pkt.content_type == b"binary"
-                data = pkt.body if binary else self._text_in.decode(pkt.body, final=not pkt.more)
-                msg = BytesMessage(data=data, message_finished=not pkt.more) if binary else \
-                    TextMessage(data=data, message_finished=not pkt.more)
+                msg: BytesMessage | TextMessage
+                if pkt.content_type == b"binary":
+                    msg = BytesMessage(data=pkt.body, message_finished=not pkt.more)
+                else:
+                    text = self._text_in.decode(pkt.body, final=not pkt.more)
+                    msg = TextMessage(data=text, message_finished=not pkt.more)
                 self.write(msg)
             if pkt.body:
                 self.s.grant(len(pkt.body))

@@ -8,6 +8,7 @@ data packet and the framing of the body that follows
 from __future__ import annotations
 
 import re
+from typing import Iterator
 
 from ..errors import BadHandlerResponse, BadRequest
 from .parser import MAX_URI, TCHAR, RequestHead
@@ -108,7 +109,7 @@ class ResponseBody:
         return data  # until close
 
 
-def _chunks(data: bytes):
+def _chunks(data: bytes) -> Iterator[bytes]:
     for i in range(0, len(data), MAX_CHUNK):
         part = data[i:i + MAX_CHUNK]
         yield b"%x\r\n%s\r\n" % (len(part), part)

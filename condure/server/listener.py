@@ -249,8 +249,8 @@ class Listener:
     def _handshake(self, sock: gsocket.socket) -> Any:
         """TLS handshake under the stream timeout; failures are logged at debug."""
         try:
-            tls = self.ssl_context.wrap_socket(sock, server_side=True,
-                                               do_handshake_on_connect=False)
+            tls = self.ssl_context.wrap_socket(  # type: ignore[union-attr]  # TLS listeners only
+                sock, server_side=True, do_handshake_on_connect=False)
             with gevent.Timeout(self.server.config.stream_timeout):
                 tls.do_handshake()
             return tls

@@ -43,7 +43,7 @@ from typing import Any
 import h11
 
 try:
-    import httptools
+    import httptools as httptools  # re-exported: __main__ reports which parser runs
 except ImportError:  # h11 is the always-available reference
     httptools = None  # type: ignore[assignment]
 

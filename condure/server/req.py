@@ -80,11 +80,11 @@ class ReqConnection(StreamConnection):
             # warning, as in stream mode (Exchange._fail)
             level = logging.WARNING if isinstance(e, BadHandlerResponse) else logging.DEBUG
             self.log.log(level, "process error: %s (%s)", type(e).__name__, e)
-            status = e.status
-            if status is not None and not written and not isinstance(e, ClientGone):
+            code = e.status
+            if code is not None and not written and not isinstance(e, ClientGone):
                 if self.server.access_log:
-                    self._log_access(head, uri, started, status, access.CONDURE, e)
-                self._answer_and_close(status)
+                    self._log_access(head, uri, started, code, access.CONDURE, e)
+                self._answer_and_close(code)
             elif self.server.access_log:
                 if written:
                     self._log_access(head, uri, started, pkt.code, access.HANDLER, e, sent)
@@ -143,8 +143,9 @@ class ReqConnection(StreamConnection):
         self.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
         self.server.registry.register(rid, self)
         self.server.metrics.packets_out["request"] += 1
-        self.server.zreq.send(zp.request(b"", rid, head.method, uri, head.headers, 0, False,
-                                         False, self.peer, body=body, seq=False))
+        self.server.zreq.send(  # type: ignore[union-attr]  # req mode: zreq is set
+            zp.request(b"", rid, head.method, uri, head.headers, 0, False, False, self.peer,
+                       body=body, seq=False))
         while True:
             item = self.next_packet()
             if item is None:

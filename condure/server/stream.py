@@ -71,12 +71,14 @@ class StreamConnection:
     _readable = _writable = False
     _timeout: str | None = None
     _fresh = True  # nothing read yet: the first request is usually there already
-    _io = _wio = None  # read/write watchers, made on first use
+    _io: Any = None  # read/write watchers, made on first use
+    _wio: Any = None
     # queued output (WebSocket): bytes not yet written, and callbacks to run once
     # the bytes before an offset are out (credits go back only for written bytes);
-    # both are made by the first queue_write
-    _out: bytearray | bytes = b""
-    _out_done: deque | tuple = ()  # (queued-total at the end of a piece, callback)
+    # both are made by the first queue_write, until which the shared class defaults
+    # (empty bytes, an empty tuple) stand in for them
+    _out: bytearray = b""  # type: ignore[assignment]
+    _out_done: deque[tuple[int, Any]] = ()  # type: ignore[assignment]  # (queued-total at the end of a piece, callback)
     _out_total = _out_sent = 0
 
     def __init__(self, server: Server, sock: Any, peer: Any, slot: int,
@@ -98,8 +100,8 @@ class StreamConnection:
         self._tls = isinstance(sock, SSLSocket)  # may hold decrypted bytes the fd does not show
         # plain I/O that does not block goes to `_raw`; what must block goes
         # through gevent's cooperative socket (`sock`), made on first use
-        self._raw = None if self._tls else sock
-        self._green = sock if self._tls else None
+        self._raw: Any = None if self._tls else sock
+        self._green: Any = sock if self._tls else None
         self._fd = sock.fileno()
         self.io_timeout = self.stream_timeout  # for the blocking calls
         if self._tls:
@@ -618,7 +620,7 @@ class Exchange:
                              head.headers, conn.buffer_size, more, stream, conn.peer)
         self.server.registry.register(self.session.id, conn)
         self.server.metrics.packets_out["request"] += 1
-        self.server.zsockets.send_first(payload)
+        self.server.zsockets.send_first(payload)  # type: ignore[union-attr]  # stream mode
 
     def _want_read(self) -> bool:
         if not self.started or self.session.paused:
@@ -747,7 +749,7 @@ class Exchange:
             return  # no `from` seen: nowhere to route (condure's sends would fail too)
         payload = zp.session_packet(self.server.instance_id, s.id, s.next_seq(), type_, **fields)
         self.server.metrics.packets_out[zp.metric_name(type_)] += 1
-        self.server.zsockets.send_to(s.addr, payload)
+        self.server.zsockets.send_to(s.addr, payload)  # type: ignore[union-attr]  # stream mode
 
     def _fail(self, e: CondureError) -> None:
         conn = self.conn

@@ -25,6 +25,7 @@ import gevent
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (BytesMessage, CloseConnection, Message, Ping, Pong,
                             TextMessage)
+from wsproto.extensions import Extension
 from wsproto.utilities import LocalProtocolError
 
 from ..errors import (BadMessage, BufferExceeded, ClientGone, CondureError, HandlerError,
@@ -95,7 +96,7 @@ def valid_upgrade(head: RequestHead) -> bool:
     if head.method != b"GET" or head.chunked or head.content_length:
         return False
     key = head.header(b"sec-websocket-key")
-    return head.header(b"sec-websocket-version") == b"13" and bool(key) and len(key) <= 256
+    return head.header(b"sec-websocket-version") == b"13" and key is not None and 0 < len(key) <= 256
 
 
 def accept_key(key: bytes) -> bytes:
@@ -267,6 +268,7 @@ class WebSocketExchange(Exchange):
         if pkt.body:
             conn.log.warning("ignoring body of a 101 response")
         key = self.head.header(b"sec-websocket-key") or b""
+        extensions: list[Extension]
         ext_header, extensions = None, []
         if self.deflate is not None:
             ext_header, ext = self.deflate

@@ -67,8 +67,7 @@ class Packet:
     credits: int = 0
     content_type: bytes | None = None
     condition: bytes = b""
-    multi: bool = False
-    raw: dict = {}  # the decoded map (client-mode fields); shared default as above
+    raw: dict[bytes, Any] = {}  # the decoded map (client-mode fields); shared default as above
 
     def __init__(self, ids: list[tuple[bytes, int | None]], **fields: Any) -> None:
         self.ids = ids
@@ -77,7 +76,7 @@ class Packet:
                 raise TypeError(f"Packet has no field {name!r}")
             setattr(self, name, value)
 
-    def _values(self) -> tuple:
+    def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _PACKET_FIELDS)
 
     def __eq__(self, other: object) -> bool:
@@ -95,7 +94,7 @@ class Packet:
 
 
 _PACKET_FIELDS = ("ids", "from_", "type", "code", "reason", "headers", "body", "more", "credits",
-                  "content_type", "condition", "multi", "raw")
+                  "content_type", "condition", "raw")
 
 
 def _want(value: Any, kind: type, name: str) -> Any:
@@ -110,10 +109,10 @@ def _type_name(kind: type) -> str:
 
 
 def _uint(value: Any, name: str) -> int:
-    _want(value, int, name)
-    if value < 0:
+    n: int = _want(value, int, name)
+    if n < 0:
         raise ParseError(f"{name} must not be negative")
-    return value
+    return n
 
 
 def _parse_ids(value: Any, seq: Any) -> list[tuple[bytes, int | None]]:
@@ -159,7 +158,7 @@ def _parse_headers(value: Any) -> list[Header]:
 
 # packet field -> (Packet attribute, the type condure insists on: ints unsigned,
 # headers checked in full by _parse_headers)
-_FIELDS = {
+_FIELDS: dict[bytes, tuple[str, type[Any]]] = {
     b"from": ("from_", bytes), b"type": ("type", bytes), b"code": ("code", int),
     b"reason": ("reason", bytes), b"headers": ("headers", list), b"body": ("body", bytes),
     b"more": ("more", bool), b"credits": ("credits", int),
@@ -196,7 +195,7 @@ def parse(payload: bytes, require_id: bool = True) -> Packet:
 NO_ID = b"\x00"  # the id of a client-mode REQ request that has none
 
 
-def _from_map(m: dict, require_id: bool = True) -> Packet:
+def _from_map(m: dict[Any, Any], require_id: bool = True) -> Packet:
     if b"id" not in m:
         if require_id:
             raise ParseError("missing id")
@@ -217,7 +216,7 @@ def _from_map(m: dict, require_id: bool = True) -> Packet:
             raise _field_error(key, v, kind)
         setattr(p, attr, v)
     if (v := m.get(b"ext")) is not None:
-        p.multi = _want(v, dict, "ext").get(b"multi") is True
+        _want(v, dict, "ext")  # condure reads nothing from it, but insists on a map
     return p
 
 

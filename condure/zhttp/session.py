@@ -78,9 +78,6 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._owners)
 
-    def full(self) -> bool:
-        return self.active >= self.maxconn
-
     def take_slot(self) -> int:
         self.active += 1
         if self._free:
@@ -104,9 +101,6 @@ class SessionRegistry:
     def unregister(self, rid: bytes) -> None:
         self._owners.pop(rid, None)
 
-    def owner(self, rid: bytes) -> Any:
-        return self._owners.get(rid)
-
     def route(self, packet: Packet) -> list[tuple[Any, bytes, int | None]]:
         """(owner, id, seq) for each id of the packet that is live here.
 
@@ -120,6 +114,3 @@ class SessionRegistry:
             return [] if owner is None else [(owner, rid, seq)]
         return [(owner, rid, seq) for rid, seq in packet.ids
                 if (owner := owners.get(rid)) is not None]
-
-    def owners(self) -> list[Any]:
-        return list(self._owners.values())

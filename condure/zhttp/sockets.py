@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Callable
+from typing import Any, Callable, cast
 
 import gevent
 import zmq.green as zmq
@@ -37,9 +37,11 @@ log = logging.getLogger("condure.zhttpsocket")
 READ_BATCH = 64  # messages handled before other greenlets get a turn
 TERM_TIMEOUT = 1.0  # seconds ctx.term() may take once every socket is closed (linger 0)
 
-_send = _RawSocket.send
-_recv = _RawSocket.recv
-_get = _RawSocket.get
+# the Cython methods, called on zmq.green sockets (subclasses of _RawSocket at run
+# time, which pyzmq's type information does not say)
+_send: Callable[..., Any] = _RawSocket.send
+_recv: Callable[..., Any] = _RawSocket.recv
+_get: Callable[..., Any] = _RawSocket.get
 NOBLOCK = int(zmq.NOBLOCK)
 RCVMORE = int(zmq.RCVMORE)
 FD = int(zmq.FD)
@@ -72,7 +74,7 @@ def attach(sock: zmq.Socket, endpoint: str, connect: bool, ipc_mode: int) -> Non
         sock.bind(endpoint)
     except zmq.ZMQError as e:
         # zmq.strerror: plain text (pyzmq's own message adds the address again)
-        raise AttachError(f"{verb} {endpoint}: {zmq.strerror(e.errno)}") from None
+        raise AttachError(f"{verb} {endpoint}: {zmq.strerror(cast(int, e.errno))}") from None
     if ipc_mode and endpoint.startswith("ipc://"):
         try:
             os.chmod(endpoint[len("ipc://"):], ipc_mode)

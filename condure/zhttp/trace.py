@@ -141,7 +141,7 @@ def _show_content(ptype: bytes | None, condition: bytes | None) -> bool:
     return ptype in (None, b"", b"close") or (ptype == b"error" and condition == b"rejected")
 
 
-def _braced(fields: list) -> str:
+def _braced(fields: list[tuple[str, str, bytes, tuple[int, int, int]]]) -> str:
     return "{ " + ", ".join(f"{k}: {v}" if v else k for k, v, _raw, _where in fields) + " }"
 
 

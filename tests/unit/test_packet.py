@@ -49,7 +49,6 @@ def test_minimal_packet_is_data_with_defaults() -> None:
     assert p.credits == 0
     assert p.content_type is None
     assert p.condition == b""
-    assert p.multi is False
 
 
 def test_every_data_field_is_parsed() -> None:
@@ -70,7 +69,6 @@ def test_every_data_field_is_parsed() -> None:
     assert p.credits == 1000
     assert p.content_type == b"binary"
     assert p.condition == b"rejected"
-    assert p.multi is True
 
 
 @pytest.mark.parametrize("ptype", sorted(P.KNOWN_TYPES - {P.DATA}))
@@ -120,12 +118,6 @@ def test_id_list_of_128_accepted() -> None:
     p = parse({b"id": ids})
     assert len(p.ids) == 128
     assert p.ids[127] == (b"0-127-0", 127)
-
-
-def test_ext_multi_false_or_absent() -> None:
-    assert parse(base(ext={b"multi": False})).multi is False
-    assert parse(base(ext={})).multi is False
-    assert parse(base(ext={b"other": b"x"})).multi is False
 
 
 def test_user_data_is_ignored() -> None:
@@ -485,7 +477,7 @@ def test_multi_packet_has_no_top_level_seq_and_parses_back() -> None:
     assert b"seq" not in tnetstring.loads(out[1:])
     p = P.parse(out)
     assert p.ids == ids
-    assert p.type == b"cancel" and p.multi is True and p.from_ == b"condure"
+    assert p.type == b"cancel" and p.from_ == b"condure"
 
 
 def test_batches_split_at_128_ids() -> None:

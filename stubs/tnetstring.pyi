@@ -1,0 +1,6 @@
+# Type information for tnetstring3 (which ships none): only what condure calls.
+# `make typecheck` reads it (mypy_path in pyproject.toml); nothing imports it at run time.
+from typing import Any
+
+def dumps(value: Any) -> bytes: ...
+def loads(string: bytes) -> Any: ...
