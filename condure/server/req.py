@@ -162,12 +162,11 @@ class ReqConnection(StreamConnection):
             self.log.debug("unexpected packet in req mode")
 
     def _response(self, head: RequestHead, pkt: zp.Packet) -> tuple[bytes, int]:
-        """The bytes to write and how many of them are body.
+        """The bytes to write and how many of them are body."""
         if len(pkt.body) > self.server.config.body_buffer_size:
             err = BadHandlerResponse("reply body larger than --body-buffer-size")
             err.status = None  # condure 1.10 closes with nothing written
             raise err
-        """
         headers = [(n, v) for n, v in pkt.headers if n.lower() != b"content-length"]
         code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0 (D17: 502)
         out, framer, self._persistent = http1.response_head(

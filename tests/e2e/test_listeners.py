@@ -354,6 +354,22 @@ def test_req_body_over_body_buffer_size_gets_413_d1(req_mode, framing: str, size
     assert c.alive()
 
 
+@pytest.mark.parametrize("size", [1000, 1001])
+def test_req_reply_body_over_body_buffer_size_closes_with_nothing(req_mode, size: int) -> None:
+    """A handler reply body larger than --body-buffer-size: closed with nothing
+    written, as condure 1.10; exactly the size is served."""
+    c, port, h = req_mode("--body-buffer-size", "1000")
+    with Client(port) as client:
+        client.send(get("/reply"))
+        req = h.recv_request()
+        h.respond(req, 200, b"OK", [], b"z" * size)
+        if size <= 1000:
+            assert client.read_response().body == b"z" * size
+        else:
+            assert client.read_until_close(3) == b""
+    assert c.alive()
+
+
 def test_req_reply_always_framed_with_content_length(req_mode) -> None:
     c, port, h = req_mode()
     with Client(port) as client:
