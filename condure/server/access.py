@@ -93,3 +93,9 @@ def write(peer: tuple[bytes, int] | None, head: RequestHead | None, uri: bytes |
         error = type(error).__name__
     method = None if head is None else head.method
     log.info("%s", format_line(peer, method, uri, status, body_bytes, ms, by, error))
+
+
+def own_answer(peer: tuple[bytes, int] | None, head: RequestHead | None, uri: bytes | None,
+               status: int, started: float, error: BaseException | str | None) -> None:
+    """The line of a request condure answered itself (http1.error_response)."""
+    write(peer, head, uri, status, len(http1.error_body(status)), started, CONDURE, error)

@@ -103,13 +103,14 @@ class ReqConnection(StreamConnection):
 
     def _log_access(self, head: RequestHead, uri: bytes | None, started: float,
                     status: int | None, by: str, e: CondureError | None,
-                    sent: int | None = None) -> None:
+                    sent: int = 0) -> None:
         """The access log line (D21); `sent`: the handler's body bytes written."""
-        if sent is None:
-            sent = len(http1.error_body(status)) if by == access.CONDURE and status else 0
         if uri is None:
             uri = access.request_uri(head, self.scheme)
-        access.write(self.peer, head, uri, status, sent, started, by, e)
+        if by == access.CONDURE and status is not None:
+            access.own_answer(self.peer, head, uri, status, started, e)
+        else:
+            access.write(self.peer, head, uri, status, sent, started, by, e)
 
     def _refuse(self, response: bytes) -> None:
         try:

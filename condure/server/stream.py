@@ -192,8 +192,7 @@ class StreamConnection:
             self.log.info("bad request: %s", e)
             status = e.status or 400
             if self.server.access_log:  # before the answer's drain (up to a second)
-                access.write(self.peer, None, None, status, len(http1.error_body(status)),
-                             now, access.CONDURE, e)
+                access.own_answer(self.peer, None, None, status, now, e)
             self._answer_and_close(status)
             return False
         except (ClientGone, Timeout, Stopped) as e:
@@ -773,14 +772,14 @@ class Exchange:
 
     def _log_access(self, e: CondureError | None, own_status: int | None) -> None:
         """The access log line (D21); `own_status`: condure's own answer, if it gave one."""
-        if own_status is not None:
-            status, by, n = own_status, access.CONDURE, len(http1.error_body(own_status))
-        elif self.written:
-            status, by, n = self.code, access.HANDLER, self._body_bytes()
-        else:
-            status, by, n = None, access.NOBODY, 0
         uri = self.uri or access.request_uri(self.head, self.conn.scheme)
-        access.write(self.conn.peer, self.head, uri, status, n, self.started_at, by, e)
+        peer, head, started = self.conn.peer, self.head, self.started_at
+        if own_status is not None:
+            access.own_answer(peer, head, uri, own_status, started, e)
+        elif self.written:
+            access.write(peer, head, uri, self.code, self._body_bytes(), started, access.HANDLER, e)
+        else:
+            access.write(peer, head, uri, None, 0, started, access.NOBODY, e)
 
     def _body_bytes(self) -> int:
         return 0 if self.response is None else self.response.sent
