@@ -1,6 +1,7 @@
 """Exception taxonomy: every error knows its consequence.
 
-Each class carries the ZHTTP ``condition`` a session ends with, the HTTP
+Each class carries the ZHTTP ``condition`` a session ends with, its log
+level, the HTTP
 status a client gets when nothing was written yet (deviation D1/D9/D13),
 whether the handler is told with ``cancel`` (D14: only when the handler did
 not cause the end itself) and the log wording operators grep for
@@ -8,11 +9,14 @@ not cause the end itself) and the log wording operators grep for
 """
 from __future__ import annotations
 
+import logging
+
 
 class CondureError(Exception):
     condition: str = "undefined-condition"
     status: int | None = None
     cancel: bool = True  # tell the handler (if its address is known)
+    level: int = logging.DEBUG  # how `process error: ...` is logged: the usual ends are not news
 
 
 class BadRequest(CondureError):
@@ -37,11 +41,13 @@ class Timeout(CondureError):
 
 class BufferExceeded(CondureError):
     """The handler sent more than fits the connection's buffer (credits exceeded)."""
+    level = logging.WARNING  # a handler bug the operator should hear of
 
 
 class BadHandlerResponse(CondureError):
     """Handler response that cannot be written as given (D9, bad Content-Length)."""
     status: int | None = 502  # None when condure closes without a response
+    level = logging.WARNING
 
 
 class HandlerEnded(CondureError):

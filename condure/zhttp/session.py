@@ -26,15 +26,18 @@ KEEPALIVE_INTERVAL = 45.0  # condure -> handler keep-alives
 class Session:
     """One request/response exchange (or one WebSocket) as ZHTTP sees it."""
 
-    __slots__ = ("id", "out_seq", "in_seq", "addr", "last_handler", "paused")
+    __slots__ = ("id", "out_seq", "in_seq", "addr", "last_handler", "paused", "keepalive_due")
 
-    def __init__(self, rid: bytes, now: float) -> None:
+    def __init__(self, rid: bytes, now: float, keepalive_interval: float = KEEPALIVE_INTERVAL) -> None:
         self.id = rid
         self.out_seq = 0
         self.in_seq = 0
         self.addr: bytes | None = None  # handler address: the latest packet's `from`
         self.last_handler = now
         self.paused = False  # between handoff-proceed and the next handler packet
+        # keep-alives go out every interval from the start of the session: like
+        # condure's sweep, whose first one comes 0-45 s after it (server.md 4.2)
+        self.keepalive_due = now + keepalive_interval
 
     def __repr__(self) -> str:
         return f"<Session {self.id.decode()} out={self.out_seq} in={self.in_seq} addr={self.addr!r}>"
@@ -43,6 +46,25 @@ class Session:
         seq = self.out_seq
         self.out_seq += 1
         return seq
+
+    def expired(self, now: float, handler_timeout: float) -> bool:
+        """True once the handler has been silent for `handler_timeout` seconds."""
+        return now >= self.last_handler + handler_timeout
+
+    def deadline(self, handler_timeout: float) -> float:
+        """When `expired` or `keepalive` next has something to say."""
+        return min(self.last_handler + handler_timeout, self.keepalive_due)
+
+    def keepalive(self, now: float, interval: float) -> int | None:
+        """The seq of a keep-alive due now (the next one is then scheduled), or
+        None. None too while nothing can be sent: no handler address yet, or
+        paused by a handoff (the new handler's first packet resumes it)."""
+        if now < self.keepalive_due:
+            return None
+        self.keepalive_due = now + interval
+        if not self.addr or self.paused:
+            return None
+        return self.next_seq()
 
     def accept(self, packet: Packet, seq: int | None, now: float) -> None:
         """Apply the common rules to a handler packet addressed to this session.

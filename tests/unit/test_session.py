@@ -312,3 +312,26 @@ def test_route_multi_id_with_per_id_seq() -> None:
     assert list(reg.route(p)) == [("b", b"0-1-1", 4), ("a", b"0-0-0", None),
                                   ("c", b"0-2-2", 0)]
 
+
+
+def test_keepalive_schedule_and_pause() -> None:
+    s = Session(b"1-0-0", 100.0, keepalive_interval=45.0)
+    assert s.deadline(60.0) == 145.0
+    assert s.keepalive(144.9, 45.0) is None
+    assert s.keepalive(145.0, 45.0) is None  # no handler address yet: skipped, rescheduled
+    assert s.keepalive_due == 190.0
+    s.addr = b"handler"
+    s.next_seq()  # the request
+    assert s.keepalive(190.0, 45.0) == 1
+    s.paused = True  # handoff: nothing goes to the old handler
+    assert s.keepalive(235.0, 45.0) is None
+    assert s.keepalive_due == 280.0
+
+
+def test_expiry_follows_the_last_handler_packet() -> None:
+    s = Session(b"1-0-0", 0.0)
+    assert not s.expired(59.9, 60.0)
+    assert s.expired(60.0, 60.0)
+    s.last_handler = 30.0
+    assert not s.expired(60.0, 60.0)
+    assert s.deadline(60.0) == 45.0  # the keep-alive comes first
