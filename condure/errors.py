@@ -1,9 +1,8 @@
 """Exception taxonomy: every error knows its consequence.
 
 Each class carries the ZHTTP ``condition`` a session ends with, its log
-level, the HTTP
-status a client gets when nothing was written yet (deviation D1/D9/D13),
-whether the handler is told with ``cancel`` (D14: only when the handler did
+level, the HTTP status a client gets when nothing was written yet
+(deviation D1/D9/D13), whether the handler is told with ``cancel`` (D14: only when the handler did
 not cause the end itself) and the log wording operators grep for
 (``process error: <name>``).
 """

@@ -112,7 +112,8 @@ class Reader:
 
     def pump(self) -> list[Event]:
         """Give wsproto waiting bytes until something waits in the flow."""
-        wire, others = self.wire, []
+        wire = self.wire
+        others: list[Event] = []
         while wire and not self.flow and not others:
             n = self.feed or len(wire)
             piece = bytes(wire[:n])
@@ -129,7 +130,8 @@ class Reader:
         return self._events()
 
     def _events(self) -> list[Event]:
-        flow, others = self.flow, []
+        flow = self.flow
+        others: list[Event] = []
         for ev in self.ws.events():
             if not to_flow(ev, flow):
                 others.append(ev)
@@ -146,7 +148,7 @@ class Writer:
         self._decoder: Any = None  # the UTF-8 decoder of the text message in progress
         self._binary = False
 
-    def event(self, pkt: Packet) -> Message:
+    def event(self, pkt: Packet) -> BytesMessage | TextMessage:
         last = not pkt.more
         if self._decoder is None:  # the first piece of a message decides its type
             self._binary = pkt.content_type == b"binary"
