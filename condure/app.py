@@ -20,93 +20,20 @@ import zmq.green as zmq
 from gevent.server import StreamServer
 
 from .config import Config, ListenSpec, SpecError, parse_prometheus
-from .log import RateLimitedWarning
 from .metrics import (Metrics, exposition, process_families, process_start_time, render,
                       snapshot)
-from .timer import TimerWheel, run_sweeper
-from .zhttp import packet as zp
-from .zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL, SessionRegistry
+from .timer import run_sweeper
+from .client.service import ClientService
+from .context import Server
 from .server.listener import ConnectionLimit, ListenError, Listener
+from .server.modes import req_mode, stream_mode
 from .zhttp.sockets import ReqSockets, StreamSockets, setting_specs, terminate
 
 log = logging.getLogger("condure")
-log_app = logging.getLogger("condure.app")
-log_handler_timeout = logging.getLogger("condure.connection")
 
 
 class StartupError(Exception):
     """Something the operator must fix; logged as one line, exit status 1."""
-
-
-class Server:
-    """Shared state of one worker: what every connection greenlet needs."""
-
-    def __init__(self, config: Config, zsockets: StreamSockets | None,
-                 zreq: ReqSockets | None = None, worker: int = 0,
-                 instance_id: bytes | None = None) -> None:
-        self.config = config
-        self.instance_id = instance_id or config.id.encode()
-        self.registry = SessionRegistry(worker, config.stream_maxconn + config.req_maxconn)
-        self.zsockets = zsockets
-        self.zreq = zreq
-        self.wheel = TimerWheel()
-        self.connections: set[Any] = set()  # live client connections, for shutdown
-        self.metrics = Metrics()
-        # protocol constants, attributes so in-process tests can shorten them
-        self.handler_timeout = HANDLER_TIMEOUT
-        self.keepalive_interval = KEEPALIVE_INTERVAL
-        self._parse_warning = RateLimitedWarning(log_app)
-        self.access_log = config.access_log  # D21: the one check on the request path
-        # sessions whose handler went silent (60 s; req mode: --req-timeout) are
-        # an operator's problem, but a dead handler must not cost a line a request
-        self._handler_timeout_warning = RateLimitedWarning(log_handler_timeout)
-
-    def on_message(self, frame: bytes) -> None:
-        """A message from the SUB socket (`<id> T<map>`): hand it to its sessions."""
-        self._deliver(frame, zp.parse_message)
-
-    def on_req_message(self, payload: bytes) -> None:
-        """A reply from the req DEALER (no address prefix)."""
-        self._deliver(payload, zp.parse)
-
-    def _deliver(self, data: bytes, parse: Any) -> None:
-        try:
-            pkt = parse(data)
-        except zp.ParseError as e:
-            self._warn_parse_error(e)
-            return
-        self.metrics.packets_in[zp.metric_name(pkt.type)] += 1
-        delivered = False
-        for owner, rid, seq in self.registry.route(pkt):
-            owner.deliver(rid, pkt, seq)
-            delivered = True
-        if not delivered:
-            self.metrics.packets_dropped += 1
-
-    def _warn_parse_error(self, e: Exception) -> None:
-        self.metrics.packets_dropped += 1
-        self._parse_warning.warning("zhttp parse error: %s", e)
-
-    def warn_handler_timeout(self, rid: bytes, seconds: float) -> None:
-        """A request (or WebSocket) timed out waiting for its handler."""
-        self._handler_timeout_warning.warning(
-            "handler timeout: session %s got nothing from its handler within %g s",
-            rid.decode("ascii", "replace"), seconds)
-
-    def on_expired(self, conns: list[Any]) -> None:
-        """Timer sweep: flag timeouts, batch keep-alives per handler address."""
-        now = time.monotonic()
-        keepalives: dict[bytes, list] = {}
-        for conn in conns:
-            deadline = conn.on_timer(now, keepalives)
-            if deadline is not None:
-                self.wheel.add(deadline, conn)
-        for addr, ids in keepalives.items():
-            log_app.debug("sending keep alives for %d sessions", len(ids))
-            for group in zp.batches(ids):
-                self.metrics.packets_out["keep-alive"] += 1
-                self.zsockets.send_to(  # type: ignore[union-attr]  # stream sessions: stream mode
-                    addr, zp.multi_packet(self.instance_id, group, b"keep-alive"))
 
 
 @dataclass(frozen=True)
@@ -220,8 +147,6 @@ class App:
         self.metrics_server = srv
 
     def _client_mode(self) -> Any:
-        from .client.service import ClientService
-
         try:
             client = ClientService(self.config, self.ctx)
         except SpecError as e:
@@ -234,16 +159,13 @@ class App:
         return client
 
     def _listen(self, server: Server) -> None:
-        from .server.req import ReqConnection
-        from .server.stream import StreamConnection
-
         cfg, w = self.config, self.worker
         limits = {True: ConnectionLimit(cfg.stream_maxconn), False: ConnectionLimit(cfg.req_maxconn)}
+        modes = {True: stream_mode(cfg), False: req_mode(cfg)}
         for i, spec in enumerate(cfg.listen):
-            conn_class = StreamConnection if spec.stream else ReqConnection
             sock = None if w is None else inherited_socket(w.fds[i], spec)
             try:
-                listener = Listener(spec, server, limits[spec.stream], conn_class, sock)
+                listener = Listener(spec, server, limits[spec.stream], modes[spec.stream], sock)
             except ListenError as e:
                 raise StartupError(str(e)) from None
             self.listeners.append(listener)

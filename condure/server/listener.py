@@ -21,10 +21,13 @@ from gevent import Greenlet, get_hub, getcurrent
 from gevent.server import StreamServer
 
 from ..config import ListenSpec
+from .clientio import green
+from .connection import Connection
 from .tls import Identities, server_context
 
 if TYPE_CHECKING:
-    from ..app import Server
+    from ..context import Server
+    from .connection import Mode
 
 log = logging.getLogger("condure.listener")
 
@@ -81,13 +84,6 @@ def _bind_unix(spec: ListenSpec) -> gsocket.socket:
         os.chown(path, uid, gid)
     sock.listen(BACKLOG)
     return sock
-
-
-def green(sock: _socket.socket, detach: bool = False) -> gsocket.socket:
-    """gevent's cooperative socket on a plain one's fd. `detach`: the wrapper
-    takes the fd over; otherwise both stay usable and only one may close it."""
-    fd = sock.detach() if detach else sock.fileno()
-    return gsocket.socket(sock.family, sock.type, 0, fileno=fd)
 
 
 class ConnectionLimit:
@@ -177,11 +173,12 @@ class Listener:
     """Accepts clients of one --listen and runs a connection greenlet for each."""
 
     def __init__(self, spec: ListenSpec, server: Server, limit: ConnectionLimit,
-                 conn_class: Any, sock: gsocket.socket | None = None) -> None:
-        """`sock`: an already listening socket (a worker's, made by its parent)."""
+                 mode: Mode, sock: gsocket.socket | None = None) -> None:
+        """`mode`: what connections do with requests (server/modes.py); `sock`:
+        an already listening socket (a worker's, made by its parent)."""
         self.spec = spec
         self.server = server
-        self.conn_class = conn_class
+        self.mode = mode
         self.scheme = b"https" if spec.tls and not spec.local else b"http"
         self.ssl_context = None
         if self.scheme == b"https":
@@ -190,9 +187,8 @@ class Listener:
         self.owner = sock is None  # only the process that bound a Unix path removes it
         self.sock = bind(spec) if sock is None else sock
         self.stream_server = _Server(self.sock, self._handle, limit)
-        mode = "stream" if spec.stream else "req"
-        self._gauge_http = (mode, "http")
-        self._gauge_ws = (mode, "websocket")
+        self._gauge_http = (mode.name, "http")
+        self._gauge_ws = (mode.name, "websocket")
 
     @property
     def port(self) -> int:
@@ -237,7 +233,7 @@ class Listener:
         slot = registry.take_slot()
         conn = None
         try:
-            conn = self.conn_class(self.server, sock, peer, slot, self.scheme)
+            conn = Connection(self.server, self.mode, sock, peer, slot, self.scheme)
             conn.run()  # closes the socket at the end
         finally:
             if conn is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from condure.errors import BadHandlerResponse
-from condure.server.websocket import accept_key, handshake_head, rejection
+from condure.server.wshead import accept_key, handshake_head, rejection
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 

@@ -1,0 +1,51 @@
+"""What each kind of listener does with a request head.
+
+A `Mode` is handed to a listener, which hands it to each connection: the
+connection reads heads and calls `mode.exchange`, so it imports no exchange
+and the exchanges import no connection. Stream mode picks the HTTP exchange
+or, for an upgrade, the WebSocket handshake; req mode has one exchange.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import access, http1
+from .connection import Connection, Mode
+from .exchange import Exchange
+from .parser import RequestHead
+from .req import ReqExchange
+from .timers import ReqTimers, StreamTimers
+from .wshandshake import WsHandshake
+from .wshead import valid_upgrade
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+def stream_exchange(conn: Connection, head: RequestHead) -> bool:
+    session = conn.session
+    assert session is not None
+    if not http1.is_websocket(head):
+        return Exchange(conn, conn, conn.server, head, session).run()
+    if not valid_upgrade(head):
+        conn.log.debug("process error: InvalidWebSocketRequest")
+        if conn.server.access_log:
+            uri = access.request_uri(head, b"wss" if conn.scheme == b"https" else b"ws")
+            access.write(conn.peer, head, uri, None, 0, conn.last_io, access.NOBODY,
+                         "InvalidWebSocketRequest")
+        return False
+    return WsHandshake(conn, conn, conn.server, head, session).run()
+
+
+def req_exchange(conn: Connection, head: RequestHead) -> bool:
+    session = conn.session
+    assert session is not None
+    return ReqExchange(conn, conn, conn.server, head, session).run()
+
+
+def stream_mode(config: Config) -> Mode:
+    return Mode("stream", stream_exchange, StreamTimers, float(config.stream_timeout))
+
+
+def req_mode(config: Config) -> Mode:
+    return Mode("req", req_exchange, ReqTimers, float(config.req_timeout))
