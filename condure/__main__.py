@@ -15,7 +15,8 @@ from . import log as clog
 from . import workers
 from .app import App, StartupError, WorkerInfo, check_identities_dir
 from .server.parser import httptools
-from .config import Config, ConfigError, parse_args
+from .config import Config, ConfigError
+from .options import parse_args
 
 GC_THRESHOLD = 20000  # allocations between young-generation collections (Python's default: 700)
 

@@ -38,7 +38,7 @@ import time
 from ..errors import BadRequest
 from ..zhttp.trace import quote
 from . import http1
-from .parser import RequestHead
+from .request import RequestHead
 
 log = logging.getLogger("condure.access")
 

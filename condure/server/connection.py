@@ -23,7 +23,8 @@ from ..zhttp import packet as zp
 from ..zhttp.session import Session
 from . import access
 from .clientio import ClientIO
-from .parser import NEED_DATA, RequestHead, make_parser
+from .parser import make_parser
+from .request import NEED_DATA, RequestHead
 from .ports import Inbound
 from .timers import KeepAlives
 

@@ -21,7 +21,7 @@ from ..zhttp import packet as zp
 from ..zhttp.flow import Outflow
 from ..zhttp.session import Session
 from . import access, http1
-from .parser import END, NEED_DATA, Body, RequestHead
+from .request import END, NEED_DATA, Body, RequestHead
 from .ports import ClientStream, HandlerLink, Worker
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

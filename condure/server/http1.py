@@ -11,7 +11,8 @@ import re
 from typing import Iterator
 
 from ..errors import BadHandlerResponse, BadRequest
-from .parser import MAX_URI, TCHAR, RequestHead
+from .parser import TCHAR
+from .request import MAX_URI, RequestHead
 
 # handler headers condure drops and regenerates
 _DROPPED = frozenset([b"content-length", b"transfer-encoding", b"connection"])

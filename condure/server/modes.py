@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from . import access, http1
 from .connection import Connection, Mode
 from .exchange import Exchange
-from .parser import RequestHead
+from .request import RequestHead
 from .req import ReqExchange
 from .timers import ReqTimers, StreamTimers
 from .wshandshake import WsHandshake

@@ -14,7 +14,7 @@ from ..errors import BadHandlerResponse, BadRequest, ClientGone, CondureError, T
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
 from . import access, http1
-from .parser import END, NEED_DATA, Body, RequestHead
+from .request import END, NEED_DATA, Body, RequestHead
 from .ports import ClientStream, HandlerLink, Worker
 
 WS_REFUSAL = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 48\r\n\r\n"

@@ -17,7 +17,7 @@ from ..zhttp import packet as zp
 from ..zhttp.session import Session
 from . import http1
 from .exchange import Exchange
-from .parser import RequestHead
+from .request import RequestHead
 from .ports import ClientStream, HandlerLink, Worker
 from .websocket import WebSocketSession
 from .wshead import handshake_head, negotiate_deflate, rejection

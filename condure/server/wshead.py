@@ -10,7 +10,7 @@ import hashlib
 
 from ..wsdeflate import BoundedDeflate
 from . import http1
-from .parser import RequestHead
+from .request import RequestHead
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # handler headers condure replaces with its own on the handshake response

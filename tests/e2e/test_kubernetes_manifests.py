@@ -31,7 +31,7 @@ from rawhttp import Client, get
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 yaml = pytest.importorskip("yaml")
 
-from condure.config import parse_args  # noqa: E402  after the skips
+from condure.options import parse_args  # noqa: E402  after the skips
 
 MANIFEST_DIR = REPO_ROOT / "deploy" / "kubernetes"
 # the oldest release the manifests are meant for, and the newest schemas bundled

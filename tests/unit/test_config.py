@@ -1,4 +1,4 @@
-"""condure/config.py: condure 1.10.1's command line (src/main.rs, src/app.rs)."""
+"""condure/config.py and options.py: condure 1.10.1's command line (src/main.rs, src/app.rs)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from condure.config import (
     Config,
     ConfigError,
     ListenSpec,
-    parse_args,
     parse_listen,
     parse_uint,
 )
+from condure.options import parse_args
 
 DEFAULT_LISTENER = ListenSpec(addr="0.0.0.0", port=8000, stream=True)
 

@@ -16,7 +16,7 @@ from condure.server.http1 import (
     CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, ResponseBody, error_response, is_persistent,
     is_websocket, request_uri, response_head, wants_continue,
 )
-from condure.server.parser import RequestHead, check_head
+from condure.server.request import RequestHead, check_head
 
 
 def req(*headers: tuple[bytes, bytes], target: bytes = b"/", version: bytes = b"1.1",

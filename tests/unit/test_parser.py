@@ -22,9 +22,8 @@ from typing import Callable
 import pytest
 
 from condure.errors import BadRequest, ClientGone
-from condure.server.parser import (
-    END, NEED_DATA, Body, H11Parser, HttptoolsParser, RequestHead, check_head, make_parser,
-)
+from condure.server.parser import H11Parser, HttptoolsParser, make_parser
+from condure.server.request import END, NEED_DATA, Body, RequestHead, check_head
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "requests"
 BUFFER_SIZE = 8192  # condure's default --buffer-size, the head limit
