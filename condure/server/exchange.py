@@ -145,7 +145,8 @@ class Exchange:
         if not self.body_ended:
             return False  # early response: the rest of the body stays unread
         # watch for EOF; keep pipelined bytes, but no more than one buffer
-        return self.stream.parser.buffered < self.stream.buffer_size
+        buffered: int = self.stream.parser.buffered
+        return buffered < self.stream.buffer_size
 
     def on_client_readable(self) -> None:
         data = self.stream.recv_now()

@@ -37,7 +37,7 @@ class OutputQueue:
 
     def queue_write(self, data: bytes, on_written: Callable[[], None] | None = None) -> None:
         """Write without waiting; `on_written` runs once `data` is out."""
-        if type(self._out) is bytes:  # the class default: first use
+        if type(self._out) is bytes:  # type: ignore[comparison-overlap]  # the class default: first use
             self._out = bytearray()
             self._out_done = deque()
         self._out += data
