@@ -9,6 +9,12 @@ forwarded (never answered by condure itself); close is relayed both ways.
 With --compression, origin bytes are inflated a piece at a time as the
 handler's credits allow, and a message inflating past
 --compression-message-max ends the session like a bad frame (cancel, D18).
+
+The mapping itself is server mode's (zhttp/wsmap.py, credits by
+zhttp/flow.py); what stays here is client mode's own: the handshake and
+its raw response head, the rejected body, the window (D22), a close made
+up by wsproto while OPEN or a dropped connection (1006) failing the
+session, and a handler close without a code dropping its reason.
 """
 from __future__ import annotations
 
