@@ -128,7 +128,7 @@ class StreamSession:
         self.zs.addr = pkt.from_
         self.last_io = now
         # the origin's data to the handler under its credits, in pieces of at
-        # most --buffer-size (the WebSocket client lowers this to its window)
+        # most --buffer-size (the WebSocket client uses its window instead, D22)
         self.flow = Outflow(service.config.buffer_size, pkt.credits)
         self.inbox: deque[tuple[zp.Packet | None, int | None]] = deque()
         self.event = Event()
