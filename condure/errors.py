@@ -72,3 +72,30 @@ class BadMessage(HandlerEnded):
 
 class Stopped(CondureError):
     """The process is shutting down."""
+
+
+# --- client mode (--zserver-stream, --zserver-req) ---------------------------
+# No HTTP status here (status stays None): client mode answers no client, only
+# the handler, with `error` + condition before the response head reached it and
+# `cancel` after (shared/zhttp/client.md 4.2), or with nothing at all. The
+# handler ending a session itself is the HandlerEnded family above, as in
+# server mode: HandlerCancel, HandlerError, BadSeq, BadMessage.
+
+
+class ClientError(CondureError):
+    """A client-mode session fails with a ZHTTP condition (client.md 4.1):
+    the origin, the network, a timeout or a bad request field."""
+
+    def __init__(self, condition: str, message: str = "") -> None:
+        super().__init__(message or condition)
+        self.condition = condition
+
+
+class SessionTimeout(CondureError):
+    """No handler packet for 60 s (client.md 7.2): the session ends silently."""
+    cancel = False
+
+
+class DropRequest(HandlerEnded):
+    """A handler message condure's parser refuses: dropped without any reply
+    (client.md 4.3), the session never starts."""

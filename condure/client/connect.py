@@ -19,17 +19,10 @@ import gevent.socket as gsocket
 from gevent import ssl as gssl
 
 from ..config import PRIVATE_SUBNETS
+from ..errors import ClientError
 
 MAX_ADDRESSES = 16
 DENY_NETS = [ipaddress.ip_network(n) for n in PRIVATE_SUBNETS]
-
-
-class ClientError(Exception):
-    """Ends a client session with a ZHTTP condition."""
-
-    def __init__(self, condition: str, message: str = "") -> None:
-        super().__init__(message or condition)
-        self.condition = condition
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import h11
 from gevent import select
 
-from .connect import ClientError, Target, connect
+from ..errors import ClientError
+from .connect import Target, connect
 from .request import ClientRequest, head_headers
 
 POOL_IDLE_TTL = 55.0

@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import BadHandlerResponse
+from ..errors import BadHandlerResponse, ClientError, DropRequest
 from ..server.http1 import header_lines
 from ..zhttp.packet import Packet
-from .connect import ClientError, Target
+from .connect import Target
 
 MAX_HEADERS = 64
 MAX_REDIRECTS = 8
@@ -56,10 +56,6 @@ class ClientRequest:
         tls_name = self.connect_host if (self.trust_connect_host and self.connect_host) else self.host
         return Target(host, port, self.scheme in ("https", "wss"), tls_name,
                       verify=not self.ignore_tls_errors, deny=deny and not self.ignore_policies)
-
-
-class DropRequest(Exception):
-    """A message condure's parser refuses: dropped without any reply."""
 
 
 def _field(raw: dict, name: bytes, kind: type, default: Any) -> Any:

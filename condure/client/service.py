@@ -15,13 +15,12 @@ import gevent
 from gevent.pool import Pool as GreenletPool
 
 from ..config import Config
+from ..errors import ClientError, DropRequest
 from ..log import RateLimitedWarning
 from ..zhttp import packet as zp
 from ..zhttp.session import HANDLER_TIMEOUT, KEEPALIVE_INTERVAL
 from ..zhttp.sockets import ServerReqSockets, ServerStreamSockets, setting_specs
-from .connect import ClientError
 from .http1 import Pool
-from .request import DropRequest
 from .session import StreamSession, req_exchange, req_reply
 
 log = logging.getLogger("condure.client")
@@ -84,9 +83,9 @@ class ClientService:
             return
         by_addr: dict[bytes, list[tuple[bytes, int]]] = {}
         for session in self.sessions.values():
-            if session.addr:
-                by_addr.setdefault(session.addr, []).append((session.rid, session.out_seq))
-                session.out_seq += 1
+            zs = session.zs
+            if zs.addr:
+                by_addr.setdefault(zs.addr, []).append((zs.id, zs.next_seq()))
         for addr, ids in by_addr.items():
             for group in zp.batches(ids):
                 self.sockets.send(addr, zp.multi_packet(self.instance_id, group, b"cancel"))
@@ -121,8 +120,8 @@ class ClientService:
             if session is not None:
                 session.deliver(pkt, seq)
 
-    def end_session(self, session: StreamSession) -> None:
-        self.sessions.pop(session.key, None)
+    def end_session(self, key: tuple[bytes, bytes]) -> None:
+        self.sessions.pop(key, None)
 
     # --- REQ interface ------------------------------------------------------
 

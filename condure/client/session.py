@@ -17,19 +17,21 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 import h11
 from gevent.event import Event
 
+from ..errors import (BadMessage, ClientError, CondureError, HandlerCancel, HandlerError,
+                      SessionTimeout)
 from ..zhttp import packet as zp
-from .connect import ClientError
+from ..zhttp.flow import Outflow
+from ..zhttp.session import Session
+from .context import Service
 from .http1 import Origin, open_origin
-from .request import MAX_REDIRECTS, ClientRequest, DropRequest, from_packet, redirect
-
-if TYPE_CHECKING:
-    from .service import ClientService
+from .request import MAX_REDIRECTS, ClientRequest, from_packet, redirect
+from .websocket import run_websocket
 
 log = logging.getLogger("condure.client")
 
@@ -38,21 +40,15 @@ ALL_SCHEMES = ("http", "https", "ws", "wss")
 EXT = {b"multi": True}
 # handler packets whose body condure grants back once written (WebSocket)
 GRANTED_BACK = (zp.DATA, b"ping", b"pong")
+# handler packets whose `credits` field adds to the credits for the origin's data
+CREDITED = (zp.DATA, b"credit", b"ping", b"pong")
 OVERRUN = "handler sent more than its credits"
-
-
-class HandlerGone(Exception):
-    """The handler ended the session (cancel, error, bad seq, unexpected packet)."""
-
-
-class SessionTimeout(Exception):
-    """No handler packet for 60 s: the session ends silently."""
 
 
 # --- REQ interface ---------------------------------------------------------
 
 
-def req_exchange(service: ClientService, pkt: zp.Packet) -> dict[bytes, Any]:
+def req_exchange(service: Service, pkt: zp.Packet) -> dict[bytes, Any]:
     """Run one REQ-interface request; the reply's fields (without id)."""
     if pkt.type:
         raise ClientError("bad-request", "request must be a data packet")
@@ -120,19 +116,22 @@ def req_reply(rid: bytes | None, fields: dict[bytes, Any]) -> bytes:
 class StreamSession:
     """One stream-interface session: an outgoing HTTP exchange for a handler."""
 
-    def __init__(self, service: ClientService, pkt: zp.Packet, rid: bytes) -> None:
+    def __init__(self, service: Service, pkt: zp.Packet, rid: bytes) -> None:
         self.service = service
         self.first = pkt
-        self.rid = rid
-        self.addr = pkt.from_
         self.key = (pkt.from_, rid)
-        self.out_seq = 0
-        self.in_seq = 1  # the first packet was seq 0
-        self.credits = pkt.credits
-        self.inbox: deque = deque()
+        now = time.monotonic()
+        # the ZHTTP side: seq both ways, reply address, handoff pause,
+        # keep-alive schedule and handler silence, by the rules server mode uses
+        self.zs = Session(rid, now, service.keepalive_interval)
+        self.zs.in_seq = 1  # the first packet was seq 0
+        self.zs.addr = pkt.from_
+        self.last_io = now
+        # the origin's data to the handler under its credits, in pieces of at
+        # most --buffer-size (the WebSocket client uses its window instead, D22)
+        self.flow = Outflow(service.config.buffer_size, pkt.credits)
+        self.inbox: deque[tuple[zp.Packet | None, int | None]] = deque()
         self.event = Event()
-        self.last_handler = self.last_io = time.monotonic()
-        self.keepalive_due = self.last_handler + service.keepalive_interval
         self.header_sent = False
         self.origin: Origin | None = None
         # bytes the handler may still send us (granted, not yet received), for
@@ -144,6 +143,16 @@ class StreamSession:
 
     def __repr__(self) -> str:
         return f"<StreamSession {self.rid!r} from {self.addr!r}>"
+
+    @property
+    def rid(self) -> bytes:
+        return self.zs.id
+
+    @property
+    def addr(self) -> bytes:
+        # set from the first packet; every later one comes from the same
+        # address, since sessions are found by (from, id)
+        return self.zs.addr or b""
 
     # --- packets -----------------------------------------------------------
 
@@ -179,39 +188,43 @@ class StreamSession:
 
     def send(self, type_: bytes = zp.DATA, keep_empty: tuple[str, ...] = (), **fields: Any) -> None:
         """A packet to the handler; empty fields are left out unless named in `keep_empty`."""
+        self._send(self.zs.next_seq(), type_, keep_empty, fields)
+
+    def _send(self, seq: int, type_: bytes, keep_empty: tuple[str, ...] = (),
+              fields: dict[str, Any] | None = None) -> None:
         pairs: list[tuple[bytes, Any]] = [(b"from", self.service.instance_id), (b"id", self.rid),
-                                          (b"seq", self.out_seq), (b"ext", EXT)]
-        self.out_seq += 1
+                                          (b"seq", seq), (b"ext", EXT)]
         if type_:
             pairs.append((b"type", type_))
-        pairs += [(k.replace("_", "-").encode(), v) for k, v in fields.items()
+        pairs += [(k.replace("_", "-").encode(), v) for k, v in (fields or {}).items()
                   if v not in (None, b"", False) or (k in keep_empty and v is not None)]
         self.service.sockets.send(  # type: ignore[union-attr]  # set before any session runs
             self.addr, zp.encode(pairs))
 
-    def _take(self) -> tuple[zp.Packet, int | None] | None:
+    def take(self) -> zp.Packet | None:
         """The next handler packet after the common checks, or None."""
         if not self.inbox:
             return None
         pkt, seq = self.inbox.popleft()
         if pkt is None:  # see deliver
             raise ClientError("undefined-condition", OVERRUN)
-        if seq is not None:
-            if seq != self.in_seq:
-                raise HandlerGone(f"bad seq (expected {self.in_seq}, got {seq})")
-            self.in_seq += 1
-        self.last_handler = time.monotonic()
-        if pkt.type in (b"cancel", b"error"):
-            raise HandlerGone(pkt.type.decode())
+        self.zs.accept(pkt, seq, time.monotonic())  # BadSeq, BadMessage; resumes after a handoff
+        if pkt.type == b"cancel":
+            raise HandlerCancel("cancel")
+        if pkt.type == b"error":
+            raise HandlerError(f"error condition={pkt.condition.decode('latin-1')}")
         if pkt.type == b"handoff-start":
             self.send(b"handoff-proceed")
+            self.zs.paused = True
             self._paused()
             return None
-        self.credits += pkt.credits if pkt.type in (zp.DATA, b"credit", b"ping", b"pong") else 0
-        return pkt, seq
+        if pkt.type in CREDITED:
+            self.flow.grant(pkt.credits)
+        return pkt
 
     def _paused(self) -> None:
-        """After handoff-proceed nothing happens until the next handler packet."""
+        """After handoff-proceed nothing happens until the next handler packet
+        (client.md 7.5); no keep-alives meanwhile, as in server mode."""
         while not self.inbox:
             self.wait()
 
@@ -221,21 +234,26 @@ class StreamSession:
         if self.inbox:
             return False
         now = time.monotonic()
-        if now >= self.last_handler + self.service.handler_timeout:
-            raise SessionTimeout()
-        if now >= self.last_io + self.service.stream_timeout:
+        zs, service = self.zs, self.service
+        if zs.expired(now, service.handler_timeout):
+            raise SessionTimeout("no handler packet in time")
+        if now >= self.last_io + service.stream_timeout:
             raise ClientError("connection-timeout", "stream timeout")
-        if now >= self.keepalive_due:
-            self.keepalive_due = now + self.service.keepalive_interval
-            self.send(b"keep-alive")
-        timeout = min(self.last_handler + self.service.handler_timeout, self.keepalive_due,
-                      self.last_io + self.service.stream_timeout) - now
+        seq = zs.keepalive(now, service.keepalive_interval)
+        if seq is not None:
+            self._send(seq, b"keep-alive")
+        timeout = min(zs.deadline(service.handler_timeout),
+                      self.last_io + service.stream_timeout) - now
         self.event.clear()
         if sock is None:
             self.event.wait(timeout)
             return False
         if getattr(sock, "pending", lambda: 0)():
             return True
+        return self._wait_readable(sock, timeout)
+
+    def _wait_readable(self, sock: Any, timeout: float) -> bool:
+        """Wait for a handler packet or the origin's data (True)."""
         readable = []
 
         def on_readable() -> None:
@@ -255,11 +273,11 @@ class StreamSession:
 
     def _handle_control(self) -> None:
         """Apply queued packets while no body is expected from the handler."""
-        while (item := self._take()) is not None:
-            if item[0].type == zp.DATA:
-                raise HandlerGone("unexpected data packet")
+        while (pkt := self.take()) is not None:
+            if pkt.type == zp.DATA:
+                raise BadMessage("unexpected data packet")
 
-    def _until_readable(self) -> None:
+    def until_readable(self) -> None:
         assert self.origin is not None
         while True:
             self._handle_control()
@@ -271,37 +289,40 @@ class StreamSession:
     def run(self) -> None:
         try:
             self._run()
-        except HandlerGone as e:
-            log.debug("client session %r ended by the handler: %s", self.rid, e)
-        except SessionTimeout:
-            log.debug("client session %r expired", self.rid)
-        except ClientError as e:
-            log.debug("client session %r failed: %s (%s)", self.rid, e.condition, e)
-            if self.header_sent:
-                self.send(b"cancel")
+        except CondureError as e:
+            # ClientError: the exchange failed, the handler is told; the
+            # handler's own end (HandlerEnded: cancel, error, bad seq or packet,
+            # a dropped request) and its silence (SessionTimeout) send nothing
+            if e.cancel:
+                log.log(e.level, "client session %r failed: %s (%s)", self.rid, e.condition, e)
+                self._fail(e.condition)
             else:
-                self.send(b"error", condition=e.condition.encode())
+                log.log(e.level, "client session %r ended: %s (%s)", self.rid,
+                        type(e).__name__, e)
         except Exception:
             log.exception("client session %r failed", self.rid)
-            self.send(b"cancel" if self.header_sent else b"error", condition=None if self.header_sent
-                      else b"undefined-condition")
+            self._fail("undefined-condition")
         finally:
             if self.origin is not None:
                 self.origin.close()
-            self.service.end_session(self)
+            self.service.end_session(self.key)
+
+    def _fail(self, condition: str) -> None:
+        """`error` + condition before the response head reached the handler,
+        `cancel` after (client.md 4.2)."""
+        if self.header_sent:
+            self.send(b"cancel")
+        else:
+            self.send(b"error", condition=condition.encode())
 
     def _run(self) -> None:
         try:
-            req = from_packet(self.first, ALL_SCHEMES)
-        except DropRequest as e:
-            log.debug("client session %r dropped: %s", self.rid, e)
-            return
+            req = from_packet(self.first, ALL_SCHEMES)  # DropRequest: nothing at all is sent
         except ClientError as e:
             self.send(b"error", condition=e.condition.encode())  # no ack before this
             return
         self.send(b"keep-alive")  # the ack: the handler now knows our address
         if req.websocket:
-            from .websocket import run_websocket
             run_websocket(self, req)
             return
         head = self._exchange(req)
@@ -316,7 +337,7 @@ class StreamSession:
             self.origin = open_origin(req, self.service.pool, cfg.deny_out_internal,
                                       cfg.stream_timeout)
             self._send_request(req)
-            head = _response_head(self.origin, self._until_readable)
+            head = _response_head(self.origin, self.until_readable)
             follow = req.follow_redirects and not req.more
             nxt = redirect(req, head.status_code, list(head.headers.raw_items()),
                            HTTP_SCHEMES) if follow else None
@@ -344,15 +365,14 @@ class StreamSession:
         origin = self.origin
         assert origin is not None
         window = self.service.config.buffer_size
-        if any(p.type == zp.DATA for p, _ in self.inbox):
-            raise HandlerGone("request body before any credit")
+        if any(p is not None and p.type == zp.DATA for p, _ in self.inbox):
+            raise BadMessage("request body before any credit")
         self.send(b"credit", credits=window)
         while True:
-            item = self._take()
-            if item is None:
+            pkt = self.take()
+            if pkt is None:
                 self.wait()
                 continue
-            pkt, _seq = item
             if pkt.type != zp.DATA:
                 continue  # credit, keep-alive
             if len(pkt.body) > window:
@@ -374,30 +394,27 @@ class StreamSession:
         self.origin = None
 
     def _stream_body(self) -> None:
-        """Body packets of at most min(credits, buffer size); the end needs credits too."""
+        """The response body through the Outflow: pieces of at most
+        min(credits, --buffer-size); the end needs credit too (client.md 5.1)."""
         origin = self.origin
         assert origin is not None
-        size = self.service.config.buffer_size
-        pending = b""
-        ended = False
+        flow = self.flow
         while True:
             self._handle_control()
-            if self.credits > 0 and (pending or ended):
-                n = min(self.credits, size, len(pending))
-                chunk, pending = pending[:n], pending[n:]
-                self.credits -= n
-                last = ended and not pending
-                self.send(zp.DATA, body=chunk, more=not last)
-                if last:
+            while (piece := flow.next()) is not None:
+                more = piece[3]
+                self.send(zp.DATA, body=piece[2], more=more)
+                if not more:
                     self.service.pool.put(origin)
                     self.origin = None
                     return
+            if flow:
+                self.wait()  # out of credits: the origin is not read meanwhile
                 continue
-            if pending or ended:
-                self.wait()
-                continue
-            ev = origin.next_event(self._until_readable)
+            ev = origin.next_event(self.until_readable)
             if type(ev) is h11.EndOfMessage:
-                ended = True
+                flow.end()
             else:
-                pending, ended = origin.take_buffered(bytes(ev.data))
+                data, ended = origin.take_buffered(bytes(ev.data))
+                if data or ended:
+                    flow.body(data, ended)

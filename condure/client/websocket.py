@@ -9,52 +9,38 @@ forwarded (never answered by condure itself); close is relayed both ways.
 With --compression, origin bytes are inflated a piece at a time as the
 handler's credits allow, and a message inflating past
 --compression-message-max ends the session like a bad frame (cancel, D18).
+
+The mapping itself is server mode's (zhttp/wsmap.py, credits by
+zhttp/flow.py); what stays here is client mode's own: the handshake and
+its raw response head, the rejected body, the window (D22), a close made
+up by wsproto while OPEN or a dropped connection (1006) failing the
+session, and a handler close without a code dropping its reason.
 """
 from __future__ import annotations
 
-import codecs
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong,
-                            RejectConnection, RejectData, Request, TextMessage)
+from wsproto.events import (AcceptConnection, CloseConnection, Event, RejectConnection,
+                            RejectData, Request)
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from ..errors import BadMessage, ClientError
 from ..wsdeflate import DEFLATE_FEED, BoundedDeflate
 from ..zhttp import packet as zp
-from .connect import ClientError
+from ..zhttp.wsmap import (ABNORMAL, Reader, Writer, close_event, close_fields,
+                           control_event)
+from .context import Stream
 from .http1 import open_origin
 from .request import ClientRequest
-
-if TYPE_CHECKING:
-    from .session import StreamSession
 
 READ_SIZE = 65536
 
 
-@dataclass(slots=True)
-class _Rest:
-    """What is left of an origin message after a piece went to the handler.
-
-    Kept as bytes: the handler's credits count bytes, so a piece may end
-    inside a UTF-8 character, whose other bytes must follow as they are (as
-    decoded text on their own they would be replaced by U+FFFD)."""
-    data: bytes
-    ctype: bytes
-    message_finished: bool
-
-
-def _text_decoder() -> codecs.IncrementalDecoder:
-    # a handler's text message arrives in pieces cut by credits, not by
-    # character: a character split over two packets is decoded whole
-    return codecs.getincrementaldecoder("utf-8")("replace")
-
-
 class _Client:
-    def __init__(self, session: StreamSession, req: ClientRequest) -> None:
+    def __init__(self, session: Stream, req: ClientRequest) -> None:
         self.s = session
         self.req = req
         cfg = session.service.config
@@ -62,16 +48,18 @@ class _Client:
                                      cfg.stream_timeout)
         self.sock = session.origin.sock
         self.ws = WSConnection(ConnectionType.CLIENT)
-        self.events: list[Any] = []
+        # pieces up to the window, not --buffer-size (D22): Pushpin's proxy
+        # relays a piece that ends exactly on its client's credits and then
+        # waits for a signal that never comes; Zurl sends whole frames
+        session.flow.limit = cfg.ws_window
+        # with --compression, origin bytes go to wsproto DEFLATE_FEED at a time and
+        # only while nothing waits for credits (bounded inflation, D18)
+        self.reader = Reader(self.ws, session.flow, DEFLATE_FEED if cfg.compression else 0)
+        self.writer = Writer()  # the handler's messages
+        self.events: list[Event] = []  # handshake events not yet handled
         self.closed_by_handler = False
         self.closed_by_origin = False
         self._head: bytearray | None = bytearray()  # the handshake response as received, until it is complete
-        # with --compression, origin bytes go to wsproto DEFLATE_FEED at a time and
-        # only while no event waits (bounded inflation, D18); 0: all at once
-        self._feed = DEFLATE_FEED if cfg.compression else 0
-        self._wire = bytearray()  # origin bytes not yet given to wsproto
-        self._eof = False
-        self._text_in = _text_decoder()  # the handler's text message in progress
 
     def write(self, event: Any) -> None:
         try:
@@ -91,29 +79,31 @@ class _Client:
             raise ClientError("undefined-condition", f"read: {e}") from None
         if self._head is not None and len(self._head) < READ_SIZE:
             self._head += data
-        self._wire += data
-        self._eof = not data
-        self._feed_some()
+        self._parse(data)
 
-    def _feed_some(self) -> None:
-        """Give wsproto origin bytes until some events come out (or none are left)."""
-        wire = self._wire
+    def _parse(self, data: bytes | None) -> None:
+        """Origin bytes (b"": its EOF; None: only those still waiting) into
+        wsproto: frames go to the flow, handshake events to `events`."""
+        reader = self.reader
         try:
-            while wire and not self.events:
-                n = self._feed or len(wire)
-                piece = bytes(wire[:n])
-                del wire[:n]
-                self.ws.receive_data(piece)
-                self.events.extend(self.ws.events())
-            if self._eof and not wire:
-                self.ws.receive_data(None)
-                self.events.extend(self.ws.events())
+            self.events += reader.pump() if data is None else reader.receive(data)
         except RemoteProtocolError as e:
             raise ClientError("undefined-condition", str(e)) from None
 
+    def _next_event(self) -> Event:
+        """The next handshake event, reading the origin as needed."""
+        while not self.events:
+            if self.reader.behind:
+                self._parse(None)
+            else:
+                self.s.until_readable()
+                self.read()
+        return self.events.pop(0)
+
     # --- handshake ----------------------------------------------------------
 
-    def handshake(self) -> None:
+    def handshake(self) -> bool:
+        """Send the request and deliver the origin's answer; True if it accepted."""
         req = self.req
         cfg = self.s.service.config
         extensions = [BoundedDeflate(cfg.compression_message_max)] if cfg.compression else []
@@ -128,16 +118,13 @@ class _Client:
             raise ClientError("bad-request", str(e)) from None
         self.s.origin.write(handshake_order(data))  # type: ignore[union-attr]
         while True:
-            while not self.events:
-                self.s._until_readable()
-                self.read()
-            ev = self.events.pop(0)
+            ev = self._next_event()
             if isinstance(ev, AcceptConnection):
-                self._accepted(ev)
-                return
+                self._accepted()
+                return True
             if isinstance(ev, RejectConnection):
                 self._rejected(ev)
-                return
+                return False
 
     def _response_head(self) -> tuple[bytes, list[list[bytes]]]:
         """The origin's reason phrase and every header as sent (wsproto keeps
@@ -153,7 +140,7 @@ class _Client:
                 headers.append([name, value.strip(b" \t")])
         return reason, headers
 
-    def _accepted(self, ev: AcceptConnection) -> None:
+    def _accepted(self) -> None:
         s = self.s
         s.header_sent = True
         reason, headers = self._response_head()
@@ -164,10 +151,7 @@ class _Client:
         body = bytearray()
         finished = not ev.has_body
         while not finished and len(body) < self.s.service.config.buffer_size:
-            while not self.events:
-                self.s._until_readable()
-                self.read()
-            item = self.events.pop(0)
+            item = self._next_event()
             if isinstance(item, RejectData):
                 body += item.data
                 finished = item.body_finished
@@ -175,99 +159,72 @@ class _Client:
         self.s.send(b"error", condition=b"rejected", code=ev.status_code, reason=reason,
                     headers=headers or None,
                     body=bytes(body), keep_empty=("body",))  # always present, as condure
-        raise _Done()
 
     # --- messages -------------------------------------------------------------
 
     def loop(self) -> None:
         s = self.s
         while True:
-            while (item := s._take()) is not None:
-                self.from_handler(item[0])
+            while (pkt := s.take()) is not None:
+                self.from_handler(pkt)
+            self.to_handler()
             if self.closed_by_handler and self.closed_by_origin:
                 return
-            if self.events:
-                if not self.to_handler():
-                    s.wait()  # out of credits
-                continue
-            if self._wire:
-                self._feed_some()
-                if self.events:
-                    continue
-            if s.wait(self.sock):
+            if s.flow:
+                s.wait()  # out of credits: the origin is not read meanwhile
+            elif self.reader.behind:
+                self._parse(None)
+            elif s.wait(self.sock):
                 self.read()
 
     def from_handler(self, pkt: zp.Packet) -> None:
         kind = pkt.type
         if kind == zp.DATA:  # within its credits: StreamSession.deliver checked
-            if not self.closed_by_handler:
-                msg: BytesMessage | TextMessage
-                if pkt.content_type == b"binary":
-                    msg = BytesMessage(data=pkt.body, message_finished=not pkt.more)
-                else:
-                    text = self._text_in.decode(pkt.body, final=not pkt.more)
-                    msg = TextMessage(data=text, message_finished=not pkt.more)
-                self.write(msg)
+            if not self.closed_by_handler:  # data after its own close is ignored
+                self.write(self.writer.event(pkt))
             if pkt.body:
                 self.s.grant(len(pkt.body))
         elif kind in (b"ping", b"pong"):
-            self.write(Ping(payload=pkt.body) if kind == b"ping" else Pong(payload=pkt.body))
+            self.write(control_event(pkt))
             if pkt.body:
                 self.s.grant(len(pkt.body))
         elif kind == b"close":
-            code = 1000 if pkt.code is None else pkt.code
-            reason = pkt.body.decode("utf-8", "replace") if pkt.code is not None else ""
             if not self.closed_by_handler:
                 self.closed_by_handler = True
-                self.write(CloseConnection(code=code, reason=reason))
+                self.write(_handler_close(pkt))
         elif kind not in (b"credit", b"keep-alive"):
-            raise _HandlerFault(kind)
+            raise BadMessage(f"unexpected packet {kind!r}")
 
-    def to_handler(self) -> bool:
-        """Forward the next origin event; False when credits ran out."""
+    def to_handler(self) -> None:
+        """Forward what the handler's credits allow of the origin's frames."""
         s = self.s
-        ev = self.events[0]
-        if isinstance(ev, (Message, _Rest)):
-            if isinstance(ev, _Rest):
-                data, ctype = ev.data, ev.ctype
-            elif isinstance(ev, TextMessage):
-                data, ctype = ev.data.encode(), b"text"
-            else:
-                data, ctype = bytes(ev.data), b"binary"
-            if data and s.credits <= 0:
-                return False
-            # pieces up to the window, not --buffer-size (D22): Pushpin's proxy
-            # relays a piece that ends exactly on its client's credits and then
-            # waits for a signal that never comes; Zurl sends whole frames
-            n = min(s.credits, s.service.config.ws_window, len(data))
-            piece, rest = data[:n], data[n:]
-            s.credits -= n
-            last = ev.message_finished and not rest
-            s.send(zp.DATA, content_type=ctype, body=piece, more=not last)
-            if rest:
-                self.events[0] = _Rest(rest, ctype, ev.message_finished)
-                return True
-        elif isinstance(ev, (Ping, Pong)):
-            payload = bytes(ev.payload)
-            if len(payload) > s.credits:
-                return False
-            s.credits -= len(payload)
-            s.send(b"ping" if isinstance(ev, Ping) else b"pong", body=payload)
-        elif isinstance(ev, CloseConnection):
-            if self.ws.state is ConnectionState.OPEN:
-                # wsproto reports a protocol error as a close it made up: the
-                # origin sent no close, the session fails (cancel) as with condure
-                raise ClientError("undefined-condition", f"bad frame from origin: {ev.reason}")
-            fields: dict[str, Any] = {}
-            if ev.code not in (1005, 1006):
-                fields["code"] = int(ev.code)
-                fields["body"] = ev.reason.encode() if ev.reason else None
-            if ev.code == 1006:
-                raise ClientError("undefined-condition", "origin dropped the connection")
-            self.closed_by_origin = True
-            s.send(b"close", **fields)
-        self.events.pop(0)
-        return True
+        while (piece := s.flow.next()) is not None:
+            kind, extra, body, more = piece
+            if kind == zp.DATA:
+                s.send(zp.DATA, content_type=extra, body=body, more=more)
+            elif kind == b"close":
+                self._origin_close(extra, body)
+            else:  # ping, pong
+                s.send(kind, body=body)
+
+    def _origin_close(self, code: int, reason: bytes) -> None:
+        if self.ws.state is ConnectionState.OPEN:
+            # wsproto reports a protocol error as a close it made up: the
+            # origin sent no close, the session fails (cancel) as with condure
+            raise ClientError("undefined-condition",
+                              f"bad frame from origin: {reason.decode('utf-8', 'replace')}")
+        if code == ABNORMAL:
+            raise ClientError("undefined-condition", "origin dropped the connection")
+        self.closed_by_origin = True
+        self.s.send(b"close", **close_fields(code, reason))
+
+
+def _handler_close(pkt: zp.Packet) -> CloseConnection:
+    """The close frame for a handler's `close`: its reason must be UTF-8 (else
+    HandlerError, as in server mode), and without a code it is 1000 with the
+    reason dropped (client.md 8.3; server mode keeps it)."""
+    ev = close_event(pkt)
+    return ev if pkt.code is not None else CloseConnection(code=ev.code)
 
 
 _FIRST = (b"host", b"upgrade", b"connection", b"sec-websocket-version", b"sec-websocket-key",
@@ -286,21 +243,7 @@ def handshake_order(head: bytes) -> bytes:
     return b"\r\n".join([request_line, *fields]) + b"\r\n\r\n"
 
 
-class _Done(Exception):
-    pass
-
-
-class _HandlerFault(Exception):
-    pass
-
-
-def run_websocket(session: StreamSession, req: ClientRequest) -> None:
-    from .session import HandlerGone
-    try:
-        client = _Client(session, req)
-        client.handshake()
+def run_websocket(session: Stream, req: ClientRequest) -> None:
+    client = _Client(session, req)
+    if client.handshake():
         client.loop()
-    except _Done:
-        return
-    except _HandlerFault as e:
-        raise HandlerGone(f"unexpected packet {e}") from None

@@ -2116,6 +2116,42 @@ def test_ws_handler_text_split_inside_a_character_reaches_the_origin_whole(
         assert got == "é€😀", got
 
 
+def test_ws_handler_message_type_is_decided_by_its_first_piece(main: ClientCondure,
+                                                                handler: Callable) -> None:
+    """A message the handler starts as binary stays binary when a later piece
+    omits content-type (the server rule, zhttp/wsmap.Writer); it used to fail
+    the session (a text frame inside a binary message)."""
+    h = handler(main)
+    with Origin(ws_script(ws_echo)) as o:
+        rid, _ = ws_open(h, o, credits=1000)
+        h.send(rid, F(body=b"ab", content_type="binary", more=True))
+        h.send(rid, F(body=b"cd"))
+        m = h.expect(rid)
+        while m.get(b"type") == b"credit":
+            m = h.expect(rid)
+        assert m.get(b"type") is None and m[b"content-type"] == b"binary", m
+        assert m[b"body"] == b"abcd", m
+        got = [(type(e).__name__, e.data) for e in o.conn(0).peer.log]
+        assert got == [("BytesMessage", b"ab"), ("BytesMessage", b"cd")], got
+
+
+def test_ws_origin_empty_non_final_frame_makes_no_packet(main: ClientCondure,
+                                                         handler: Callable) -> None:
+    """An empty fragment that does not end its message has nothing to carry:
+    no packet (zhttp/flow.Outflow, as in server mode); the message arrives whole."""
+    def empty_first(peer: WSPeer) -> None:
+        peer.accept()
+        peer.send(TextMessage(data="", message_finished=False))
+        peer.send(TextMessage(data="hi", message_finished=True))
+        peer.next_event(5)
+    h = handler(main)
+    with Origin(ws_script(empty_first)) as o:
+        rid, _ = ws_open(h, o, credits=1000)
+        msgs = [h.expect(rid)] + h.quiet(rid, 0.3)
+        assert [(m.get(b"type"), m.get(b"body"), m.get(b"more")) for m in msgs] == \
+            [(None, b"hi", None)], msgs
+
+
 def test_ws_rejected(main: ClientCondure, handler: Callable) -> None:
     """#40: non-101 -> error rejected with code, reason, headers, body."""
     def reject(origin: Origin, conn: Conn) -> None:
@@ -2308,6 +2344,20 @@ def test_ws_handler_close_without_code(main: ClientCondure, handler: Callable) -
                    "close at the origin")
         closes = [e for e in o.conn(0).peer.log if isinstance(e, CloseConnection)]
         assert [(e.code, e.reason) for e in closes] == [(1000, "")]
+
+
+def test_ws_handler_close_reason_not_utf8_ends_the_session(main: ClientCondure,
+                                                            handler: Callable) -> None:
+    """A close reason that is not UTF-8 is the handler's fault, as in server
+    mode (HandlerError): the origin connection is dropped without a close
+    frame and the handler hears nothing."""
+    h = handler(main)
+    with Origin(ws_script(ws_echo)) as o:
+        rid, _ = ws_open(h, o)
+        h.send(rid, F(code=1000, body=b"\xff"), type="close")
+        assert o.conn(0).wait_eof(5), "origin connection not closed"
+        assert not any(isinstance(e, CloseConnection) for e in o.conn(0).peer.log)
+        assert h.quiet(rid, 0.3) == []
 
 
 def test_ws_origin_close_without_code(main: ClientCondure, handler: Callable) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import tnetstring
 
-from condure.client.connect import ClientError
 from condure.client.request import from_packet
+from condure.errors import ClientError
 from condure.zhttp import packet as zp
 
 SCHEMES = ("http", "https", "ws", "wss")
