@@ -8,7 +8,7 @@ from typing import Any
 
 import h11
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import Event
+from wsproto.events import BytesMessage, Event
 from wsproto.extensions import Extension, PerMessageDeflate
 
 from doubles import Client
@@ -32,7 +32,7 @@ class Reply:
         return None
 
 
-def replies(data: bytes, method: bytes = b"GET") -> list[Reply]:
+def replies(data: bytes | bytearray, method: bytes = b"GET") -> list[Reply]:
     """Every response in `data` (then EOF), as a client that sent `method` reads them."""
     conn = h11.Connection(h11.CLIENT)
     conn.receive_data(bytes(data))
@@ -73,7 +73,7 @@ def replies(data: bytes, method: bytes = b"GET") -> list[Reply]:
     return out
 
 
-def only_reply(data: bytes, method: bytes = b"GET") -> Reply:
+def only_reply(data: bytes | bytearray, method: bytes = b"GET") -> Reply:
     (reply,) = replies(data, method)
     return reply
 
@@ -93,7 +93,7 @@ class WsClient:
         """The frames of `events` as a script step."""
         return Client(b"".join(self.conn.send(ev) for ev in events))
 
-    def receive(self, written: bytes) -> list[Event]:
+    def receive(self, written: bytes | bytearray) -> list[Event]:
         """The events in what condure wrote after its 101 head."""
         _head, sep, frames = bytes(written).partition(b"\r\n\r\n")
         assert sep, "no 101 head"
@@ -106,3 +106,11 @@ def frames_from_server(*events: Any) -> bytes:
     from a client)."""
     server = Connection(ConnectionType.SERVER)
     return b"".join(server.send(ev) for ev in events)
+
+
+def oversized_ping(client: WsClient, n: int = 126) -> Client:
+    """A masked ping with `n` > 125 payload bytes, which wsproto will not make:
+    its binary frame of that size with the opcode byte turned into a ping's."""
+    frame = client.conn.send(BytesMessage(b"p" * n))
+    assert frame[0] == 0x82
+    return Client(b"\x89" + frame[1:])
