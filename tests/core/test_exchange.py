@@ -213,6 +213,12 @@ def test_client_gone_is_noticed_only_after_the_first_packet() -> None:
     assert c.link.types() == ["request", "cancel"]
 
 
+def test_client_gone_during_the_response_cancels() -> None:
+    c = core(GET, Handler(code=200, body=b"a", more=True), Eof())
+    assert run(c) is False
+    assert c.link.types() == ["request", "credit", "cancel"]
+
+
 def test_timeout_before_any_packet_is_504_without_cancel() -> None:
     """D13; no `from` seen, so nowhere to send a cancel."""
     c = core(GET, Flag("handler timeout"))

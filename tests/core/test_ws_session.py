@@ -8,11 +8,14 @@ read back by the same one.
 from __future__ import annotations
 
 
+import random
+
 import pytest
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from clientside import ACCEPT, KEY, WsClient, frames_from_server, only_reply, oversized_ping
 from condure.server.wshandshake import WsHandshake
+from condure.wsdeflate import DEFLATE_FEED
 from doubles import HANDLER, Check, Core, Drain, Eof, Flag, Handler, Slow, Stalled, Step, core
 
 ACCEPT_101 = Handler(code=101, reason=b"Switching Protocols", credits=1000)
@@ -92,6 +95,33 @@ def test_non_101_answer_is_a_plain_response_then_close() -> None:
     assert reply.header(b"connection") == b"close" and reply.header(b"upgrade") is None
     assert reply.header(b"sec-websocket-accept") is None
     assert c.stream.closed == "graceful" and c.stream.upgrades == 0
+
+
+@pytest.mark.parametrize("answer", [
+    Handler(code=101, headers=[(b"X-Bad", b"a\r\nb")]),
+    Handler(code=101, headers=[(b"Bad Name", b"v")]),
+    Handler(type=b"error", condition=b"rejected", code=101),  # not a final status
+    Handler(type=b"error", condition=b"rejected"),  # no code
+], ids=["101-value-crlf", "101-name", "rejected-101", "rejected-no-code"])
+def test_bad_answer_to_an_upgrade_is_502(answer: Handler) -> None:
+    """D9, D17: an accept or a rejection condure refuses to write."""
+    c = ws(answer)
+    assert run(c) is False
+    assert c.stream.answers == [502] and c.stream.upgrades == 0
+    assert c.link.types() == ["request", "cancel"]
+
+
+def test_timeout_before_the_101_is_504() -> None:
+    """D13."""
+    c = ws(Flag("handler timeout"))
+    assert run(c) is False and c.stream.answers == [504]
+
+
+def test_body_of_a_101_is_not_written() -> None:
+    client = WsClient()
+    c = ws(Handler(code=101, body=b"oops"))
+    stalls(c)
+    assert client.receive(c.stream.written) == []
 
 
 def test_no_credits_with_the_101_means_a_buffers_worth() -> None:
@@ -270,6 +300,25 @@ def test_compressed_message_over_the_credits_waits_for_credits() -> None:
     pieces = [s.fields["body"] for s in c.link.after_request()]
     assert b"".join(pieces) == text.encode()
     assert [len(p) for p in pieces][:2] == [10, 1000]  # each credit was waited for
+
+
+@pytest.mark.deadline(2)
+def test_compressed_frame_larger_than_a_feed_waits_for_credits() -> None:
+    """Incompressible: the frame is several DEFLATE_FEED steps long, so bytes
+    still wait for wsproto (`reader.behind`) while the credits are out."""
+    data = random.Random(14).randbytes(3000)
+    client = WsClient(deflate=True)
+    step = client.send(BytesMessage(data))
+    assert len(step.data) > 2 * DEFLATE_FEED
+    c = ws(Handler(code=101, credits=10), step,
+           Check(lambda: [len(b) for _, b in handler_got(c)] == [10] or pytest.fail()),
+           Handler(type=b"credit", credits=100), Handler(type=b"credit", credits=100000),
+           extensions=b"permessage-deflate", compression=True)
+    stalls(c)
+    pieces = [s.fields["body"] for s in c.link.after_request()]
+    assert b"".join(pieces) == data
+    assert [len(p) for p in pieces][:2] == [10, 100]
+    assert all(len(p) <= c.worker.config.buffer_size for p in pieces)
 
 
 def test_compressed_handler_message() -> None:
