@@ -19,6 +19,7 @@ happened up to then.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -389,7 +390,10 @@ class Core:
 
 def core(raw: bytes, *steps: Step, **config: Any) -> Core:
     """Parse the request head at the start of `raw` (what follows it stays in
-    the parser, as bytes read with the head do) and set up the three sides."""
+    the parser, as bytes read with the head do) and set up the three sides.
+    The parser is --http-parser auto unless CONDURE_TEST_HTTP_PARSER names
+    one, as for the condure subprocesses of the other tests."""
+    config.setdefault("http_parser", os.environ.get("CONDURE_TEST_HTTP_PARSER", "auto"))
     link = MemoryLink()
     worker = MemoryWorker(**config)
     session = Session(RID, 0.0)

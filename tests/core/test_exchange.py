@@ -329,6 +329,15 @@ def test_http10_without_keep_alive_closes() -> None:
     assert run(c) is False and c.stream.closed == "graceful"
 
 
+def test_http10_keep_alive_with_a_streamed_response_closes() -> None:
+    """D6: the body is delimited by the close, so there must be one."""
+    c = core(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+             Handler(code=200, body=b"ab", more=True), Handler(body=b"c"))
+    assert run(c) is False and c.stream.closed == "graceful"
+    reply = only_reply(c.stream.written)
+    assert reply.body == b"abc" and reply.header(b"connection") is None
+
+
 def test_streamed_response_is_chunked_and_credits_come_back() -> None:
     c = core(GET, Handler(code=200, body=b"part1\n", more=True), Handler(body=b"x" * 50, more=True),
              Handler(body=b"", more=False))

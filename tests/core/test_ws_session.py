@@ -77,7 +77,7 @@ def test_rejected_error_is_the_rejection_response() -> None:
     reply = only_reply(c.stream.written)
     assert (reply.status, reply.body, reply.header(b"x-why")) == (403, b"nope", b"no")
     assert reply.header(b"upgrade") is None and c.stream.upgrades == 0
-    assert c.link.types() == ["request"]
+    assert c.link.types() == ["request"] and c.stream.closed == "graceful"
 
 
 def test_other_error_closes_without_a_response() -> None:
