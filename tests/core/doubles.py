@@ -22,7 +22,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
 import tnetstring
@@ -33,7 +33,7 @@ from condure.log import ConnLogger
 from condure.metrics import Metrics
 from condure.server import http1
 from condure.server.parser import RequestHead, make_parser
-from condure.server.ports import Inbound
+from condure.server.ports import ClientStream, HandlerLink, Inbound, Worker
 from condure.zhttp import packet as zp
 from condure.zhttp.session import Session
 
@@ -382,10 +382,11 @@ class Core:
     worker: MemoryWorker
     head: RequestHead
     session: Session
-    ctor: tuple[Any, ...] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.ctor = (self.stream, self.link, self.worker, self.head, self.session)
+    @property
+    def ctor(self) -> tuple[ClientStream, HandlerLink, Worker, RequestHead, Session]:
+        """The arguments every exchange class takes."""
+        return self.stream, self.link, self.worker, self.head, self.session
 
 
 def core(raw: bytes, *steps: Step, **config: Any) -> Core:
@@ -402,3 +403,4 @@ def core(raw: bytes, *steps: Step, **config: Any) -> Core:
     head = stream.parser.next_event()
     assert isinstance(head, RequestHead), f"no complete head in {raw!r}"
     return Core(stream, link, worker, head, session)
+

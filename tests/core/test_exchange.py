@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from clientside import only_reply, replies
+from clientside import only_reply
 from condure.server.exchange import CONTINUE, Exchange
 from condure.server.parser import RequestHead
 from doubles import (HANDLER, RID, Check, Client, Core, Eof, Flag, Handler, Stalled, core)
