@@ -32,7 +32,8 @@ from condure.errors import BufferExceeded, Stopped, Timeout
 from condure.log import ConnLogger
 from condure.metrics import Metrics
 from condure.server import http1
-from condure.server.parser import RequestHead, make_parser
+from condure.server.parser import make_parser
+from condure.server.request import RequestHead
 from condure.server.ports import ClientStream, HandlerLink, Inbound, Worker
 from condure.zhttp import packet as zp
 from condure.zhttp.session import Session

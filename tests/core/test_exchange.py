@@ -10,7 +10,7 @@ import pytest
 
 from clientside import only_reply
 from condure.server.exchange import CONTINUE, Exchange
-from condure.server.parser import RequestHead
+from condure.server.request import RequestHead
 from doubles import (HANDLER, RID, Check, Client, Core, Eof, Flag, Handler, Stalled, core)
 
 GET = b"GET /path HTTP/1.1\r\nHost: example.com\r\n\r\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clientside import only_reply
-from condure.server.parser import RequestHead
+from condure.server.request import RequestHead
 from condure.server.req import WS_REFUSAL, ReqExchange
 from doubles import RID, Client, Core, Eof, Flag, Handler, Stalled, core
 

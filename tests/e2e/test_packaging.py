@@ -62,7 +62,8 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_sdist_ships_what_the_build_and_the_docs_need(dists: dict[str, Path]) -> None:
     with tarfile.open(dists["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for needed in ("setup.py", "pyproject.toml", "README.md", "LICENSE", "requirements.txt",
+    for needed in ("setup.py", "pyproject.toml", "README.md", "ARCHITECTURE.md", "LICENSE",
+                   "requirements.txt",
                    "docs/deviations.md", "condure/__main__.py", "condure/server/parser.py"):
         assert needed in names, needed
 
