@@ -19,10 +19,10 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import gevent
 import h11
 from gevent.event import Event
 
+from ..private import io_watcher
 from ..zhttp import packet as zp
 from .connect import ClientError
 from .http1 import Origin, open_origin
@@ -242,7 +242,7 @@ class StreamSession:
             readable.append(True)
             self.event.set()
 
-        watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        watcher = io_watcher(sock.fileno(), 1)
         watcher.start(on_readable)
         try:
             self.event.wait(timeout)
