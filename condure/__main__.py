@@ -12,6 +12,7 @@ from gevent.event import Event
 
 from . import VERSION
 from . import log as clog
+from . import private
 from . import workers
 from .app import App, StartupError, WorkerInfo, check_identities_dir
 from .server.parser import httptools
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.sizes:
         return print_sizes(cfg)
     worker = os.environ.get(workers.ENV)
+    if not worker:  # the process the operator started speaks for its workers
+        private.report()
     if worker:
         workers.die_with_parent()
         info = WorkerInfo.decode(worker)

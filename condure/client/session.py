@@ -19,12 +19,12 @@ import time
 from collections import deque
 from typing import Any
 
-import gevent
 import h11
 from gevent.event import Event
 
 from ..errors import (BadMessage, ClientError, CondureError, HandlerCancel, HandlerError,
                       SessionTimeout)
+from ..private import io_watcher
 from ..zhttp import packet as zp
 from ..zhttp.flow import Outflow
 from ..zhttp.session import Session
@@ -260,7 +260,7 @@ class StreamSession:
             readable.append(True)
             self.event.set()
 
-        watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        watcher = io_watcher(sock.fileno(), 1)
         watcher.start(on_readable)
         try:
             self.event.wait(timeout)

@@ -22,14 +22,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import _socket
-
 import gevent
 import gevent.socket as gsocket
-from gevent import get_hub, getcurrent
 from gevent.ssl import SSLSocket
 
+from .. import private
 from ..errors import ClientGone, CondureError, Timeout
+from ..private import RawSocket
 from . import http1
 from .outqueue import OutputQueue
 
@@ -41,7 +40,7 @@ DRAIN_BYTES = 65536
 _POLL = select.poll()  # see ClientIO._input_pending
 
 
-def green(sock: _socket.socket, detach: bool = False) -> gsocket.socket:
+def green(sock: RawSocket, detach: bool = False) -> gsocket.socket:
     """gevent's cooperative socket on a plain one's fd. `detach`: the wrapper
     takes the fd over; otherwise both stay usable and only one may close it."""
     fd = sock.detach() if detach else sock.fileno()
@@ -69,8 +68,8 @@ class ClientIO(OutputQueue):
     def _open(self, sock: Any, io_timeout: float) -> None:
         """`sock`: a plain non-blocking socket, or gevent's TLS socket."""
         self.last_io = time.monotonic()
-        self._greenlet = getcurrent()
-        self._hub = get_hub()
+        self._greenlet = private.current()
+        self._hub = private.hub()
         self._tls = isinstance(sock, SSLSocket)
         # plain I/O that does not block goes to `_raw`; what must block goes
         # through gevent's cooperative socket (`sock`), made on first use
@@ -123,7 +122,7 @@ class ClientIO(OutputQueue):
     def _wake_soon(self) -> None:
         if self._waiting and not self._wake_queued:
             self._wake_queued = True
-            self._hub.loop.run_callback(self._resume)
+            private.run_callback(self._resume)
 
     def wait(self, read: bool) -> bool:
         """Park until a handler packet, a timeout or (if `read`) client input;
@@ -133,18 +132,17 @@ class ClientIO(OutputQueue):
         if read and self._tls and self.sock.pending():
             return True
         self._readable = self._writable = False
-        loop = self._hub.loop
         if read:
             if self._io is None:
-                self._io = loop.io(self._fd, 1)
+                self._io = private.io_watcher(self._fd, 1)
             self._io.start(self._on_readable)
         if self._out:
             if self._wio is None:
-                self._wio = loop.io(self._fd, 2)
+                self._wio = private.io_watcher(self._fd, 2)
             self._wio.start(self._on_writable)
         self._waiting = True
         try:
-            self._hub.switch()
+            private.park(self._hub)
         finally:
             self._waiting = False
             if read:

@@ -6,7 +6,6 @@ further clients wait in the kernel backlog as with condure.
 """
 from __future__ import annotations
 
-import _socket
 import grp
 import logging
 import os
@@ -17,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.socket as gsocket
-from gevent import Greenlet, get_hub, getcurrent
-from gevent.server import StreamServer
+from gevent import Greenlet
 
+from .. import private
 from ..config import ListenSpec
+from ..private import RawSocket
 from .clientio import green
 from .connection import Connection
 from .tls import Identities, server_context
@@ -95,64 +95,58 @@ class ConnectionLimit:
     def __init__(self, size: int) -> None:
         self.size = size
         self.active = 0
-        self.servers: list[StreamServer] = []
+        self.servers: list[_Server] = []
 
     def leave(self) -> None:
         self.active -= 1
         if self.active == self.size - 1:  # it was full: accept again
             for server in self.servers:
-                if not server.draining:
-                    server._start_accepting_if_started()
+                server.resume()
 
 
-class _Server(StreamServer):
-    """A StreamServer that counts its connections in a shared limit, hands
-    them over as plain sockets and reuses finished connection greenlets."""
+class _Server:
+    """Accepts the clients of one listener (with gevent's StreamServer, see
+    `private.accept_server`), counts them in a shared limit and runs each in
+    a connection greenlet, reusing finished ones."""
 
     def __init__(self, sock: gsocket.socket, handle: Any, limit: ConnectionLimit) -> None:
-        super().__init__(sock, handle)
         self.limit = limit
         self.draining = False  # shutting down: never accept again
         limit.servers.append(self)
-        self._hub = get_hub()
+        self._handle = handle
+        self._hub = private.hub()
         self._idle: list[Any] = []  # connection greenlets waiting for a connection
-        # looked up once: gevent's do_read converts family and type to enums per accept
-        raw = sock._sock
-        self._accept = raw._accept
-        self._kind = (int(raw.family), int(raw.type))
-
-    def do_read(self) -> tuple[_socket.socket, Any] | None:
-        """A plain socket: connections do their own non-blocking I/O and make
-        gevent's cooperative wrapper (see `green`) only if they must block."""
-        try:
-            fd, address = self._accept()
-        except BlockingIOError:
-            return None
-        sock = _socket.socket(*self._kind, 0, fd)
-        sock.setblocking(False)
-        return sock, address
+        # parking needs gevent's hub interface as checked by condure.private
+        self._keep = IDLE_GREENLETS if private.HUB_OK else 0
+        self.gserver = private.accept_server(sock, self._accepted, self.full)
 
     def full(self) -> bool:  # asked before every accept, so no call into the limit
         return self.limit.active >= self.limit.size
 
-    def do_handle(self, sock: _socket.socket, address: Any) -> None:
+    def resume(self) -> None:
+        """Accept again, as a connection ended under a full limit."""
+        if not self.draining and self.gserver.started:
+            self.gserver.start_accepting()
+
+    def _accepted(self, sock: RawSocket, address: Any) -> None:
+        """In the hub, once per accepted client (a plain non-blocking socket)."""
         self.limit.active += 1  # counted now: the accept loop checks full() before each accept
         if self._idle:
-            self._hub.loop.run_callback(self._idle.pop().switch, _NEXT, sock, address)
+            private.run_callback(self._idle.pop().switch, _NEXT, sock, address)
         else:
             Greenlet.spawn(self._serve, sock, address)
 
-    def _serve(self, sock: _socket.socket, address: Any) -> None:
+    def _serve(self, sock: RawSocket, address: Any) -> None:
         """A connection greenlet. Once its connection ends it waits for the
         next one (while fewer than IDLE_GREENLETS wait): making and freeing a
         greenlet costs more than the rest of a short connection's setup."""
-        me = getcurrent()
+        me = private.current()
         while True:
             try:
                 self._handle(sock, address)  # which closes the socket
             finally:
                 self.limit.leave()
-            if len(self._idle) >= IDLE_GREENLETS or self.draining:
+            if len(self._idle) >= self._keep or self.draining:
                 return
             _, sock, address = self._park(me)
 
@@ -160,7 +154,7 @@ class _Server(StreamServer):
         self._idle.append(me)
         try:
             while True:
-                resumed = self._hub.switch()
+                resumed = private.park(self._hub)
                 if type(resumed) is tuple and resumed[0] is _NEXT:
                     return resumed
                 # anything else is a stray wake-up: keep waiting
@@ -192,10 +186,10 @@ class Listener:
 
     @property
     def port(self) -> int:
-        return self.stream_server.server_port if not self.spec.local else 0
+        return self.stream_server.gserver.server_port if not self.spec.local else 0
 
     def start(self) -> None:
-        self.stream_server.start()
+        self.stream_server.gserver.start()
         where = self.spec.describe()
         log.info("listening on %s", f'"{where}" (pathname)' if self.spec.local else where)
 
@@ -208,11 +202,11 @@ class Listener:
         in the parent, which shuts it down for all of them.)"""
         server = self.stream_server
         server.draining = True
-        server.stop_accepting()
-        server.socket.close()
+        server.gserver.stop_accepting()
+        server.gserver.socket.close()
 
     def close(self) -> None:
-        self.stream_server.close()
+        self.stream_server.gserver.close()
         if self.owner and self.spec.local and self.spec.path:
             try:
                 os.unlink(self.spec.path)

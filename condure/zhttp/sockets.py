@@ -20,15 +20,15 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, cast
+from typing import Callable, cast
 
 import gevent
 import zmq.green as zmq
 from gevent.queue import Queue
 from zmq import Socket as _PlainSocket
-from zmq.backend.cython._zmq import Socket as _RawSocket
 
 from ..config import SpecError, stream_endpoints
+from ..private import fd_waiter, zmq_get, zmq_recv, zmq_send
 from ..log import TRACE
 from .trace import packet_text
 
@@ -37,11 +37,11 @@ log = logging.getLogger("condure.zhttpsocket")
 READ_BATCH = 64  # messages handled before other greenlets get a turn
 TERM_TIMEOUT = 1.0  # seconds ctx.term() may take once every socket is closed (linger 0)
 
-# the Cython methods, called on zmq.green sockets (subclasses of _RawSocket at run
-# time, which pyzmq's type information does not say)
-_send: Callable[..., Any] = _RawSocket.send
-_recv: Callable[..., Any] = _RawSocket.recv
-_get: Callable[..., Any] = _RawSocket.get
+# pyzmq's Cython methods, called unbound on zmq.green and plain sockets (or,
+# if condure.private found pyzmq changed, the sockets' public methods)
+_send = zmq_send
+_recv = zmq_recv
+_get = zmq_get
 NOBLOCK = int(zmq.NOBLOCK)
 RCVMORE = int(zmq.RCVMORE)
 FD = int(zmq.FD)
@@ -205,9 +205,7 @@ def _fd_waiter(sock: zmq.Socket) -> Callable[[], None]:
     """Wait for `sock`'s ZMQ_FD, after ZMQ_EVENTS or a recv said there is no
     input. Either has processed libzmq's pending commands, so the next
     message to arrive signals the fd."""
-    hub = gevent.get_hub()
-    watcher = hub.loop.io(_get(sock, FD), 1)
-    return lambda: hub.wait(watcher)
+    return fd_waiter(_get(sock, FD))
 
 
 def reader_socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
