@@ -1,8 +1,8 @@
 """What a client-mode session needs from around it, typed as Protocols.
 
 A leaf module: it imports no sibling that could import it back, so the
-client modules depend one way only (service -> session -> websocket ->
-context, http1, request, connect). The service satisfies `Service`
+client modules depend one way only (service -> session -> link, websocket
+-> context, http1, request, connect). The service satisfies `Service`
 structurally and the stream session `Stream`; neither is named here.
 """
 from __future__ import annotations
