@@ -1,6 +1,7 @@
-"""The package's imports form no cycle (issue 14): every import counts, the
-ones under TYPE_CHECKING and inside functions too, since a cycle there is a
-cycle in the design even when Python would tolerate it at run time."""
+"""The package's imports form no cycle and point down the layers of
+ARCHITECTURE.md (issue 14): every import counts, the ones under
+TYPE_CHECKING and inside functions too, since a cycle there is a cycle in
+the design even when Python would tolerate it at run time."""
 from __future__ import annotations
 
 import ast
@@ -84,3 +85,38 @@ def test_the_walker_sees_imports_of_every_kind() -> None:
 
 def test_no_import_cycles() -> None:
     assert cycles(graph()) == []
+
+
+# ARCHITECTURE.md's layers, bottom first: a module may import its own layer and
+# the ones below. A new module must be placed here.
+LAYERS = [
+    ("leaves", "errors log private"),
+    ("codecs", "config options metrics wsdeflate zhttp.packet zhttp.trace server.parser "
+               "server.request server.http1 server.wshead server.access"),
+    ("ZHTTP core", "zhttp.session zhttp.flow zhttp.wsmap"),
+    ("exchanges", "server.ports server.exchange server.wshandshake server.websocket server.req"),
+    ("shells", "context timer zhttp.sockets server.listener server.tls server.modes "
+               "server.connection server.clientio server.outqueue server.timers "
+               "client.service client.session client.link client.websocket client.context "
+               "client.http1 client.connect client.request"),
+    ("process", "__main__ app workers sizes pushpin"),
+]
+PACKAGES = {"condure", "condure.server", "condure.client", "condure.zhttp"}
+
+
+def layer_of() -> dict[str, int]:
+    return {f"condure.{m}": i for i, (_, mods) in enumerate(LAYERS) for m in mods.split()}
+
+
+def test_every_module_has_a_layer() -> None:
+    placed = layer_of()
+    assert sorted(set(graph()) - set(placed) - PACKAGES) == []
+    assert sorted(set(placed) - set(graph())) == []  # no stale names
+
+
+def test_imports_point_down_the_layers() -> None:
+    placed = layer_of()
+    upward = [f"{m} ({LAYERS[placed[m]][0]}) imports {d} ({LAYERS[placed[d]][0]})"
+              for m, deps in sorted(graph().items()) if m in placed
+              for d in sorted(deps) if d in placed and placed[d] > placed[m]]
+    assert upward == []
