@@ -122,7 +122,10 @@ class ClientIO(OutputQueue):
     def _wake_soon(self) -> None:
         if self._waiting and not self._wake_queued:
             self._wake_queued = True
-            private.run_callback(self._resume)
+            # the hub's own calls, on the hub from private.hub(): private.py
+            # checks they are there (its "hub" group); a helper call per
+            # wake-up and per wait would cost more than the rest of it
+            self._hub.loop.run_callback(self._resume)
 
     def wait(self, read: bool) -> bool:
         """Park until a handler packet, a timeout or (if `read`) client input;
@@ -142,7 +145,7 @@ class ClientIO(OutputQueue):
             self._wio.start(self._on_writable)
         self._waiting = True
         try:
-            private.park(self._hub)
+            self._hub.switch()  # parked until a watcher or _wake_soon switches back
         finally:
             self._waiting = False
             if read:

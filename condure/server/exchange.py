@@ -62,6 +62,8 @@ class Exchange:
 
     # the state every exchange starts in (class attributes, as in Connection)
     flow: Outflow | None = None  # the request body, let out under the handler's credits
+    body_ended = True  # the parser saw the end of the body (or there is none)
+    then: Any = None  # what runs on the connection after the response (a WebSocket session)
     started = False  # first handler packet seen
     response: http1.ResponseBody | None = None
     written = False  # any response byte written (D13)
@@ -80,8 +82,8 @@ class Exchange:
         self.head = head
         self.session = session
         self.persistent = http1.is_persistent(head)
-        self.body_ended = not head.has_body  # the parser saw the end of the body
         if head.has_body:
+            self.body_ended = False  # until the parser sees the end of the body
             self.flow = Outflow(stream.buffer_size)
             self.body_sent = False
             self.continue_pending = http1.wants_continue(head)
@@ -95,14 +97,12 @@ class Exchange:
         try:
             self._send_request()
             pump(self)
-            self._after_response()
+            if self.then is not None:
+                self.then.run()
         except CondureError as e:
             self._fail(e)
             return False
         return self._finish()
-
-    def _after_response(self) -> None:
-        """What follows the response before the exchange ends (the WebSocket)."""
 
     def _finish(self) -> bool:
         stream = self.stream
@@ -199,7 +199,9 @@ class Exchange:
         handler(self, pkt)
 
     def _on_data(self, pkt: zp.Packet) -> None:
-        self._on_credit(pkt)
+        if self.flow is not None:  # as _on_credit, without the call: every response comes here
+            self.flow.grant(pkt.credits)
+            self._forward_body()
         if self.response is None:
             self._start_response(pkt)
         else:

@@ -27,7 +27,6 @@ class Timed(Protocol):
     last_io: float
     stream_timeout: float
     io_timeout: float
-    cycle_start: float
     waiting_for_request: bool
 
     def flag(self, reason: str) -> None: ...
@@ -41,8 +40,8 @@ class StreamTimers:
     def deadline(conn: Timed) -> float:
         d = conn.last_io + conn.stream_timeout
         s = conn.session
-        if s is not None:
-            d = min(d, s.deadline(conn.server.handler_timeout))
+        if s is not None:  # s.deadline(), inline: this runs for every request
+            d = min(d, s.last_handler + conn.server.handler_timeout, s.keepalive_due)
         return d
 
     @staticmethod
@@ -71,7 +70,8 @@ class ReqTimers:
 
     @staticmethod
     def deadline(conn: Timed) -> float:
-        return conn.cycle_start + conn.io_timeout
+        s = conn.session  # made when the cycle began; none while the connection closes
+        return (conn.last_io if s is None else s.opened) + conn.io_timeout
 
     @staticmethod
     def check(conn: Timed, now: float, keepalives: KeepAlives) -> float | None:

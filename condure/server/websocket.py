@@ -64,8 +64,9 @@ class WebSocketSession:
         self.writer = wsmap.Writer() if self.compressed else None
         self.messages_max = server.config.messages_max
 
-    def run(self, leftover: bytes) -> None:
+    def run(self) -> None:
         """From the client bytes read past the handshake until the session ends."""
+        leftover: bytes = self.stream.parser.leftover()
         if leftover:
             self.reader.receive(leftover)
         self._forward()

@@ -54,14 +54,14 @@ class WsHandshake(Exchange):
     def want_read(self) -> bool:
         return False  # an upgrade has no body: nothing to read before the 101
 
-    def _after_response(self) -> None:
-        if self.ws is not None:
-            self.ws.run(self.stream.parser.leftover())
-
     # --- the handler's answer ------------------------------------------------
 
     def _on_credit(self, pkt: zp.Packet) -> None:
         self.credits += pkt.credits
+
+    def _on_data(self, pkt: zp.Packet) -> None:
+        self.credits += pkt.credits  # the 101 may carry them
+        super()._on_data(pkt)
 
     def _start_response(self, pkt: zp.Packet) -> None:
         if pkt.code != 101:
@@ -81,9 +81,10 @@ class WsHandshake(Exchange):
         self.response = http1.ResponseBody(http1.NO_BODY, 0, True)
         # Pushpin sends no credits on accept: a buffer's worth then
         credits = self.credits or stream.buffer_size
-        self.ws = WebSocketSession(stream, self.link, self.server, self.session, credits, ext)
+        self.ws = self.then = WebSocketSession(stream, self.link, self.server, self.session,
+                                               credits, ext)
         stream.upgraded()
-        self.done = True  # the session goes on in `_after_response`
+        self.done = True  # the session goes on as `then`, on this connection
 
     def _plain_response(self, pkt: zp.Packet) -> None:
         """D3: a non-101 answer is an ordinary HTTP response, then close."""
@@ -120,6 +121,7 @@ class WsHandshake(Exchange):
 
 WsHandshake.HANDLERS = {
     **Exchange.HANDLERS,
+    zp.DATA: WsHandshake._on_data,
     b"credit": WsHandshake._on_credit,
     b"error": WsHandshake._on_error,
 }

@@ -26,13 +26,15 @@ KEEPALIVE_INTERVAL = 45.0  # condure -> handler keep-alives
 class Session:
     """One request/response exchange (or one WebSocket) as ZHTTP sees it."""
 
-    __slots__ = ("id", "out_seq", "in_seq", "addr", "last_handler", "paused", "keepalive_due")
+    __slots__ = ("id", "out_seq", "in_seq", "addr", "opened", "last_handler", "paused",
+                 "keepalive_due")
 
     def __init__(self, rid: bytes, now: float, keepalive_interval: float = KEEPALIVE_INTERVAL) -> None:
         self.id = rid
         self.out_seq = 0
         self.in_seq = 0
         self.addr: bytes | None = None  # handler address: the latest packet's `from`
+        self.opened = now
         self.last_handler = now
         self.paused = False  # between handoff-proceed and the next handler packet
         # keep-alives go out every interval from the start of the session: like
