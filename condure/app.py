@@ -23,7 +23,6 @@ from .config import Config, ListenSpec, SpecError, parse_prometheus
 from .metrics import (Metrics, exposition, process_families, process_start_time, render,
                       snapshot)
 from .timer import run_sweeper
-from .client.service import ClientService
 from .context import Server
 from .server.listener import ConnectionLimit, ListenError, Listener
 from .server.modes import req_mode, stream_mode
@@ -147,6 +146,10 @@ class App:
         self.metrics_server = srv
 
     def _client_mode(self) -> Any:
+        # imported here: h11, the client pool and TLS set-up cost ~60 ms and
+        # some memory at start, which a server-mode condure need not pay
+        from .client.service import ClientService
+
         try:
             client = ClientService(self.config, self.ctx)
         except SpecError as e:

@@ -76,7 +76,7 @@ class WebSocketSession:
     # --- the client's frames ------------------------------------------------
 
     def want_read(self) -> bool:
-        if self.session.paused or self.flow or self.reader.behind:
+        if self.session.paused or self.flow.queue or self.reader.wire:
             return False
         return self.flow.credits > 0 and self.ws.state in _READING
 
@@ -91,14 +91,15 @@ class WebSocketSession:
         """Send the client's frames to the handler while its credits allow."""
         flow, reader = self.flow, self.reader
         while True:
+            if not flow.queue:
+                if not reader.wire:
+                    return  # nothing waits
+                reader.pump()
+                if not flow.queue:
+                    return  # all fed, nothing came out yet
             piece = flow.next()
             if piece is None:
-                if flow or not reader.behind:
-                    return  # out of credits, or nothing more to parse
-                reader.pump()
-                if not flow:
-                    return  # all fed, nothing came out yet
-                continue
+                return  # out of credits
             kind, extra, body, more = piece
             if kind == zp.DATA:
                 if not more:
@@ -131,7 +132,7 @@ class WebSocketSession:
         handler(self, pkt)
 
     def _on_data(self, pkt: zp.Packet) -> None:
-        self.flow.grant(pkt.credits)
+        self.flow.credits += pkt.credits
         if len(pkt.body) > self.stream.buffer_size:
             raise BufferExceeded("handler sent more than its credits")
         self._send_message(pkt)
@@ -141,7 +142,8 @@ class WebSocketSession:
         last = not pkt.more
         if self.stream.queued_pieces >= self.messages_max:
             raise BufferExceeded("too many messages waiting for the client")
-        credit = self._credit_back(len(pkt.body))
+        n = len(pkt.body)
+        credit = (lambda: send(self, b"credit", credits=n)) if n else None  # once written
         state = self.ws.state
         if self.writer is not None:  # compressed: wsproto's deflate frames it (not after a close)
             if state is OPEN:
@@ -156,10 +158,6 @@ class WebSocketSession:
             self._out_started = False
             self.server.metrics.ws_messages["out"] += 1
 
-    def _credit_back(self, n: int) -> Any:
-        """What gives `n` content bytes back to the handler once written."""
-        return (lambda: send(self, b"credit", credits=n)) if n else None
-
     def _frame(self, pkt: zp.Packet, last: bool) -> bytes:
         """An unmasked data frame, the handler's bytes as they are (as condure)."""
         if not self._out_started:  # first piece: the message's type; later: continuation
@@ -170,14 +168,15 @@ class WebSocketSession:
         return _frame_header(opcode | (0x80 if last else 0), len(pkt.body)) + pkt.body
 
     def _on_credit(self, pkt: zp.Packet) -> None:
-        self.flow.grant(pkt.credits)
+        self.flow.credits += pkt.credits
         self._forward()
 
     def _on_control(self, pkt: zp.Packet) -> None:
         if len(pkt.body) > MAX_CONTROL:
             raise BufferExceeded("control frame payload too large")
-        self.flow.grant(pkt.credits)
-        credit = self._credit_back(len(pkt.body))
+        self.flow.credits += pkt.credits
+        n = len(pkt.body)
+        credit = (lambda: send(self, b"credit", credits=n)) if n else None
         if self.ws.state is OPEN:
             self._write(wsmap.control_event(pkt), credit)
         elif credit is not None:

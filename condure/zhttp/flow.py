@@ -39,20 +39,21 @@ Piece = tuple[bytes, Any, Any, bool]
 class Outflow:
     """Items bound for one handler, let out within its credits."""
 
-    __slots__ = ("credits", "limit", "_queue")
+    __slots__ = ("credits", "limit", "queue")
 
     def __init__(self, limit: int, credits: int = 0) -> None:
         self.limit = limit  # the largest piece: the buffer size (or the client window)
         self.credits = credits
-        # items: [kind, packet type, content type/extra, data, finished]
-        self._queue: deque[list[Any]] = deque()
+        # items: [kind, packet type, content type/extra, data, finished]; truthy
+        # while anything waits (hot paths test it directly: `bool(flow)` is a call)
+        self.queue: deque[list[Any]] = deque()
 
     def __bool__(self) -> bool:
         """True while anything waits (a body not yet ended counts)."""
-        return bool(self._queue)
+        return bool(self.queue)
 
     def __repr__(self) -> str:
-        return f"<Outflow credits={self.credits} queued={len(self._queue)}>"
+        return f"<Outflow credits={self.credits} queued={len(self.queue)}>"
 
     def grant(self, n: int) -> None:
         self.credits += n
@@ -61,7 +62,7 @@ class Outflow:
 
     def body(self, data: bytes, ended: bool = False) -> None:
         """More of the body (`ended`: and that was the end of it)."""
-        q = self._queue
+        q = self.queue
         if q and q[-1][0] == _BODY and not q[-1][4]:
             item = q[-1]
             item[3] += data
@@ -76,21 +77,21 @@ class Outflow:
     def message(self, content_type: bytes, data: Any, finished: bool) -> None:
         """One frame's content of a text or binary message (bytes or a memoryview)."""
         if data or finished:  # an empty non-final frame makes no packet
-            self._queue.append([_MESSAGE, DATA, content_type, data, finished])
+            self.queue.append([_MESSAGE, DATA, content_type, data, finished])
 
     def control(self, kind: bytes, payload: bytes) -> None:
         """A ping or pong."""
-        self._queue.append([_CONTROL, kind, None, payload, True])
+        self.queue.append([_CONTROL, kind, None, payload, True])
 
     def other(self, kind: bytes, extra: Any = None, data: Any = b"") -> None:
         """An item that only keeps its place in the order (a close)."""
-        self._queue.append([_OTHER, kind, extra, data, True])
+        self.queue.append([_OTHER, kind, extra, data, True])
 
     # --- what goes out --------------------------------------------------------
 
     def next(self) -> Piece | None:
         """The next piece the credits allow, taken off the queue, or None."""
-        q = self._queue
+        q = self.queue
         if not q:
             return None
         item = q[0]
@@ -125,5 +126,5 @@ class Outflow:
     @property
     def body_waiting(self) -> int:
         """Bytes of a body not yet let out (for read-ahead limits)."""
-        q = self._queue
+        q = self.queue
         return len(q[0][3]) if q and q[0][0] == _BODY else 0

@@ -99,35 +99,34 @@ class Reader:
         frame events (handshake), in order."""
         if not data:
             self.eof = True
-        elif not self.feed and not self.wire:
-            return self._parse(data)  # the usual case: no copy
+        elif not self.feed and not self.wire:  # the usual case: no copy
+            self.ws.receive_data(data)
+            return self._events()
         else:
             self.wire += data
         return self.pump()
 
     @property
     def behind(self) -> bool:
-        """True while bytes wait for wsproto (feed them before reading more)."""
+        """True while bytes wait for wsproto (feed them before reading more);
+        hot paths test `wire` itself."""
         return bool(self.wire)
 
     def pump(self) -> list[Event]:
         """Give wsproto waiting bytes until something waits in the flow."""
         wire = self.wire
         others: list[Event] = []
-        while wire and not self.flow and not others:
+        while wire and not self.flow.queue and not others:
             n = self.feed or len(wire)
             piece = bytes(wire[:n])
             del wire[:n]
-            others += self._parse(piece)
+            self.ws.receive_data(piece)
+            others += self._events()
         if self.eof and not wire and not self._eof_given:
             self._eof_given = True
             self.ws.receive_data(None)
             others += self._events()
         return others
-
-    def _parse(self, data: bytes) -> list[Event]:
-        self.ws.receive_data(data)
-        return self._events()
 
     def _events(self) -> list[Event]:
         flow = self.flow
