@@ -32,7 +32,7 @@ class Server:
                  instance_id: bytes | None = None) -> None:
         self.config = config
         self.instance_id = instance_id or config.id.encode()
-        self.registry = SessionRegistry(worker, config.stream_maxconn + config.req_maxconn)
+        self.registry = SessionRegistry(worker)
         self.zsockets = zsockets
         self.zreq = zreq
         self.wheel = TimerWheel()

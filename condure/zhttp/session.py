@@ -89,9 +89,8 @@ class Session:
 class SessionRegistry:
     """Connection slots, id allocation and id -> owner routing for one worker."""
 
-    def __init__(self, worker: int = 0, maxconn: int = 10000) -> None:
+    def __init__(self, worker: int = 0) -> None:
         self.worker = worker
-        self.maxconn = maxconn
         self._prefix = f"{worker}-".encode()
         self._free: list[int] = []
         self._next_slot = 0

@@ -247,7 +247,7 @@ def test_released_slot_gets_a_fresh_id() -> None:
 
 
 def test_take_and_release_count_active() -> None:
-    reg = SessionRegistry(maxconn=2)
+    reg = SessionRegistry()
     a = reg.take_slot()
     reg.take_slot()
     assert reg.active == 2
