@@ -10,12 +10,14 @@ is checked with a non-blocking read before reuse and dropped after 55 s idle.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections import deque
 from typing import Any, Callable
 
 import h11
 from gevent import select
+from gevent.ssl import SSLSocket
 
 from ..errors import ClientError
 from .connect import Target, connect
@@ -55,6 +57,8 @@ class Origin:
             self.sock.sendall(data)
         except socket.timeout:
             raise ClientError("connection-timeout", "write timed out") from None
+        except ssl.SSLError as e:
+            raise ClientError("tls-error", f"write: {e}") from None
         except OSError as e:
             raise ClientError("undefined-condition", f"write: {e}") from None
 
@@ -96,21 +100,33 @@ class Origin:
             return self.sock.recv(READ_SIZE)
         except socket.timeout:
             raise ClientError("connection-timeout", "read timed out") from None
+        except ssl.SSLError as e:  # with TLS 1.3 an origin refuses a client certificate here
+            raise ClientError("tls-error", f"read: {e}") from None
         except OSError as e:
             raise ClientError("undefined-condition", f"read: {e}") from None
 
     def reusable(self) -> bool:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
 
-    def close(self) -> None:
+    def close(self, notify: bool = False) -> None:
+        """`notify`: the exchange ended normally; a TLS connection then says
+        so with close_notify first (connmgr.md 2.3), without waiting for the
+        origin's. Error exits just close."""
+        sock = self.sock
+        if notify and isinstance(sock, SSLSocket):
+            try:
+                sock.settimeout(0.0)
+                sock.unwrap()  # sends close_notify; would then wait for the origin's
+            except (ssl.SSLError, OSError, ValueError):
+                pass
         try:
-            self.sock.close()
+            sock.close()
         except OSError:
             pass
 
 
 class Pool:
-    """Idle keep-alive connections by (address, port, tls, URI host)."""
+    """Idle keep-alive connections by (address, port, tls, URI host, client identity)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -129,8 +145,9 @@ class Pool:
         return None
 
     def put(self, origin: Origin) -> None:
+        """An origin whose exchange ended normally: kept idle, or closed."""
         if not origin.reusable() or self._count >= self.capacity:
-            origin.close()
+            origin.close(notify=True)
             return
         origin.h11.start_next_cycle()
         self._idle.setdefault(origin.key, deque()).append((origin, time.monotonic()))
@@ -148,7 +165,10 @@ def _alive(sock: Any) -> bool:
 
 def open_origin(req: ClientRequest, pool: Pool, deny: bool, timeout: float | None) -> Origin:
     target: Target = req.target_for(deny)
-    key = (target.host, target.port, target.tls, target.tls_name, target.verify, req.host)
+    # the client identity is part of the key (D25): a connection opened with
+    # one certificate (or none) never serves a request that asked for another
+    key = (target.host, target.port, target.tls, target.tls_name, target.verify, req.host,
+           target.client_cert, target.client_key)
     if not req.websocket:
         origin = pool.get(key)
         if origin is not None:

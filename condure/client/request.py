@@ -44,6 +44,8 @@ class ClientRequest:
     follow_redirects: bool = False
     uri: str = ""
     length: int | None = None  # the handler's Content-Length: a non-chunked upload
+    client_cert: str = ""  # PEM text (connmgr's client-cert): shown to https/wss origins
+    client_key: str = ""
 
     @property
     def websocket(self) -> bool:
@@ -55,7 +57,8 @@ class ClientRequest:
             host, port = self.connect_host, self.connect_port  # port 0 if not given: fails
         tls_name = self.connect_host if (self.trust_connect_host and self.connect_host) else self.host
         return Target(host, port, self.scheme in ("https", "wss"), tls_name,
-                      verify=not self.ignore_tls_errors, deny=deny and not self.ignore_policies)
+                      verify=not self.ignore_tls_errors, deny=deny and not self.ignore_policies,
+                      client_cert=self.client_cert, client_key=self.client_key)
 
 
 def _field(raw: dict, name: bytes, kind: type, default: Any) -> Any:
@@ -65,6 +68,15 @@ def _field(raw: dict, name: bytes, kind: type, default: Any) -> Any:
     if type(v) is not kind:
         raise DropRequest(f"{name.decode()} has the wrong type")
     return v
+
+
+def _text_field(raw: dict, name: bytes) -> str:
+    """A string field that must be UTF-8 (PEM text): else the message is
+    dropped, as pushpin-connmgr drops a packet with a bad field."""
+    try:
+        return str(_field(raw, name, bytes, b"").decode("utf-8"))
+    except UnicodeDecodeError:
+        raise DropRequest(f"{name.decode()} is not valid utf-8") from None
 
 
 def from_packet(pkt: Packet, schemes: tuple[str, ...]) -> ClientRequest:
@@ -108,7 +120,8 @@ def _build(method: bytes, scheme: str, parts: Any, port: int, target: str, host_
         trust_connect_host=_field(raw, b"trust-connect-host", bool, False),
         ignore_tls_errors=_field(raw, b"ignore-tls-errors", bool, False),
         follow_redirects=_field(raw, b"follow-redirects", bool, False),
-        uri=uri, length=handler_length(pkt.headers))
+        uri=uri, length=handler_length(pkt.headers),
+        client_cert=_text_field(raw, b"client-cert"), client_key=_text_field(raw, b"client-key"))
 
 
 def _host_header(host: str, port: int | None, scheme: str) -> bytes:

@@ -247,3 +247,6 @@ def run_websocket(session: Stream, req: ClientRequest) -> None:
     client = _Client(session, req)
     if client.handshake():
         client.loop()
+        if session.origin is not None:  # closed both ways: a normal end (close_notify)
+            session.origin.close(notify=True)
+            session.origin = None

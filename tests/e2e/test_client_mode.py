@@ -575,10 +575,14 @@ class Origin:
     in its own thread."""
 
     def __init__(self, script: Callable[[Origin, Conn], None],
-                 tls: ssl.SSLContext | None = None, tls_delay: float = 0.0) -> None:
+                 tls: ssl.SSLContext | None = None, tls_delay: float = 0.0,
+                 ragged_eofs: bool = True) -> None:
+        """`ragged_eofs=False`: a TLS connection closed without close_notify
+        makes the script's read raise SSLEOFError instead of returning b""."""
         self.script = script
         self.tls = tls
         self.tls_delay = tls_delay
+        self.ragged_eofs = ragged_eofs
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)
         self.port = self.listener.getsockname()[1]
@@ -619,7 +623,8 @@ class Origin:
             time.sleep(self.tls_delay)
             try:
                 sock.settimeout(5)
-                sock = self.tls.wrap_socket(sock, server_side=True)
+                sock = self.tls.wrap_socket(sock, server_side=True,
+                                            suppress_ragged_eofs=self.ragged_eofs)
             except (ssl.SSLError, OSError) as e:
                 self.tls_errors.append(e)
                 sock.close()
@@ -1317,6 +1322,143 @@ def test_req_https_to_plain_port_is_tls_error(main: ClientCondure, zctx: zmq.Con
     with Origin(plain) as o:
         reply = req_call(zctx, main, F(method="GET", uri=o.url("/", "https")))
         assert reply == {b"type": b"error", b"condition": b"tls-error"}
+
+
+# --- client certificates (pushpin-connmgr's client-cert/client-key, connmgr.md 2) -------
+
+
+def mtls_context(certs: Certs) -> ssl.SSLContext:
+    """An origin for localhost that wants a client certificate from the trusted CA."""
+    ctx = tls_server_context(certs.trusted, "localhost")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    certs.trusted.configure_trust(ctx)
+    return ctx
+
+
+def identity(ca: trustme.CA, name: str) -> dict:
+    """client-cert (the chain, leaf first) and client-key fields for a new client certificate."""
+    leaf = ca.issue_cert(name)
+    return F(client_cert=b"".join(p.bytes() for p in leaf.cert_chain_pems),
+             client_key=leaf.private_key_pem.bytes())
+
+
+def peer_names(origin: Origin, conn: Conn) -> None:
+    """Answer every request with the client certificate's DNS name (or "none")."""
+    cert = conn.sock.getpeercert()
+    names = [v for k, v in (cert or {}).get("subjectAltName", ()) if k == "DNS"]
+    body = (names[0] if names else "none").encode()
+    serve(lambda req: response(body=body))(origin, conn)
+
+
+def test_req_client_certificate_is_shown_to_the_origin(main: ClientCondure, zctx: zmq.Context,
+                                                       certs: Certs) -> None:
+    """connmgr.md 2.1: the PEM text of client-cert/client-key is the TLS client identity;
+    without one, the origin's refusal is a tls-error (with TLS 1.3 it comes after the
+    handshake, on the first read)."""
+    with Origin(peer_names, tls=mtls_context(certs)) as o:
+        url = o.url("/", "https", "localhost")
+        reply = req_call(zctx, main, {**F(method="GET", uri=url),
+                                      **identity(certs.trusted, "c1.test")})
+        assert reply is not None and reply[b"code"] == 200, (reply, main.log_text())
+        assert reply[b"body"] == b"c1.test"
+        reply = req_call(zctx, main, F(method="GET", uri=url))
+        assert reply == {b"type": b"error", b"condition": b"tls-error"}
+
+
+@pytest.mark.parametrize("fields", [
+    {"client_cert": b"not a certificate", "client_key": b"not a key"},
+    {"client_cert": b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
+    "cert without its key",
+    "key of another certificate",
+], ids=["garbage", "bad-pem", "no-key", "wrong-key"])
+def test_req_unusable_client_certificate_is_tls_error(main: ClientCondure, zctx: zmq.Context,
+                                                      certs: Certs, fields: Any) -> None:
+    """Any problem with the identity ends the request like any TLS failure, before the
+    origin sees a request."""
+    if fields == "cert without its key":
+        fields = {b"client-cert": identity(certs.trusted, "c2.test")[b"client-cert"]}
+    elif fields == "key of another certificate":
+        fields = {**identity(certs.trusted, "c3.test"),
+                  b"client-key": identity(certs.trusted, "c4.test")[b"client-key"]}
+    else:
+        fields = F(**fields)
+    with Origin(fixed(HELLO), tls=tls_server_context(certs.trusted, "localhost")) as o:
+        reply = req_call(zctx, main, {**F(method="GET", uri=o.url("/", "https", "localhost")),
+                                      **fields})
+        assert reply == {b"type": b"error", b"condition": b"tls-error"}, reply
+        assert not o.requests
+
+
+def test_req_client_key_alone_is_ignored(main: ClientCondure, zctx: zmq.Context,
+                                         certs: Certs) -> None:
+    with Origin(fixed(HELLO), tls=tls_server_context(certs.trusted, "localhost")) as o:
+        reply = req_call(zctx, main, {**F(method="GET", uri=o.url("/", "https", "localhost")),
+                                      b"client-key": b"whatever"})
+        assert reply is not None and reply[b"code"] == 200, reply
+
+
+def test_req_client_certificate_not_utf8_drops_the_request(main: ClientCondure,
+                                                          zctx: zmq.Context) -> None:
+    """A field that must be text and is not: dropped without a reply, as connmgr drops a
+    packet with a bad field."""
+    with Origin(fixed(HELLO)) as o:
+        reply = req_call(zctx, main, {**F(method="GET", uri=o.url("/")),
+                                      b"client-cert": b"\xff\xfe"}, timeout=1.5)
+        assert reply is None
+        assert o.accepted == 0
+
+
+def test_pool_keeps_client_identities_apart_d25(main: ClientCondure, zctx: zmq.Context,
+                                                certs: Certs) -> None:
+    """D25: pushpin-connmgr pools by address and host only, so a connection opened with
+    one certificate can serve a request that asked for another, or for none. Here the
+    identity is part of the pool key; the same identity reuses its connection."""
+    with Origin(peer_names, tls=mtls_context(certs)) as o:
+        url = o.url("/", "https", "localhost")
+        a, b = identity(certs.trusted, "a.test"), identity(certs.trusted, "b.test")
+        bodies = []
+        for fields in (a, a, b, a):
+            reply = req_call(zctx, main, {**F(method="GET", uri=url), **fields})
+            assert reply is not None and reply[b"code"] == 200, reply
+            bodies.append(reply[b"body"])
+        assert bodies == [b"a.test", b"a.test", b"b.test", b"a.test"]
+        assert o.accepted == 2  # a's connection served three requests, b got its own
+
+
+def test_stream_client_certificate(main: ClientCondure, handler: Callable,
+                                   certs: Certs) -> None:
+    h = handler(main)
+    with Origin(peer_names, tls=mtls_context(certs)) as o:
+        rid = h.start({**F(method="GET", uri=o.url("/", "https", "localhost"), credits=1000),
+                       **identity(certs.trusted, "s.test")})
+        msgs = h.until_end(rid)
+        assert msgs[1][b"code"] == 200, msgs
+        assert b"".join(m.get(b"body", b"") for m in msgs) == b"s.test"
+
+
+def test_tls_close_notify_after_a_normal_end(main: ClientCondure, zctx: zmq.Context,
+                                             certs: Certs) -> None:
+    """connmgr.md 2.3: an outbound TLS connection that is not pooled after a normal
+    exchange ends with close_notify before the TCP close (a bare close is a truncation
+    attack to a strict peer)."""
+    eofs: list[Any] = []
+
+    def close_after_answer(origin: Origin, conn: Conn) -> None:
+        r = conn.read_request()
+        assert r is not None
+        conn.send(response(headers=[("Connection", "close")], body=b"bye"))
+        try:
+            eofs.append(conn.sock.recv(1))  # b"": close_notify came; a bare close raises
+        except ssl.SSLError as e:
+            eofs.append(e)
+
+    strict = tls_server_context(certs.trusted, "localhost")
+    strict.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # Python's default hides a bare close
+    with Origin(close_after_answer, tls=strict, ragged_eofs=False) as o:
+        reply = req_call(zctx, main, F(method="GET", uri=o.url("/", "https", "localhost")))
+        assert reply is not None and reply[b"code"] == 200, reply
+        wait_until(lambda: eofs, 5, "the origin's read after the response")
+    assert eofs == [b""], eofs
 
 
 # --- pooling ---------------------------------------------------------------------------
