@@ -2771,6 +2771,32 @@ def test_wss_echo(main: ClientCondure, handler: Callable, certs: Certs) -> None:
         assert o.sni == ["localhost"]
 
 
+def test_wss_close_notify_after_both_closed(main: ClientCondure, handler: Callable,
+                                           certs: Certs) -> None:
+    """connmgr.md 2.3: a WebSocket that ends normally (closed both ways) ends its TLS
+    connection with close_notify."""
+    eofs: list[Any] = []
+
+    def echo_then_read(peer: WSPeer) -> None:
+        ws_echo(peer)  # returns after answering the handler's close
+        try:
+            eofs.append(peer.conn.sock.recv(1))  # b"": close_notify came; a bare close raises
+        except ssl.SSLError as e:
+            eofs.append(e)
+
+    strict = tls_server_context(certs.trusted, "localhost")
+    strict.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    h = handler(main)
+    with Origin(ws_script(echo_then_read), tls=strict, ragged_eofs=False) as o:
+        rid = h.start(F(uri=o.url("/echo", "wss", "localhost"), credits=100))
+        assert h.expect(rid)[b"type"] == b"keep-alive"
+        assert h.expect(rid)[b"code"] == 101
+        h.send(rid, F(code=1000), type="close")
+        assert h.expect(rid).get(b"type") == b"close"
+        wait_until(lambda: eofs, 5, "the origin's read after the close")
+    assert eofs == [b""], eofs
+
+
 def test_ws_refused_error_after_ack(main: ClientCondure, handler: Callable) -> None:
     h = handler(main)
     rid = h.start(F(uri=f"ws://127.0.0.1:{get_free_port()}/", credits=10))
