@@ -18,6 +18,7 @@ session, and a handler close without a code dropping its reason.
 """
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import h11
@@ -75,6 +76,8 @@ class _Client:
     def read(self) -> None:
         try:
             data = self.sock.recv(READ_SIZE)
+        except ssl.SSLError as e:  # e.g. the origin refusing our client certificate (TLS 1.3)
+            raise ClientError("tls-error", f"read: {e}") from None
         except OSError as e:
             raise ClientError("undefined-condition", f"read: {e}") from None
         if self._head is not None and len(self._head) < READ_SIZE:

@@ -1436,6 +1436,29 @@ def test_stream_client_certificate(main: ClientCondure, handler: Callable,
         assert b"".join(m.get(b"body", b"") for m in msgs) == b"s.test"
 
 
+def test_wss_client_certificate(main: ClientCondure, handler: Callable, certs: Certs) -> None:
+    """wss: the certificate goes with the handshake; without one the origin's refusal
+    (after a TLS 1.3 handshake, on the first read) is a tls-error before any 101."""
+    h = handler(main)
+
+    def names_then_echo(peer: WSPeer) -> None:
+        cert = peer.conn.sock.getpeercert() or {}
+        name = [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"][0]
+        peer.accept(extra_headers=[(b"X-Client", name.encode())])
+        peer.next_event(5)
+
+    with Origin(ws_script(names_then_echo), tls=mtls_context(certs)) as o:
+        url = o.url("/echo", "wss", "localhost")
+        rid = h.start({**F(uri=url, credits=100), **identity(certs.trusted, "w.test")})
+        assert h.expect(rid)[b"type"] == b"keep-alive"
+        accepted = h.expect(rid)
+        assert accepted[b"code"] == 101 and [b"X-Client", b"w.test"] in accepted[b"headers"]
+        rid = h.start(F(uri=url, credits=100))
+        assert h.expect(rid)[b"type"] == b"keep-alive"
+        refused = h.expect(rid)
+        assert refused[b"type"] == b"error" and refused[b"condition"] == b"tls-error", refused
+
+
 def test_tls_close_notify_after_a_normal_end(main: ClientCondure, zctx: zmq.Context,
                                              certs: Certs) -> None:
     """connmgr.md 2.3: an outbound TLS connection that is not pooled after a normal
