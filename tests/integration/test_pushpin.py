@@ -594,7 +594,7 @@ def pushpin_factory(origin: Origin, both_roles: bool) -> Iterator[Callable[..., 
     started: list[Pushpin] = []
     roots: list[Path] = []
 
-    def start(route_opts: str = "") -> Pushpin:
+    def launch(route_opts: str) -> Pushpin:
         root = Path(tempfile.mkdtemp(prefix="pp", dir="/tmp"))  # short: ipc path limit
         roots.append(root)
         http_port = get_free_port()
@@ -611,6 +611,20 @@ def pushpin_factory(origin: Origin, both_roles: bool) -> Iterator[Callable[..., 
         logs = ["runner.log", "pushpin-proxy.log", "pushpin-handler.log"]
         for name in logs if both_roles else logs + ["zurl.log"]:
             pp.wait_log(name, STARTED, START_TIMEOUT)
+        return pp
+
+    def start(route_opts: str = "") -> Pushpin:
+        # a port picked free can be taken (as another connection's ephemeral source port)
+        # before pushpin binds it: then pushpin exits at once and a fresh set is tried
+        for attempt in range(3):
+            try:
+                pp = launch(route_opts)
+                break
+            except AssertionError as e:
+                if "unable to bind" not in str(e) or attempt == 2:
+                    raise
+                stop_pushpin(started.pop())
+        http_port = pp.http_port
         pp.wait_log("condure.log", "[condure] started", START_TIMEOUT)
         wait_port(http_port, pp)
         wait_port(pp.publish_port, pp)
