@@ -151,13 +151,19 @@ class _Client:
         s.grant(s.service.config.ws_window, code=101, reason=reason, headers=headers or None)
 
     def _rejected(self, ev: RejectConnection) -> None:
+        """The origin's non-101 answer as a `rejected` error with its whole body;
+        a body over --buffer-size is `rejection-too-large`, as pushpin-connmgr
+        answers (connmgr.md 6; condure 1.10.1 waited for ever)."""
+        limit = self.s.service.config.buffer_size
         body = bytearray()
         finished = not ev.has_body
-        while not finished and len(body) < self.s.service.config.buffer_size:
+        while not finished:
             item = self._next_event()
             if isinstance(item, RejectData):
                 body += item.data
                 finished = item.body_finished
+                if len(body) > limit:
+                    raise ClientError("rejection-too-large", f"rejection body over {limit} bytes")
         reason, headers = self._response_head()
         self.s.send(b"error", condition=b"rejected", code=ev.status_code, reason=reason,
                     headers=headers or None,

@@ -2404,6 +2404,25 @@ def test_ws_rejected_empty_body_is_present(main: ClientCondure, handler: Callabl
         assert b"body" in err and err[b"body"] == b"", err
 
 
+@pytest.mark.parametrize("size, condition", [(BUFFER_SIZE, b"rejected"),
+                                             (BUFFER_SIZE + 1, b"rejection-too-large")])
+def test_ws_rejection_body_limit(main: ClientCondure, handler: Callable, size: int,
+                                 condition: bytes) -> None:
+    """connmgr.md 6: a rejection body of up to --buffer-size is delivered whole; past it
+    the handler gets `rejection-too-large` (condure 1.10.1 hung)."""
+    h = handler(main)
+    answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    with Origin(_rejecting(answer, False)) as o:
+        rid = h.start(F(uri=o.url("/", "ws"), credits=100))
+        msgs = [h.expect(rid), h.expect(rid)]
+        check_stream_fields(msgs, rid)
+        err = msgs[1]
+        assert err[b"type"] == b"error" and err[b"condition"] == condition, err
+        if condition == b"rejected":
+            assert err[b"code"] == 403 and err[b"body"] == b"x" * size
+        assert h.quiet(rid, 0.3) == []
+
+
 def test_ws_bad_accept_is_undefined_condition(main: ClientCondure, handler: Callable) -> None:
     """#41: a 101 with a wrong Sec-WebSocket-Accept -> keep-alive(0), error
     undefined-condition(1); no 101 reaches the handler; the origin connection is closed."""
