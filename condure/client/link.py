@@ -107,7 +107,10 @@ class SessionLink:
             self.send(b"credit", credits=n)
 
     def send(self, type_: bytes = zp.DATA, keep_empty: tuple[str, ...] = (), **fields: Any) -> None:
-        """A packet to the handler; empty fields are left out unless named in `keep_empty`."""
+        """A packet to the handler; empty fields are left out unless named in
+        `keep_empty`. Nothing while handed off (a cancel neither), as in server mode."""
+        if self.zs.paused:
+            return
         self._send(self.zs.next_seq(), type_, keep_empty, fields)
 
     def _send(self, seq: int, type_: bytes, keep_empty: tuple[str, ...] = (),

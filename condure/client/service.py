@@ -84,7 +84,7 @@ class ClientService:
         by_addr: dict[bytes, list[tuple[bytes, int]]] = {}
         for session in self.sessions.values():
             zs = session.zs
-            if zs.addr:
+            if zs.addr and not zs.paused:  # a handed-off session gets nothing until resumed
                 by_addr.setdefault(zs.addr, []).append((zs.id, zs.next_seq()))
         for addr, ids in by_addr.items():
             for group in zp.batches(ids):

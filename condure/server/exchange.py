@@ -31,8 +31,11 @@ def send(part: Any, type_: bytes, **fields: Any) -> None:
     """A session packet to the handler (`part`: an exchange, or the WebSocket
     session after it, with `session`, `server` and `link`)."""
     s: Session = part.session
-    if not s.addr:
-        return  # no `from` seen: nowhere to route (condure's sends would fail too)
+    if not s.addr or s.paused:
+        # no `from` seen: nowhere to route (condure's sends would fail too); or
+        # handed off: nothing goes out until the new handler's first packet, a
+        # cancel neither (server.md 4.5, connmgr.md 6)
+        return
     server = part.server
     payload = zp.session_packet(server.instance_id, s.id, s.next_seq(), type_, **fields)
     server.metrics.packets_out[zp.metric_name(type_)] += 1

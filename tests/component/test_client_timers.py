@@ -102,3 +102,24 @@ def test_no_keepalives_during_a_handoff_pause(client_app: App, silent_origin: in
             assert ka[b"seq"] == proceed[b"seq"] + 1
     finally:
         h.close()
+
+
+def test_no_cancel_during_a_handoff_pause(client_app: App, silent_origin: int) -> None:
+    """connmgr.md 6, as in server mode: a session that fails while handed off (here its
+    stream timeout) tells nobody, not even with a cancel; the new handler would have
+    resumed it with its first packet."""
+    client_app.client.stream_timeout = 0.5
+    h = StreamHandler(client_app.ctx, client_app.base)  # type: ignore[attr-defined]
+    try:
+        with gevent.Timeout(10):
+            h.start({b"id": b"r2", b"seq": 0, b"method": b"GET",
+                     b"uri": f"http://127.0.0.1:{silent_origin}/".encode()})
+            ack = h.recv(2)
+            assert ack is not None and ack[b"type"] == b"keep-alive"
+            h.send({b"id": b"r2", b"seq": 1, b"type": b"handoff-start"})
+            proceed = h.recv(2)
+            assert proceed is not None and proceed[b"type"] == b"handoff-proceed", proceed
+            assert h.recv(1.5) is None  # timed out while paused: no error, no cancel
+            assert (b"h1", b"r2") not in client_app.client.sessions  # the session ended
+    finally:
+        h.close()

@@ -165,6 +165,16 @@ def test_nothing_read_while_paused() -> None:
     assert c.stream.unread == b"hello"
 
 
+@pytest.mark.parametrize("flag", ["stream timeout", "handler timeout", "stopped"])
+def test_no_cancel_while_handed_off(flag: str) -> None:
+    """server.md 4.5 and connmgr.md 6: after handoff-proceed nothing goes to the old
+    handler until a handler packet resumes the session, a cancel neither."""
+    c = core(post(5), Handler(type=b"credit", credits=10), Handler(type=b"handoff-start"),
+             Flag(flag))
+    assert run(c) is False
+    assert c.link.types() == ["request", "handoff-proceed"]
+
+
 # --- early responses ------------------------------------------------------------------------
 
 
