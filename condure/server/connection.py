@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadRequest, BufferExceeded, ClientGone, Stopped, Timeout
+from ..errors import BadRequest, BufferExceeded, ClientGone, CondureError, Stopped, Timeout
 from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
@@ -226,11 +226,7 @@ class Connection(ClientIO):
     def check_timeout(self) -> None:
         if self._timeout:
             reason, self._timeout = self._timeout, None
-            if reason == "inbox overflow":
-                raise BufferExceeded(reason)
-            if reason == "stopped":
-                raise Stopped("shutting down")
-            raise Timeout(reason)
+            raise flagged(reason)
 
     def stop(self, force: bool) -> None:
         """Shutdown (D12): idle connections and WebSockets end now; a request
@@ -238,6 +234,15 @@ class Connection(ClientIO):
         self.stopping = True
         if force or self.waiting_for_request or self.websocket:
             self.flag("stopped")
+
+
+def flagged(reason: str) -> CondureError:
+    """The error a flag raises in the connection greenlet (see `flag`)."""
+    if reason == "inbox overflow":
+        return BufferExceeded(reason)
+    if reason == "stopped":
+        return Stopped("shutting down")
+    return Timeout(reason)
 
 
 def _peer_fields(peer: Any) -> tuple[bytes, int] | None:

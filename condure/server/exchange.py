@@ -42,6 +42,34 @@ def send(part: Any, type_: bytes, **fields: Any) -> None:
     part.link.send_to(s.addr, payload)
 
 
+def on_keepalive(part: Any, pkt: zp.Packet) -> None:
+    pass
+
+
+def on_cancel(part: Any, pkt: zp.Packet) -> None:
+    raise HandlerCancel("handler cancel")
+
+
+def on_error(part: Any, pkt: zp.Packet) -> None:
+    raise HandlerError(f"zhttp error condition={pkt.condition.decode('latin-1')}")
+
+
+def on_handoff_start(part: Any, pkt: zp.Packet) -> None:
+    # everything is written synchronously or queued: condure's order is to
+    # answer at once and send nothing more until the next handler packet
+    send(part, b"handoff-proceed")
+    part.session.paused = True
+
+
+# what an exchange and the WebSocket session after it do alike with a packet type
+SESSION_HANDLERS: dict[bytes, Any] = {
+    b"keep-alive": on_keepalive,
+    b"cancel": on_cancel,
+    b"error": on_error,
+    b"handoff-start": on_handoff_start,
+}
+
+
 def pump(part: Any) -> None:
     """Run `part` (an exchange, or the WebSocket session after one) until it is
     done: its handler packets, and client input while it wants to read."""
@@ -215,20 +243,6 @@ class Exchange:
             self.flow.grant(pkt.credits)
             self._forward_body()
 
-    def _on_keepalive(self, pkt: zp.Packet) -> None:
-        pass
-
-    def _on_cancel(self, pkt: zp.Packet) -> None:
-        raise HandlerCancel("handler cancel")
-
-    def _on_error(self, pkt: zp.Packet) -> None:
-        raise HandlerError(f"zhttp error condition={pkt.condition.decode('latin-1')}")
-
-    def _on_handoff_start(self, pkt: zp.Packet) -> None:
-        # everything is written synchronously, so nothing is left to flush
-        send(self, b"handoff-proceed")
-        self.session.paused = True
-
     # --- response ---------------------------------------------------------
 
     def _start_response(self, pkt: zp.Packet) -> None:
@@ -294,10 +308,7 @@ class Exchange:
 
 
 Exchange.HANDLERS = {
+    **SESSION_HANDLERS,
     zp.DATA: Exchange._on_data,
     b"credit": Exchange._on_credit,
-    b"keep-alive": Exchange._on_keepalive,
-    b"cancel": Exchange._on_cancel,
-    b"error": Exchange._on_error,
-    b"handoff-start": Exchange._on_handoff_start,
 }

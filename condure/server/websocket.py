@@ -24,13 +24,13 @@ from wsproto.events import CloseConnection, Event
 from wsproto.extensions import Extension
 from wsproto.utilities import LocalProtocolError
 
-from ..errors import BadMessage, BufferExceeded, ClientGone, CondureError, HandlerCancel, HandlerError
+from ..errors import BadMessage, BufferExceeded, ClientGone, CondureError
 from ..wsdeflate import DEFLATE_FEED
 from ..zhttp import packet as zp
 from ..zhttp import wsmap
 from ..zhttp.flow import Outflow
 from ..zhttp.session import Session
-from .exchange import pump, send
+from .exchange import SESSION_HANDLERS, pump, send
 from .ports import ClientStream, HandlerLink, Worker
 
 MAX_CONTROL = 125
@@ -190,19 +190,6 @@ class WebSocketSession:
         if self.ws.state is ConnectionState.CLOSED:
             self.done = True
 
-    def _on_keepalive(self, pkt: zp.Packet) -> None:
-        pass
-
-    def _on_cancel(self, pkt: zp.Packet) -> None:
-        raise HandlerCancel("handler cancel")
-
-    def _on_error(self, pkt: zp.Packet) -> None:
-        raise HandlerError(f"zhttp error condition={pkt.condition.decode('latin-1')}")
-
-    def _on_handoff_start(self, pkt: zp.Packet) -> None:
-        send(self, b"handoff-proceed")
-        self.session.paused = True
-
     # --- writing and ending -------------------------------------------------------
 
     def _write(self, event: Event, on_written: Any = None) -> None:
@@ -233,12 +220,9 @@ def _frame_header(first: int, n: int) -> bytes:
 
 
 WebSocketSession.HANDLERS = {
+    **SESSION_HANDLERS,
     zp.DATA: WebSocketSession._on_data,
     b"credit": WebSocketSession._on_credit,
-    b"keep-alive": WebSocketSession._on_keepalive,
-    b"cancel": WebSocketSession._on_cancel,
-    b"error": WebSocketSession._on_error,
-    b"handoff-start": WebSocketSession._on_handoff_start,
     b"ping": WebSocketSession._on_control,
     b"pong": WebSocketSession._on_control,
     b"close": WebSocketSession._on_close,

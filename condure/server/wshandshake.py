@@ -16,7 +16,7 @@ from ..wsdeflate import BoundedDeflate
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
 from . import http1
-from .exchange import Exchange
+from .exchange import Exchange, on_error
 from .request import RequestHead
 from .ports import ClientStream, HandlerLink, Worker
 from .websocket import WebSocketSession
@@ -94,7 +94,7 @@ class WsHandshake(Exchange):
 
     def _on_error(self, pkt: zp.Packet) -> None:
         if pkt.condition != b"rejected":
-            super()._on_error(pkt)  # raises
+            on_error(self, pkt)  # raises
             return
         code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
         out = rejection(code, pkt.reason, pkt.headers, pkt.body)  # may refuse (D9, D17): 502

@@ -28,10 +28,10 @@ from typing import Any, Union
 import tnetstring
 
 from condure.config import Config
-from condure.errors import BufferExceeded, Stopped, Timeout
 from condure.log import ConnLogger
 from condure.metrics import Metrics
 from condure.server import http1
+from condure.server.connection import flagged
 from condure.server.parser import make_parser
 from condure.server.request import RequestHead
 from condure.server.ports import ClientStream, HandlerLink, Inbound, Worker
@@ -298,11 +298,7 @@ class MemoryStream:
     def check_timeout(self) -> None:
         if self._timeout:
             reason, self._timeout = self._timeout, None
-            if reason == "inbox overflow":
-                raise BufferExceeded(reason)
-            if reason == "stopped":
-                raise Stopped("shutting down")
-            raise Timeout(reason)
+            raise flagged(reason)  # as the real connection does
 
     def recv(self) -> bytes:
         while not self._readable():
