@@ -141,8 +141,11 @@ class Parent:
         for i in range(self.count):
             self._spawn(i)
 
-    def _external(self, kind: int, endpoints: list[str], hwm: int) -> zmq.Socket:
+    def _external(self, kind: int, endpoints: list[str], hwm: int,
+                  identity: bytes | None = None) -> zmq.Socket:
         s = self.ctx.socket(kind)
+        if identity is not None:
+            s.setsockopt(zmq.IDENTITY, identity)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, hwm)
         s.setsockopt(zmq.RCVHWM, hwm)
@@ -163,7 +166,8 @@ class Parent:
         hwm = max((cfg.req_maxconn + cfg.stream_maxconn) // 20, 1)
         ends = [stream_endpoints(b) for b in cfg.zclient_stream]
         push = self._external(zmq.PUSH, [e[0] for e in ends], hwm)
-        router = self._external(zmq.ROUTER, [e[1] for e in ends], hwm)
+        # named --id, as a single process's (handlers see the same peer either way)
+        router = self._external(zmq.ROUTER, [e[1] for e in ends], hwm, cfg.id.encode())
         xsub = self._external(zmq.XSUB, [e[2] for e in ends], hwm)
         i_push, i_route, i_sub = internal_stream_endpoints(self.dir)
         pairs = [(self._internal(zmq.PULL, i_push), push),
