@@ -100,9 +100,10 @@ def worker_config(cfg: Config, count: int) -> Config:
 
 
 class Parent:
-    def __init__(self, cfg: Config, argv: list[str]) -> None:
+    def __init__(self, cfg: Config, argv: list[str], module: str = "condure") -> None:
         self.cfg = cfg
         self.argv = argv
+        self.module = module  # the workers run `python -m MODULE ARGV`, as the parent was
         self.count = cfg.workers
         self.dir = tempfile.mkdtemp(prefix="condure-w")
         self.ctx = zmq.Context()
@@ -209,7 +210,7 @@ class Parent:
         env = dict(os.environ, **{ENV: info.encode()})
         try:
             self.children[index] = subprocess.Popen(
-                [sys.executable, "-m", "condure", *self.argv], env=env,
+                [sys.executable, "-m", self.module, *self.argv], env=env,
                 pass_fds=(*info.fds, ready_w))
         except BaseException:
             os.close(ready)
@@ -461,8 +462,8 @@ def _reply_worker(frames: list[bytes]) -> bytes | None:
         return None
 
 
-def run(cfg: Config, argv: list[str]) -> int:
-    parent = Parent(cfg, argv)
+def run(cfg: Config, argv: list[str], module: str = "condure") -> int:
+    parent = Parent(cfg, argv, module)
     try:
         log.info("starting... %s", VERSION)
         parent.handle_signals()
