@@ -24,6 +24,7 @@ from typing import Callable, cast
 
 import gevent
 import zmq.green as zmq
+from gevent.hub import Waiter
 from gevent.queue import Queue
 from zmq import Socket as _PlainSocket
 
@@ -47,6 +48,7 @@ RCVMORE = int(zmq.RCVMORE)
 FD = int(zmq.FD)
 EVENTS = int(zmq.EVENTS)
 POLLIN = int(zmq.POLLIN)
+POLLOUT = int(zmq.POLLOUT)
 SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
 
 
@@ -106,22 +108,97 @@ def terminate(ctx: zmq.Context, timeout: float = TERM_TIMEOUT) -> None:
         log.warning("zmq context not terminated within %g s (a socket left open)", timeout)
 
 
+class SharedWait:
+    """The waits of a socket that a `read_loop` reads and an Outbox writes
+    (the ROUTERs handlers may answer on, D27).
+
+    libzmq signals its fd once for a batch of pending commands, and any call
+    on the socket processes them: a send can take the signal that would have
+    woken the reader for a message that arrived meanwhile, and a read the one
+    a writer blocked by the high-water mark waits for. So each side, after
+    its own calls, asks ZMQ_EVENTS whether the other may go on and wakes it.
+
+    The reader's check after sends is a syscall (about 1 us, 5% of a
+    WebSocket message's path), paid only once the socket has brought a
+    message at all: most handlers never answer over the ROUTER. Until then
+    the reader also looks every LOOK_INTERVAL seconds, so even a first
+    message whose signal a send took is read within that time."""
+
+    LOOK_INTERVAL = 1.0
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.used = False  # a message has come: sends check for the reader
+        self._hub = gevent.get_hub()
+        fd = _get(sock, FD)
+        self._watchers = (self._hub.loop.io(fd, 1), self._hub.loop.io(fd, 1))
+        self._waiters: list[Waiter | None] = [None, None]  # the reader's, the writer's
+        self._check_pending = False
+
+    def _wait(self, side: int, event: int) -> None:
+        waiter = self._waiters[side] = Waiter()
+        watcher = self._watchers[side]
+        watcher.start(self._on_fd, waiter, event)
+        # a fresh timer each time: a libev timer restarted after it fired
+        # counts from its old expiry and fires at once, for ever
+        timer = self._hub.loop.timer(self.LOOK_INTERVAL) if side == 0 and not self.used else None
+        if timer is not None:
+            timer.start(waiter.switch, None)
+        try:
+            waiter.get()
+        finally:
+            watcher.stop()
+            if timer is not None:
+                timer.close()
+            self._waiters[side] = None
+
+    def _on_fd(self, waiter: Waiter, event: int) -> None:
+        # in the hub: most signals are libzmq's own bookkeeping (a peer's
+        # read acknowledged), not input; switch only when the side can go on
+        if _get(self.sock, EVENTS) & event:
+            waiter.switch(None)
+
+    def _wake(self, side: int, event: int) -> None:
+        waiter = self._waiters[side]
+        if waiter is not None and _get(self.sock, EVENTS) & event:
+            # from the hub, as a Waiter wants; a late second switch is ignored
+            self._hub.loop.run_callback(waiter.switch, None)
+
+    def wait_readable(self) -> None:
+        """The reader found nothing: wake a blocked writer its reads may have freed."""
+        self._wake(1, POLLOUT)
+        self._wait(0, POLLIN)
+
+    def wait_writable(self) -> None:
+        """A send would block: wait, unless it can go on already."""
+        self._wake(0, POLLIN)
+        if not _get(self.sock, EVENTS) & POLLOUT:
+            self._wait(1, POLLOUT)
+
+    def after_send(self) -> None:
+        """Once a batch of sends is over (a hub callback: many connections send
+        in one loop iteration), whether the reader must be woken."""
+        if self.used and not self._check_pending and self._waiters[0] is not None:
+            self._check_pending = True
+            self._hub.loop.run_callback(self._check_reader)
+
+    def _check_reader(self) -> None:
+        self._check_pending = False
+        self._wake(0, POLLIN)
+
+
 class Outbox:
     """Sends on one zmq.green socket in order, waiting only in its own greenlet.
 
-    A socket that is also read (`read_too`: the ROUTERs handlers may answer
-    on) sends through zmq.green's own non-blocking call, which wakes a reader
-    waiting on the same socket: a send processes libzmq's pending commands,
-    so it can consume the fd edge that would have woken the reader. Other
-    sockets use the plain Cython call."""
+    `wake`: the socket is also read (see SharedWait)."""
 
     def __init__(self, sock: zmq.Socket, name: str, direct: bool = True,
-                 read_too: bool = False) -> None:
+                 wake: SharedWait | None = None) -> None:
         self.sock = sock
         self.name = name
         self.direct = direct
-        if read_too:
-            self._send_now = self._send_green  # type: ignore[method-assign]
+        self._wake = wake
+        self._after_send = wake.after_send if wake is not None else None
         self._q: Queue = Queue()
         self._trace = log.isEnabledFor(TRACE)  # the level is set before sockets are made
         self._busy = False  # the writer holds a message it could not send yet
@@ -132,11 +209,14 @@ class Outbox:
         if self.direct and not self._busy and self._q.empty():  # (a gevent Queue is always true)
             try:
                 self._send_now(frames)
-                return
             except zmq.Again:
                 pass
             except zmq.ZMQError as e:
                 self._failed(frames, e)
+                return
+            else:
+                if self._after_send is not None:
+                    self._after_send()
                 return
         self._q.put_nowait(frames)
 
@@ -145,9 +225,6 @@ class Outbox:
         for f in frames[:-1]:
             _send(sock, f, SNDMORE_NOBLOCK, True, False)
         _send(sock, frames[-1], NOBLOCK, True, False)
-
-    def _send_green(self, frames: tuple[bytes, ...]) -> None:
-        self.sock.send_multipart(frames, NOBLOCK)
 
     def _failed(self, frames: tuple[bytes, ...], e: zmq.ZMQError) -> None:
         # a ROUTER send to a handler that is gone: condure logs and drops it
@@ -160,23 +237,38 @@ class Outbox:
             frames = q.get()
             self._busy = True
             try:
-                sock.send_multipart(frames)
+                if self._wake is None:
+                    sock.send_multipart(frames)
+                else:
+                    self._send_shared(frames, self._wake)
             except zmq.ZMQError as e:
                 self._failed(frames, e)
             finally:
                 self._busy = False
 
+    def _send_shared(self, frames: tuple[bytes, ...], wake: SharedWait) -> None:
+        while True:
+            try:
+                self._send_now(frames)
+            except zmq.Again:
+                wake.wait_writable()
+            else:
+                wake.after_send()
+                return
+
 
 def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes | None],
-              on_message: Callable[[bytes], None], shared: bool = False) -> None:
+              on_message: Callable[[bytes], None], shared: bool = False,
+              wake: SharedWait | None = None) -> None:
     """The reader greenlet: drain without waiting, wait only when nothing is left.
 
     A socket only this greenlet uses waits on its ZMQ_FD with a plain hub
     watcher (no zmq.green bookkeeping: this loop is on every response's
-    path). A `shared` socket, also written by an Outbox, waits through
-    zmq.green, whose sends wake its readers."""
+    path), and so does one whose Outbox wakes it (`wake`). A `shared`
+    socket, also written by an Outbox, waits through zmq.green, whose sends
+    wake its readers."""
     trace = log.isEnabledFor(TRACE)
-    wait = None if shared else _fd_waiter(sock)
+    wait = wake.wait_readable if wake is not None else None if shared else _fd_waiter(sock)
     first = True  # the first message since the last wait
     while True:
         for _ in range(READ_BATCH):
@@ -192,6 +284,8 @@ def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes |
             else:
                 while _get(sock, RCVMORE):
                     frames.append(_recv(sock, NOBLOCK, True, False))
+            if wake is not None and not wake.used:
+                wake.used = True
             payload = pick(frames)
             if payload is not None:
                 if trace:
@@ -267,7 +361,9 @@ class StreamSockets:
         worker = endpoints is not None
         endpoints = endpoints or [stream_endpoints(b) for b in bases]
         self.push = ctx.socket(zmq.PUSH)
-        self.router = ctx.socket(zmq.PUSH if worker else zmq.ROUTER)
+        # read and written by greenlets of ours that wait through SharedWait: a
+        # plain socket (zmq.green's would watch its fd too, for nothing)
+        self.router = ctx.socket(zmq.PUSH) if worker else reader_socket(ctx, zmq.ROUTER)
         self.sub = reader_socket(ctx, zmq.SUB)
         with closed_on_error(self.push, self.router, self.sub):
             for s in (self.push, self.router, self.sub):
@@ -287,9 +383,9 @@ class StreamSockets:
                 attach(self.sub, in_, connect or worker, ipc_mode)
         self.endpoints = endpoints
         # a worker's directed packets go to the parent on a PUSH, which is not read
-        self._read_router = not worker
+        self._wake = None if worker else SharedWait(self.router)
         self._push = Outbox(self.push, "stream")
-        self._router = Outbox(self.router, "stream to", read_too=self._read_router)
+        self._router = Outbox(self.router, "stream to", wake=self._wake)
         self._greenlets: list[gevent.Greenlet] = []
 
     def describe(self) -> str:
@@ -304,9 +400,9 @@ class StreamSockets:
             gevent.spawn(self._push.run),
             gevent.spawn(self._router.run),
         ]
-        if self._read_router and on_routed is not None:
+        if self._wake is not None and on_routed is not None:
             self._greenlets.append(gevent.spawn(read_loop, self.router, "stream routed",
-                                                _routed_payload, on_routed, True))
+                                                _routed_payload, on_routed, wake=self._wake))
 
     def send_first(self, payload: bytes) -> None:
         self._push.send((payload,))
@@ -372,7 +468,7 @@ class ServerStreamSockets:
                  connect: bool, ipc_mode: int, hwm: int) -> None:
         endpoints = [server_endpoints(b) for b in bases]
         self.pull = reader_socket(ctx, zmq.PULL)
-        self.router = ctx.socket(zmq.ROUTER)  # zmq.green: read and written
+        self.router = reader_socket(ctx, zmq.ROUTER)  # read and written: see SharedWait
         self.router.setsockopt(zmq.IDENTITY, instance_id)  # before bind/connect
         self.pub = ctx.socket(zmq.PUB)
         with closed_on_error(self.pull, self.router, self.pub):
@@ -391,7 +487,8 @@ class ServerStreamSockets:
                 attach(self.pub, out, connect, ipc_mode)
         self.endpoints = endpoints
         self._pub = Outbox(self.pub, "server stream")
-        self._router = Outbox(self.router, "server stream to", read_too=True)
+        self._wake = SharedWait(self.router)
+        self._router = Outbox(self.router, "server stream to", wake=self._wake)
         self._greenlets: list[gevent.Greenlet] = []
 
     def describe(self) -> str:
@@ -401,7 +498,7 @@ class ServerStreamSockets:
         self._greenlets = [
             gevent.spawn(read_loop, self.pull, "server stream", _first_frame, on_first),
             gevent.spawn(read_loop, self.router, "server stream next", _routed_payload, on_later,
-                         True),
+                         wake=self._wake),
             gevent.spawn(self._pub.run),
             gevent.spawn(self._router.run),
         ]

@@ -11,6 +11,7 @@ The numbers in the docstrings are the scenarios of connmgr.md section 8.
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from e2e.test_websocket import WSClient, upgrade
 from rawhttp import Client, get
 
 INSTANCE = b"connmgr"  # connmgr's default --id: the doc's bytes are for it
+INSTANCE_CONDURE = b"condure"  # ours
 
 
 def request_bytes(rid: bytes, port: int) -> bytes:
@@ -393,3 +395,75 @@ def test_client_mode_shutdown_cancels_grouped_by_path(tmp_path: Path) -> None:
     finally:
         ctx.destroy(linger=0)
         cd.stop()
+
+
+def test_router_read_and_written_under_backpressure(condure) -> None:
+    """The ROUTER is read and written by two greenlets: while condure's sends to
+    a handler that does not read are blocked by the high-water mark, a packet
+    the handler sends over the ROUTER still reaches its client, and once the
+    handler reads again every blocked packet reaches it."""
+    c = condure("--stream-maxconn", "20")  # high-water marks (100 + 20) / 20 = 6
+    ctx = zmq.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.IDENTITY, b"slow")
+        router.setsockopt(zmq.RCVHWM, 1)
+        router.setsockopt(zmq.RCVBUF, 4096)
+        xpub = ctx.socket(zmq.XPUB)
+        for s in (pull, router, xpub):
+            s.setsockopt(zmq.LINGER, 0)
+        pull.connect(c.base + "-out")
+        router.connect(c.base + "-out-stream")
+        xpub.connect(c.base + "-in")
+        assert xpub.poll(5000)
+        xpub.recv()  # condure's subscription
+        with WSClient(c.port) as client:
+            client.send(upgrade())
+            assert pull.poll(5000)
+            req = tnetstring.loads(pull.recv()[1:])
+            rid, total, size = req[b"id"], 0, 4000
+            accept = {b"from": b"slow", b"id": rid, b"seq": 0, b"code": 101,
+                      b"reason": b"Switching Protocols", b"credits": 50_000_000}
+            xpub.send(INSTANCE_CONDURE + b" T" + tnetstring.dumps(accept))
+            assert client.read_head().status == 101
+            client.sock.settimeout(0.05)
+            for _ in range(800):  # 3.2 MB at the handler's door, which does not read
+                try:
+                    client.send_frame(2, b"m" * size)
+                    total += size
+                except TimeoutError:
+                    break  # condure stopped reading the client: its sends are blocked
+            client.sock.settimeout(5)
+            time.sleep(0.5)
+            assert total > 1_000_000, total
+            reply = {b"from": b"slow", b"id": rid, b"seq": 1, b"content-type": b"text",
+                     b"body": b"still here"}
+            router.send_multipart([INSTANCE_CONDURE, b"", b"T" + tnetstring.dumps(reply)])
+            assert client.read_frame().payload == b"still here"
+            got, end = 0, time.monotonic() + 20
+            while got < total:
+                assert router.poll(max(0.0, end - time.monotonic()) * 1000), (got, total)
+                pkt = tnetstring.loads(router.recv_multipart()[-1][1:])
+                if pkt.get(b"type") is None:
+                    got += len(pkt.get(b"body", b""))
+            assert got == total
+    finally:
+        ctx.destroy(linger=0)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_condure_does_not_spin(condure) -> None:
+    """The ROUTER's reader looks for input once a second until a handler first
+    uses it (SharedWait): that look must not turn into a busy loop. Over 3.5 s
+    an idle condure uses a few milliseconds of CPU; a spinning one, seconds."""
+    c = condure()
+    time.sleep(1.0)  # start-up is over
+    before = process_cpu_seconds(c.pid)
+    time.sleep(3.5)
+    assert process_cpu_seconds(c.pid) - before < 0.7
