@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import INVALID_WEBSOCKET
 from . import access, http1
 from .connection import Connection, Mode
 from .exchange import Exchange
@@ -28,11 +29,13 @@ def stream_exchange(conn: Connection, head: RequestHead) -> bool:
     if not http1.is_websocket(head):
         return Exchange(conn, conn, conn.server, head, session).run()
     if not valid_upgrade(head):
+        # condure 1.9.1 closes silently; connmgr answers 400 with its text (D1)
         conn.log.debug("process error: InvalidWebSocketRequest")
         if conn.server.access_log:
             uri = access.request_uri(head, b"wss" if conn.scheme == b"https" else b"ws")
-            access.write(conn.peer, head, uri, None, 0, conn.last_io, access.NOBODY,
-                         "InvalidWebSocketRequest")
+            access.write(conn.peer, head, uri, 400, len(INVALID_WEBSOCKET) + 1, conn.last_io,
+                         access.CONDURE, "InvalidWebSocketRequest")
+        conn.answer_and_close(400, INVALID_WEBSOCKET)
         return False
     return WsHandshake(conn, conn, conn.server, head, session).run()
 

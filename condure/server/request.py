@@ -19,8 +19,8 @@ MAX_HEADERS = 64
 MAX_URI = 4096
 
 
-def _bad(message: str, status: int = 400) -> BadRequest:
-    return BadRequest(message, status)
+def _bad(message: str, status: int = 400, parse_error: str | None = None) -> BadRequest:
+    return BadRequest(message, status, parse_error)
 
 
 @dataclass(slots=True)
@@ -132,7 +132,8 @@ def check_head(method: bytes, target: bytes, version: bytes,
                headers: list[tuple[bytes, bytes]]) -> RequestHead:
     """Apply the limits and rules every parser shares (D1, D16)."""
     if version not in (b"1.0", b"1.1"):
-        raise _bad(f"unsupported HTTP version {version.decode('latin-1')}", 505)
+        raise _bad(f"unsupported HTTP version {version.decode('latin-1')}", 505,
+                   "invalid HTTP version")
     if method == b"CONNECT":
         # a tunnel has no ZHTTP mapping; 501 (not 405: no resource is involved
         # and 405 would have to list the methods the handler allows)
@@ -140,7 +141,7 @@ def check_head(method: bytes, target: bytes, version: bytes,
     if target[:1] != b"/":
         _check_target(method, target)
     if len(headers) > MAX_HEADERS:
-        raise _bad("too many headers", 431)
+        raise _bad("too many headers", 431, "too many headers")
     head = RequestHead(method, target, version, headers)
     lengths = []
     te: list[bytes] = []
@@ -175,7 +176,7 @@ def check_head(method: bytes, target: bytes, version: bytes,
         if lengths:
             raise _bad("both Content-Length and Transfer-Encoding")
         if te != [b"chunked"]:
-            raise _bad("unsupported transfer coding", 501)
+            raise _bad("unsupported transfer coding", 501, "unsupported transfer encoding")
         head.chunked = True
     elif lengths:
         head.content_length = _content_length(lengths)
@@ -186,8 +187,8 @@ def _content_length(values: list[bytes]) -> int:
     # one plain decimal only: duplicates, even identical ones, are refused so
     # that nothing downstream can read the length differently (smuggling)
     if len(values) != 1:
-        raise _bad("more than one Content-Length")
+        raise _bad("more than one Content-Length")  # connmgr takes the last: our own refusal
     v = values[0].strip()
     if not v.isdigit() or len(v) > 18:
-        raise _bad("invalid Content-Length")
+        raise _bad("invalid Content-Length", parse_error="invalid content length")
     return int(v)
