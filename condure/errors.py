@@ -80,9 +80,12 @@ class HandlerEnded(CondureError):
     text: str | None = PROCESS_FAILED
 
 
-class RejectionTooLarge(HandlerEnded):
+class RejectionTooLarge(CondureError):
     """A WebSocket `rejected` answer whose body is over --buffer-size (D30):
-    connmgr's 500 and text instead of the rejection."""
+    connmgr's 500 and text instead of the rejection, and `cancel` (connmgr
+    does not count it as the handler's own end; condure 1.9.1 cancels too)."""
+    status = 500
+    level = logging.WARNING  # a handler bug, as BufferExceeded
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"rejection body larger than {limit} bytes")

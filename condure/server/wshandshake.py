@@ -97,8 +97,7 @@ class WsHandshake(Exchange):
             on_error(self, pkt)  # raises
             return
         if len(pkt.body) > self.stream.buffer_size:
-            # connmgr answers 500 with its text instead (D30); no cancel: the
-            # handler ended the session itself
+            # connmgr answers 500 with its text instead (D30), and cancels
             raise RejectionTooLarge(self.stream.buffer_size)
         code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
         out = rejection(code, pkt.reason, pkt.headers, pkt.body)  # may refuse (D9, D17): 502
