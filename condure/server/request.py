@@ -33,11 +33,12 @@ class RequestHead:
     content_length: int | None = None
     # gathered by check_head's one pass over the headers, for the per-request
     # decisions (http1.py): the first Host value, Connection and Upgrade tokens
-    # (lower case), Expect values as sent
+    # (lower case), Expect and Sec-WebSocket-Extensions values as sent
     host: bytes | None = None
     connection: tuple[bytes, ...] = ()
     upgrade: tuple[bytes, ...] = ()
     expect: tuple[bytes, ...] = ()
+    ws_extensions: tuple[bytes, ...] = ()
 
     @property
     def has_body(self) -> bool:
@@ -76,7 +77,7 @@ NEED_DATA = h11.NEED_DATA
 
 # the headers check_head looks at; the others pass through untouched
 _NOTED_HEADERS = frozenset([b"host", b"connection", b"content-length", b"transfer-encoding",
-                              b"upgrade", b"expect"])
+                              b"upgrade", b"expect", b"sec-websocket-extensions"])
 
 # RFC 3986 3.2.2 host (reg-name, IPv4address, IP-literal) and port: what
 # `Host` (RFC 9110 7.2) and the authority of an absolute-form target may be.
@@ -162,8 +163,10 @@ def check_head(method: bytes, target: bytes, version: bytes,
             te += [t.strip().lower() for t in v.split(b",")]
         elif ln == b"upgrade":
             head.upgrade += _tokens(v)
-        else:
+        elif ln == b"expect":
             head.expect += (v,)
+        else:
+            head.ws_extensions += (v,)
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         raise _bad("HTTP/1.1 request needs exactly one Host header")
     host = head.host

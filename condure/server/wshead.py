@@ -81,8 +81,13 @@ def valid_upgrade(head: RequestHead) -> bool:
     key = head.header(b"sec-websocket-key")
     if head.header(b"sec-websocket-version") != b"13" or key is None or not 0 < len(key) <= MAX_KEY:
         return False
-    return all(extensions_well_formed(v) for n, v in head.headers
-               if n.lower() == b"sec-websocket-extensions")
+    return extensions_ok(head)
+
+
+def extensions_ok(head: RequestHead) -> bool:
+    """Every Sec-WebSocket-Extensions value of `head` is well-formed. condure
+    (and connmgr) check this on every stream-mode request, upgrade or not."""
+    return all(extensions_well_formed(v) for v in head.ws_extensions)
 
 
 _BLANKS = " \t\n\x0c\r"

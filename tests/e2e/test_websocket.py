@@ -325,8 +325,9 @@ INVALID_UPGRADE = (
     upgrade(upgrade_value=b"WebSocket", version=b"12"),
     upgrade(extra=b"Sec-WebSocket-Extensions: permessage-deflate,\r\n"),
     upgrade(extra=b"Sec-WebSocket-Extensions: x; a=\"open\r\n"),
+    upgrade(extra=b"Sec-WebSocket-Extensions: \r\n"),
 ], ids=["version-8", "no-version", "no-key", "key-221", "post-with-body", "post-empty", "chunked",
-        "mixed-case", "extensions-trailing-comma", "extensions-open-quote"])
+        "mixed-case", "extensions-trailing-comma", "extensions-open-quote", "extensions-empty"])
 def test_invalid_upgrade_is_400_d1(pch, request_bytes: bytes) -> None:
     c, h = pch
     with WSClient(c.port) as client:
@@ -334,6 +335,23 @@ def test_invalid_upgrade_is_400_d1(pch, request_bytes: bytes) -> None:
         assert client.read_until_close(3.0) == INVALID_UPGRADE
     h.expect_nothing(0.3)  # the handler sees nothing
     assert_serves_websocket(c, h)
+
+
+@pytest.mark.parametrize("ext, forwarded", [(b"a,,b", False), (b"a; b=1, c", True)],
+                         ids=["malformed", "well-formed"])
+def test_plain_request_with_sec_websocket_extensions(pch, ext: bytes, forwarded: bool) -> None:
+    """condure 1.9.1 (observed) and connmgr read Sec-WebSocket-Extensions on
+    every stream-mode request: a malformed value spoils a plain one too
+    (condure closes, connmgr and we answer its invalid-WebSocket 400)."""
+    c, h = pch
+    with Client(c.port) as client:
+        client.send(get("/plain", extra=b"Sec-WebSocket-Extensions: " + ext + b"\r\n"))
+        if forwarded:
+            req = h.recv_request()
+            assert req[b"uri"] == b"http://example.com/plain"
+        else:
+            assert client.read_until_close(3.0) == INVALID_UPGRADE
+            h.expect_nothing(0.3)
 
 
 @pytest.mark.parametrize("request_bytes", [
