@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..errors import BadRequest
+from ..errors import BadRequest, CondureError
 from ..zhttp.trace import quote
 from . import http1
 from .request import RequestHead
@@ -98,4 +98,5 @@ def write(peer: tuple[bytes, int] | None, head: RequestHead | None, uri: bytes |
 def own_answer(peer: tuple[bytes, int] | None, head: RequestHead | None, uri: bytes | None,
                status: int, started: float, error: BaseException | str | None) -> None:
     """The line of a request condure answered itself (http1.error_response)."""
-    write(peer, head, uri, status, len(http1.error_body(status)), started, CONDURE, error)
+    text = error.text if isinstance(error, CondureError) else None
+    write(peer, head, uri, status, len(http1.error_body(status, text)), started, CONDURE, error)

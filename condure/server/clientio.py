@@ -239,10 +239,10 @@ class ClientIO(OutputQueue):
 
     # --- closing -----------------------------------------------------------------
 
-    def answer_and_close(self, status: int) -> None:
+    def answer_and_close(self, status: int, text: str | None = None) -> None:
         """Write condure's own error response, then close without an RST (D1)."""
         try:
-            self.write(http1.error_response(status))
+            self.write(http1.error_response(status, text=text))
             self.sock.shutdown(socket.SHUT_WR)
             self._drain()
         except (CondureError, OSError):

@@ -131,7 +131,7 @@ class Connection(ClientIO):
             status = e.status or 400
             if server.access_log:  # before the answer's drain (up to a second)
                 access.own_answer(self.peer, None, None, status, now, e)
-            self.answer_and_close(status)
+            self.answer_and_close(status, e.text)
             return False
         except (ClientGone, Timeout, Stopped) as e:
             self.log.debug("process error: %s", type(e).__name__)

@@ -291,7 +291,7 @@ class Exchange:
         if self.server.access_log:  # before the answer's drain (up to a second)
             self._log_access(e, status)
         if status is not None:
-            stream.answer_and_close(status)
+            stream.answer_and_close(status, e.text)
 
     def _log_access(self, e: CondureError | None, own_status: int | None) -> None:
         """The access log line (D21); `own_status`: condure's own answer, if it gave one."""

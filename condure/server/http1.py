@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from ..errors import BadHandlerResponse, BadRequest
+from ..errors import PROCESS_FAILED, BadHandlerResponse, BadRequest
 from .parser import TCHAR
 from .request import MAX_URI, RequestHead
 
@@ -41,7 +41,9 @@ def request_uri(head: RequestHead, scheme: bytes) -> bytes:
     else:
         uri = target
     if len(uri) > MAX_URI:
-        raise BadRequest("request target too long", 414)
+        # connmgr answers a uri over 4096 bytes with 500 and this text (its
+        # case G); our status is 414 (D1)
+        raise BadRequest("request target too long", 414, text=PROCESS_FAILED)
     return uri
 
 
@@ -176,9 +178,8 @@ def status_line(version: bytes, code: int, reason: bytes, interim: bool = False)
 def _handler_length(value: bytes) -> int:
     v = value.strip()
     if not v.isdigit() or len(v) > 18:
-        err = BadHandlerResponse("invalid Content-Length in handler response")
-        err.status = None  # condure closes without a response
-        raise err
+        # condure closes without a response; a refused handler response is a 502 (D9)
+        raise BadHandlerResponse("invalid Content-Length in handler response")
     return int(v)
 
 
@@ -216,21 +217,26 @@ def response_head(version: bytes, code: int, reason: bytes,
     return head, ResponseBody(framing, size, head_request), persistent
 
 
-def error_body(status: int) -> bytes:
-    """The body of condure's own response with `status`: its reason and a newline."""
-    return _REASONS.get(status, b"Error") + b"\n"
+def error_body(status: int, text: str | None = None) -> bytes:
+    """The body of condure's own response with `status`: `text` (errors.py has
+    connmgr's wordings), or the status's reason, and a newline."""
+    if text is None:
+        return _REASONS.get(status, b"Error") + b"\n"
+    return text.encode("ascii", "replace") + b"\n"
 
 
-def error_response(status: int, version: bytes = b"1.1") -> bytes:
-    """The short response condure writes itself (D1, D9, D13)."""
+def error_response(status: int, version: bytes = b"1.1", text: str | None = None) -> bytes:
+    """The short response condure writes itself (D1, D9, D13, D29), with
+    `Connection: close` (D1 promises it; connmgr's answers may leave it out,
+    and it writes HTTP/1.0 before a head is parsed: we write HTTP/1.1)."""
     reason = _REASONS.get(status, b"Error")
-    body = error_body(status)
+    body = error_body(status, text)
     return (b"HTTP/%s %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (version, status, reason, len(body), body))
 
 
 _REASONS = {
     400: b"Bad Request", 413: b"Payload Too Large", 414: b"URI Too Long",
-    431: b"Request Header Fields Too Large", 501: b"Not Implemented",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 501: b"Not Implemented",
     502: b"Bad Gateway", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
 }

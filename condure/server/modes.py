@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import INVALID_WEBSOCKET
 from . import access, http1
 from .connection import Connection, Mode
 from .exchange import Exchange
@@ -16,7 +17,7 @@ from .request import RequestHead
 from .req import ReqExchange
 from .timers import ReqTimers, StreamTimers
 from .wshandshake import WsHandshake
-from .wshead import valid_upgrade
+from .wshead import extensions_ok, valid_upgrade
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -26,15 +27,28 @@ def stream_exchange(conn: Connection, head: RequestHead) -> bool:
     session = conn.session
     assert session is not None
     if not http1.is_websocket(head):
-        return Exchange(conn, conn, conn.server, head, session).run()
+        # a malformed Sec-WebSocket-Extensions spoils even a plain request, in
+        # condure and connmgr alike (they look at it before the upgrade)
+        if not head.ws_extensions or extensions_ok(head):
+            return Exchange(conn, conn, conn.server, head, session).run()
+        return _invalid_websocket(conn, head)
     if not valid_upgrade(head):
-        conn.log.debug("process error: InvalidWebSocketRequest")
-        if conn.server.access_log:
-            uri = access.request_uri(head, b"wss" if conn.scheme == b"https" else b"ws")
-            access.write(conn.peer, head, uri, None, 0, conn.last_io, access.NOBODY,
-                         "InvalidWebSocketRequest")
-        return False
+        return _invalid_websocket(conn, head)
     return WsHandshake(conn, conn, conn.server, head, session).run()
+
+
+def _invalid_websocket(conn: Connection, head: RequestHead) -> bool:
+    """condure 1.9.1 closes silently; connmgr answers 400 with its text (D1)."""
+    conn.log.debug("process error: InvalidWebSocketRequest")
+    if conn.server.access_log:
+        scheme = conn.scheme
+        if http1.is_websocket(head):
+            scheme = b"wss" if scheme == b"https" else b"ws"
+        access.write(conn.peer, head, access.request_uri(head, scheme), 400,
+                     len(INVALID_WEBSOCKET) + 1, conn.last_io, access.CONDURE,
+                     "InvalidWebSocketRequest")
+    conn.answer_and_close(400, INVALID_WEBSOCKET)
+    return False
 
 
 def req_exchange(conn: Connection, head: RequestHead) -> bool:

@@ -94,8 +94,74 @@ _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})" + _CHUNK_EXT + rb"\r\n")
 _CHUNK_LINE_START = re.compile(rb"[0-9A-Fa-f]{0,16}(?:" + _CHUNK_EXT + rb"\r?)?")
 
 
-def _bad(message: str, status: int = 400) -> BadRequest:
-    return BadRequest(message, status)
+def _bad(message: str, status: int = 400, parse_error: str | None = None) -> BadRequest:
+    return BadRequest(message, status, parse_error)
+
+
+# --- naming a syntax error as connmgr does ---------------------------------------
+#
+# pushpin-connmgr answers a head its parser (httparse) refuses with
+# `Failed to parse request: <httparse's name for the fault>` (connmgr.md 4.3
+# A). Our syntax check is one regex, which says only that a head is wrong;
+# `syntax_error` finds the first fault again and names it the way httparse
+# does: a byte outside a token in the method or target (or no single space
+# after them) is `invalid token`, a version that is not `HTTP/d.d` `invalid
+# HTTP version`, a line end that is not CRLF or LF `invalid new line`, a
+# field name that is not a token followed by `:` `invalid header name`, a
+# control byte in a field value `invalid header value`. Only refused input
+# comes here, so it can be slow.
+
+_TOKEN = re.compile(TCHAR + rb"*")
+_TARGET_RUN = re.compile(_TARGET + rb"*")
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+_VALUE_RUN = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+
+
+def syntax_error(buf: bytes, request_line: bool) -> str:
+    """httparse's name for the first fault in `buf`, a head (`request_line`)
+    or a trailer section that the syntax refused (possibly unfinished)."""
+    pos = 0
+    if request_line:
+        m = _EMPTY_LINES.match(buf)
+        pos = m.end() if m is not None else 0
+        for part in (_TOKEN, _TARGET_RUN):  # method SP target SP
+            end = part.match(buf, pos).end()  # type: ignore[union-attr]  # * always matches
+            if end == len(buf):
+                return "invalid token"  # unfinished: a bare CR or a byte no token has
+            if end == pos or buf[end:end + 1] != b" ":
+                return "invalid token"
+            pos = end + 1
+        if _VERSION.match(buf, pos) is None:
+            return "invalid HTTP version"
+        pos += 8
+        if buf[pos:pos + 1] == b"\n":
+            pos += 1
+        elif buf[pos:pos + 2] == b"\r\n":
+            pos += 2
+        else:
+            return "invalid new line"
+    while pos < len(buf):
+        if buf[pos:pos + 1] == b"\n" or buf[pos:pos + 2] == b"\r\n":
+            break  # the end of the section: no fault before it
+        if buf[pos:pos + 1] == b"\r":
+            return "invalid new line"  # a CR at a line's start can only end the section
+        end = _TOKEN.match(buf, pos).end()  # type: ignore[union-attr]
+        if end == pos or buf[end:end + 1] != b":":
+            return "invalid header name"
+        pos = _VALUE_RUN.match(buf, end + 1).end()  # type: ignore[union-attr]
+        if buf[pos:pos + 1] == b"\n":
+            pos += 1
+        elif buf[pos:pos + 2] == b"\r\n":
+            pos += 2
+        elif buf[pos:pos + 1] == b"\r":
+            return "invalid new line"
+        elif pos < len(buf):
+            return "invalid header value"
+    return "invalid new line"  # a bare CR at the very end (or nothing found)
+
+
+def _syntax(message: str, buf: bytes, request_line: bool) -> BadRequest:
+    return _bad(message, parse_error=syntax_error(buf, request_line))
 
 
 # --- framing, shared by every parser --------------------------------------------
@@ -225,7 +291,7 @@ class _Framing:
             self._unfinished = True
             return -1
         if _HEAD.fullmatch(buf, 0, m.end()) is None:
-            raise _bad("malformed request head")
+            raise _syntax("malformed request head", buf[:m.end()], True)
         return m.end()
 
     def _check_unfinished(self, buf: bytes, request_line: bool) -> None:
@@ -243,14 +309,15 @@ class _Framing:
         if last >= start:
             rx = _FIRST_LINES if request_line and start == 0 else _FIELD_LINES
             if rx.fullmatch(buf, start, last + 1) is None:
-                raise _bad("malformed request line or field line")
+                raise _syntax("malformed request line or field line", buf[:last + 1],
+                              request_line)
             self._checked = start = last + 1
         cr = buf.find(b"\r", start)
         if 0 <= cr < len(buf) - 1:
-            raise _bad("CR not followed by LF")
+            raise _syntax("CR not followed by LF", buf[:cr + 2], request_line)
         if request_line and start == 0 and buf and buf[0] not in _TCHARS and buf != b"\r":
             # not the start of a method: not HTTP (e.g. a TLS ClientHello)
-            raise _bad("request does not start with a method")
+            raise _bad("request does not start with a method", parse_error="invalid token")
         if size > self.max_head:
             raise _bad("request head too large" if request_line else "trailers too large", 431)
 
@@ -296,7 +363,7 @@ class _Framing:
                     continue
                 if buf == b"\r" or not buf:
                     return self._need_data()
-                raise _bad("chunk data not followed by CRLF")
+                raise _bad("chunk data not followed by CRLF", parse_error="invalid chunk suffix")
             if state is _CHUNK_SIZE:
                 if not self._chunk_size_line(buf):
                     return self._need_data()
@@ -314,16 +381,16 @@ class _Framing:
             # (the size and a few bytes after), a bare CR anywhere
             if (_CHUNK_LINE_START.fullmatch(buf, 0, 32) is None
                     or 0 <= buf.find(b"\r", 0, len(buf) - 1)):
-                raise _bad("invalid chunk size line")
+                raise _bad("invalid chunk size line", parse_error="invalid chunk size")
             if len(buf) > self.max_head:
-                raise _bad("chunk size line too long")
+                raise _bad("chunk size line too long", parse_error="invalid chunk size")
             return False
         m = _CHUNK_LINE.fullmatch(buf, 0, lf + 1)
         if m is None:
-            raise _bad("invalid chunk size line")
+            raise _bad("invalid chunk size line", parse_error="invalid chunk size")
         size = int(m.group(1), 16)
         if size > MAX_CHUNK_SIZE:
-            raise _bad("chunk size too large")
+            raise _bad("chunk size too large", parse_error="chunk too large")
         self._buf = buf[lf + 1:]
         if size:
             self._state = _CHUNK_DATA
@@ -348,7 +415,7 @@ class _Framing:
             if end > self.max_head:
                 self._check_unfinished(buf, False)
             if _TRAILERS.fullmatch(buf, 0, end) is None:
-                raise _bad("malformed trailer section")
+                raise _syntax("malformed trailer section", buf[:end], False)
         self._buf = buf[end:]
         self._checked = 0
         return True

@@ -10,7 +10,8 @@ connection's ReqTimers).
 """
 from __future__ import annotations
 
-from ..errors import BadHandlerResponse, BadRequest, ClientGone, CondureError, Timeout
+from ..errors import (PROCESS_FAILED, BadHandlerResponse, BadRequest, ClientGone, CondureError,
+                      Timeout)
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
 from . import access, http1
@@ -85,7 +86,7 @@ class ReqExchange:
     def _answer(self, status: int, e: CondureError) -> None:
         """condure's own answer (logged before its drain, up to a second)."""
         self._log_access(status, access.CONDURE, e)
-        self.stream.answer_and_close(status)
+        self.stream.answer_and_close(status, e.text)
 
     def _log_access(self, status: int | None, by: str, e: CondureError | None,
                     sent: int = 0) -> None:
@@ -124,7 +125,9 @@ class ReqExchange:
             elif isinstance(ev, Body):
                 body += ev.data
                 if len(body) > limit:
-                    raise BadRequest("request body larger than --body-buffer-size", 413)
+                    # connmgr's 500 and text (its case K); our 413 (D1)
+                    raise BadRequest("request body larger than --body-buffer-size", 413,
+                                     text=PROCESS_FAILED)
 
     def _ask(self, body: bytes) -> zp.Packet:
         """Send the request and wait for the first data reply for its id."""
@@ -152,9 +155,9 @@ class ReqExchange:
         """The bytes to write (`sent`: how many of them are body)."""
         head = self.head
         if len(pkt.body) > self.server.config.body_buffer_size:
-            err = BadHandlerResponse("reply body larger than --body-buffer-size")
-            err.status = None  # condure 1.10 closes with nothing written
-            raise err
+            # condure 1.10 closes with nothing written; a reply condure refuses
+            # to write is a 502, as in stream mode (D9)
+            raise BadHandlerResponse("reply body larger than --body-buffer-size")
         headers = [(n, v) for n, v in pkt.headers if n.lower() != b"content-length"]
         code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0 (D17: 502)
         out, framer, self.persistent = http1.response_head(

@@ -19,8 +19,8 @@ MAX_HEADERS = 64
 MAX_URI = 4096
 
 
-def _bad(message: str, status: int = 400) -> BadRequest:
-    return BadRequest(message, status)
+def _bad(message: str, status: int = 400, parse_error: str | None = None) -> BadRequest:
+    return BadRequest(message, status, parse_error)
 
 
 @dataclass(slots=True)
@@ -33,11 +33,12 @@ class RequestHead:
     content_length: int | None = None
     # gathered by check_head's one pass over the headers, for the per-request
     # decisions (http1.py): the first Host value, Connection and Upgrade tokens
-    # (lower case), Expect values as sent
+    # (lower case), Expect and Sec-WebSocket-Extensions values as sent
     host: bytes | None = None
     connection: tuple[bytes, ...] = ()
     upgrade: tuple[bytes, ...] = ()
     expect: tuple[bytes, ...] = ()
+    ws_extensions: tuple[bytes, ...] = ()
 
     @property
     def has_body(self) -> bool:
@@ -76,7 +77,7 @@ NEED_DATA = h11.NEED_DATA
 
 # the headers check_head looks at; the others pass through untouched
 _NOTED_HEADERS = frozenset([b"host", b"connection", b"content-length", b"transfer-encoding",
-                              b"upgrade", b"expect"])
+                              b"upgrade", b"expect", b"sec-websocket-extensions"])
 
 # RFC 3986 3.2.2 host (reg-name, IPv4address, IP-literal) and port: what
 # `Host` (RFC 9110 7.2) and the authority of an absolute-form target may be.
@@ -132,7 +133,8 @@ def check_head(method: bytes, target: bytes, version: bytes,
                headers: list[tuple[bytes, bytes]]) -> RequestHead:
     """Apply the limits and rules every parser shares (D1, D16)."""
     if version not in (b"1.0", b"1.1"):
-        raise _bad(f"unsupported HTTP version {version.decode('latin-1')}", 505)
+        raise _bad(f"unsupported HTTP version {version.decode('latin-1')}", 505,
+                   "invalid HTTP version")
     if method == b"CONNECT":
         # a tunnel has no ZHTTP mapping; 501 (not 405: no resource is involved
         # and 405 would have to list the methods the handler allows)
@@ -140,7 +142,7 @@ def check_head(method: bytes, target: bytes, version: bytes,
     if target[:1] != b"/":
         _check_target(method, target)
     if len(headers) > MAX_HEADERS:
-        raise _bad("too many headers", 431)
+        raise _bad("too many headers", 431, "too many headers")
     head = RequestHead(method, target, version, headers)
     lengths = []
     te: list[bytes] = []
@@ -161,8 +163,10 @@ def check_head(method: bytes, target: bytes, version: bytes,
             te += [t.strip().lower() for t in v.split(b",")]
         elif ln == b"upgrade":
             head.upgrade += _tokens(v)
-        else:
+        elif ln == b"expect":
             head.expect += (v,)
+        else:
+            head.ws_extensions += (v,)
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         raise _bad("HTTP/1.1 request needs exactly one Host header")
     host = head.host
@@ -175,7 +179,7 @@ def check_head(method: bytes, target: bytes, version: bytes,
         if lengths:
             raise _bad("both Content-Length and Transfer-Encoding")
         if te != [b"chunked"]:
-            raise _bad("unsupported transfer coding", 501)
+            raise _bad("unsupported transfer coding", 501, "unsupported transfer encoding")
         head.chunked = True
     elif lengths:
         head.content_length = _content_length(lengths)
@@ -186,8 +190,8 @@ def _content_length(values: list[bytes]) -> int:
     # one plain decimal only: duplicates, even identical ones, are refused so
     # that nothing downstream can read the length differently (smuggling)
     if len(values) != 1:
-        raise _bad("more than one Content-Length")
+        raise _bad("more than one Content-Length")  # connmgr takes the last: our own refusal
     v = values[0].strip()
     if not v.isdigit() or len(v) > 18:
-        raise _bad("invalid Content-Length")
+        raise _bad("invalid Content-Length", parse_error="invalid content length")
     return int(v)

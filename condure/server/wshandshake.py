@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import BufferExceeded, CondureError, Stopped
+from ..errors import BufferExceeded, CondureError, RejectionTooLarge, Stopped
 from ..wsdeflate import BoundedDeflate
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
@@ -96,6 +96,9 @@ class WsHandshake(Exchange):
         if pkt.condition != b"rejected":
             on_error(self, pkt)  # raises
             return
+        if len(pkt.body) > self.stream.buffer_size:
+            # connmgr answers 500 with its text instead (D30), and cancels
+            raise RejectionTooLarge(self.stream.buffer_size)
         code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
         out = rejection(code, pkt.reason, pkt.headers, pkt.body)  # may refuse (D9, D17): 502
         self.written = True

@@ -66,12 +66,83 @@ def _deflate_offer(offer: str) -> dict[str, bool] | None:
     return flags
 
 
+# condure hashes the key and the GUID in a buffer of 256 bytes: a longer key
+# makes the request invalid (so does pushpin-connmgr)
+MAX_KEY = 256 - len(GUID)
+
+
 def valid_upgrade(head: RequestHead) -> bool:
-    """condure's checks; an invalid upgrade is closed without a response."""
+    """condure's checks (and connmgr's): GET, no body (`Content-Length: 0` is
+    fine), version 13, a key of at most 220 bytes, and every
+    Sec-WebSocket-Extensions value well-formed. An invalid upgrade gets a 400
+    with connmgr's text (D1); condure 1.9.1 closes without a response."""
     if head.method != b"GET" or head.chunked or head.content_length:
         return False
     key = head.header(b"sec-websocket-key")
-    return head.header(b"sec-websocket-version") == b"13" and key is not None and 0 < len(key) <= 256
+    if head.header(b"sec-websocket-version") != b"13" or key is None or not 0 < len(key) <= MAX_KEY:
+        return False
+    return extensions_ok(head)
+
+
+def extensions_ok(head: RequestHead) -> bool:
+    """Every Sec-WebSocket-Extensions value of `head` is well-formed. condure
+    (and connmgr) check this on every stream-mode request, upgrade or not."""
+    return all(extensions_well_formed(v) for v in head.ws_extensions)
+
+
+_BLANKS = " \t\n\x0c\r"
+
+
+def _find(s: str, chars: str) -> int:
+    """Index of the first of `chars` in `s`, -1 if none."""
+    return next((i for i, c in enumerate(s) if c in chars), -1)
+
+
+def extensions_well_formed(value: bytes) -> bool:
+    """The syntax condure (and connmgr) require of a Sec-WebSocket-Extensions
+    value, or the upgrade is invalid: UTF-8; comma-separated elements, each a
+    non-empty name and `;`-separated parameters; a parameter a non-empty name
+    with an optional `=value`, where a value in double quotes must be closed
+    and followed only by blanks before the next `;` or `,`. An empty value, an
+    empty element (`a,,b`, a trailing comma) or an empty parameter (`a;`) is
+    malformed. Unknown extensions and unusable deflate offers are not: they
+    are ignored (negotiate_deflate)."""
+    try:
+        s = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False  # condure reads such a value as empty: malformed
+    while True:  # one element per turn: `s` starts at its name
+        i = _find(s, ";,")
+        name, s = (s, "") if i < 0 else (s[:i], s[i:])
+        if not name.strip():
+            return False
+        if not s:
+            return True
+        sep, s = s[0], s[1:]
+        while sep == ";":  # its parameters
+            i = _find(s, "=;,")
+            param, s = (s, "") if i < 0 else (s[:i], s[i:])
+            if not param.strip():
+                return False
+            if not s:
+                return True
+            sep, s = s[0], s[1:]
+            if sep != "=":
+                continue
+            s = s.lstrip(_BLANKS)
+            if s[:1] == '"':
+                end = s.find('"', 1)
+                if end < 0:
+                    return False
+                s = s[end + 1:].lstrip(_BLANKS)
+            else:
+                i = _find(s, ";,")
+                s = "" if i < 0 else s[i:]
+            if not s:
+                return True
+            if s[0] not in ";,":
+                return False
+            sep, s = s[0], s[1:]
 
 
 def accept_key(key: bytes) -> bytes:

@@ -353,8 +353,8 @@ class MemoryStream:
     def close_gracefully(self) -> None:
         self.closed = "graceful"
 
-    def answer_and_close(self, status: int) -> None:
-        self.written += http1.error_response(status)
+    def answer_and_close(self, status: int, text: str | None = None) -> None:
+        self.written += http1.error_response(status, text=text)
         self.answers.append(status)
         self.closed = "answered"
 

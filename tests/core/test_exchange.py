@@ -202,11 +202,21 @@ def test_post_with_empty_body_answered_without_credits_closes() -> None:
     Handler(type=b"keep-alive", from_=b"x" * 65),  # from too long
 ], ids=["cancel", "error", "bad-seq", "unknown-type", "long-from"])
 def test_handler_ends_it_no_cancel_back(packet: Handler) -> None:
-    """D14: the handler ended the session itself."""
+    """D14: the handler ended the session itself; before the response head the
+    client gets connmgr's 500 (D29)."""
     c = core(post(5), Handler(type=b"credit", credits=10), packet)
     assert run(c) is False
-    assert c.link.types() == ["request"] and c.stream.written == b""
+    assert c.link.types() == ["request"]
+    assert c.stream.answers == [500]
+    reply = only_reply(c.stream.written)
+    assert (reply.status, reply.body) == (500, b"Failed to process request.\n")
     assert c.stream.sessions_ended >= 1
+
+
+def test_handler_ending_it_after_the_head_writes_nothing_more() -> None:
+    c = core(GET, Handler(code=200, body=b"part", more=True), Handler(type=b"cancel"))
+    assert run(c) is False
+    assert c.stream.answers == [] and c.link.types() == ["request", "credit"]
 
 
 def test_client_gone_cancels() -> None:
@@ -259,7 +269,7 @@ def test_shutdown_stops_without_an_answer() -> None:
 def test_inbox_overflow_is_a_buffer_error() -> None:
     c = core(GET, Handler(type=b"keep-alive"), Flag("inbox overflow"))
     assert run(c) is False
-    assert c.stream.answers == [] and c.link.types() == ["request", "cancel"]
+    assert c.stream.answers == [502] and c.link.types() == ["request", "cancel"]
 
 
 def test_stopping_closes_after_the_response() -> None:
@@ -291,25 +301,29 @@ def test_bad_response_is_502_and_cancel(fields: dict[str, object]) -> None:
     assert c.link.types() == ["request", "cancel"]
 
 
-def test_bad_content_length_closes_with_nothing_written() -> None:
+def test_bad_content_length_is_502_and_cancel() -> None:
+    """condure closes silently, connmgr answers 500: a response we refuse (D9)."""
     c = core(GET, Handler(code=200, headers=[(b"Content-Length", b"x1")], body=b"a"))
     assert run(c) is False
-    assert c.stream.written == b"" and c.link.types() == ["request", "cancel"]
+    assert only_reply(c.stream.written).status == 502
+    assert c.link.types() == ["request", "cancel"]
 
 
 # --- over the buffer --------------------------------------------------------------------------
 
 
-def test_first_body_over_the_buffer_is_refused_unwritten() -> None:
+def test_first_body_over_the_buffer_is_refused_with_502() -> None:
     c = core(GET, Handler(code=200, body=b"x" * 101), buffer_size=100)
     assert run(c) is False
-    assert c.stream.written == b"" and c.link.types() == ["request", "cancel"]
+    assert c.stream.answers == [502] and b"xx" not in c.stream.written
+    assert c.link.types() == ["request", "cancel"]
 
 
-def test_head_over_the_buffer_is_refused_unwritten() -> None:
+def test_head_over_the_buffer_is_refused_with_502() -> None:
     c = core(GET, Handler(code=200, headers=[(b"X-Big", b"v" * 200)]), buffer_size=100)
     assert run(c) is False
-    assert c.stream.written == b"" and c.link.types() == ["request", "cancel"]
+    assert c.stream.answers == [502] and b"X-Big" not in c.stream.written
+    assert c.link.types() == ["request", "cancel"]
 
 
 def test_later_body_over_the_credits_closes() -> None:

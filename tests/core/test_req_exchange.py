@@ -65,10 +65,11 @@ def test_websocket_is_refused_with_400() -> None:
     assert c.link.sent == []
 
 
-def test_reply_body_over_the_body_buffer_closes_with_nothing_written() -> None:
+def test_reply_body_over_the_body_buffer_is_502() -> None:
+    """condure 1.10 closes with nothing written: a reply we refuse (D9)."""
     c = core(GET, reply(code=200, body=b"x" * 11), body_buffer_size=10)
     assert run(c) is False
-    assert c.stream.written == b"" and c.stream.answers == []
+    assert c.stream.answers == [502] and b"xx" not in c.stream.written
 
 
 def test_request_body_over_the_body_buffer_is_413() -> None:
@@ -76,6 +77,7 @@ def test_request_body_over_the_body_buffer_is_413() -> None:
     c = core(post(11) + b"0123456789a", body_buffer_size=10)
     assert run(c) is False
     assert c.stream.answers == [413] and c.link.sent == []
+    assert only_reply(c.stream.written).body == b"Failed to process request.\n"  # connmgr's K
 
 
 def test_timeout_is_504_and_warned() -> None:

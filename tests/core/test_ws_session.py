@@ -80,9 +80,29 @@ def test_rejected_error_is_the_rejection_response() -> None:
     assert c.link.types() == ["request"] and c.stream.closed == "graceful"
 
 
-def test_other_error_closes_without_a_response() -> None:
+def test_other_error_is_500_without_cancel_d29() -> None:
+    """connmgr's case H (condure 1.9.1 closes without a response)."""
     c = ws(Handler(type=b"error", condition=b"bad"))
-    assert run(c) is False and c.stream.written == b""
+    assert run(c) is False
+    reply = only_reply(c.stream.written)
+    assert (reply.status, reply.body) == (500, b"Failed to process request.\n")
+    assert c.link.types() == ["request"] and c.stream.upgrades == 0
+
+
+@pytest.mark.parametrize("size, status", [(300, 403), (301, 500)])
+def test_rejection_over_the_buffer_is_500_d30(size: int, status: int) -> None:
+    """connmgr's case I: a rejection body over --buffer-size is not written;
+    the handler gets `cancel` (connmgr and condure 1.9.1 both send it)."""
+    c = ws(Handler(type=b"error", condition=b"rejected", code=403, reason=b"Forbidden",
+                   body=b"x" * size), buffer_size=300)
+    assert run(c) is False
+    reply = only_reply(c.stream.written)
+    assert reply.status == status
+    if status == 500:
+        assert reply.body == b"Non-101 response body size exceeded limit of 300 bytes.\n"
+        assert c.link.types() == ["request", "cancel"]
+    else:
+        assert c.link.types() == ["request"]
 
 
 def test_non_101_answer_is_a_plain_response_then_close() -> None:

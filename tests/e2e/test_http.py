@@ -748,7 +748,9 @@ def test_no_credit_for_an_empty_body_packet(ch) -> None:
 def test_handler_packet_larger_than_buffer_closes_and_cancels(sstart: Start, args: tuple,
                                                               size: int, where: str) -> None:
     """server.md 4.4 and 5.6: what does not fit the write buffer aborts the
-    session: nothing of it is written, the connection closes, `cancel`."""
+    session: nothing of it is written, the connection closes, `cancel`. Before
+    the response head the client gets a 502 (D9; condure closes silently,
+    connmgr answers 500, its case H)."""
     c, h = sstart(*args)
     with Client(c.port) as client:
         client.send(get("/big"))
@@ -761,7 +763,12 @@ def test_handler_packet_larger_than_buffer_closes_and_cancels(sstart: Start, arg
             h.respond(req, 200, b"OK", [CT], more=True)
             client.read_head()
             h.body(req, b"x" * size, more=True)
-        assert client.read_until_close() == b""  # nothing of the offending packet
+        raw = client.read_until_close()
+        if where == "later-packet":
+            assert raw == b""  # nothing of the offending packet
+        else:
+            error_head_ok(raw, 502)
+            assert b"xx" not in raw and b"yy" not in raw
         p = h.recv_type(b"cancel")
         assert p[b"id"] == req[b"id"] and p[b"seq"] == 1
         h.expect_nothing(0.2)
@@ -847,7 +854,8 @@ def test_bad_seq_closes_without_cancel(ch, midstream: bool) -> None:
             h.body(req, b"late", more=True, seq=5)
         else:
             h.respond(req, 200, b"OK", [CT], b"never", seq=1)
-        assert client.read_until_close() == b""
+        # before the head: connmgr's 500 (its case H, D29)
+        assert client.read_until_close() == (b"" if midstream else REFUSAL[500])
         h.expect_nothing(0.3)
         c.wait_log("bad seq")
 
@@ -932,8 +940,9 @@ def test_handler_ends_the_session(ch, packet: dict, midstream: bool) -> None:
             assert client.read_chunk()[1] == b"partial\n"
             h.recv_type(b"credit")
         h.send({b"id": req[b"id"], **packet})
-        # closed at once; a chunked response is cut without its last chunk
-        assert client.read_until_close() == b""
+        # closed at once; a chunked response is cut without its last chunk;
+        # before the head, connmgr's 500 (D29)
+        assert client.read_until_close() == (b"" if midstream else REFUSAL[500])
         h.expect_nothing(0.3)  # the handler ended it: no cancel back
     assert_alive_and_serving(c, h)
 
@@ -1036,7 +1045,7 @@ def test_from_longer_than_64_bytes_aborts(ch, length: int, ok: bool) -> None:
         if ok:
             assert client.read_response().body == b"ok\n"
         else:
-            assert client.read_until_close() == b""
+            assert client.read_until_close() == REFUSAL[500]  # connmgr's case H (D29)
             h.expect_nothing(0.3)
 
 
@@ -1129,7 +1138,7 @@ def test_unknown_type_ends_only_its_session(ch) -> None:
         bystander.send(get("/bystander"))
         other = h.recv_request()
         h.packet(req, b"bogus")
-        assert victim.read_until_close() == b""
+        assert victim.read_until_close() == REFUSAL[500]  # connmgr's case H (D29)
         h.respond(other, 200, b"OK", [CT], b"bystander\n")
         assert bystander.read_response().body == b"bystander\n"
         h.expect_nothing(0.2)
@@ -1198,13 +1207,37 @@ D1_CASES = {
 }
 
 
+PARSE = b"Failed to parse request: "
+# the body of each answer: connmgr's text where connmgr refuses the same
+# request (connmgr.md 4.3 A, A2, B, G), else our reason phrase
+D1_TEXTS = {
+    "malformed-request-line": PARSE + b"invalid HTTP version",  # `THIS IS NOT HTTP`
+    "header-without-colon": PARSE + b"invalid header name",
+    "header-space-before-colon": PARSE + b"invalid header name",
+    "obs-fold": PARSE + b"invalid header name",
+    "lowercase-version": PARSE + b"invalid HTTP version",
+    "bad-content-length": PARSE + b"invalid content length",
+    "negative-content-length": PARSE + b"invalid content length",
+    "conflicting-content-length": b"Bad Request",  # connmgr takes the last one
+    "content-length-and-chunked": b"Bad Request",  # connmgr lets chunked win
+    "transfer-encoding-gzip": PARSE + b"unsupported transfer encoding",
+    "too-many-headers": PARSE + b"too many headers",
+    "target-too-long": b"Failed to process request.",  # connmgr: 500, case G
+    "http11-without-host": b"Bad Request",  # connmgr takes it
+    "http2-version": PARSE + b"invalid HTTP version",
+}
+
+
 @pytest.mark.parametrize("name", list(D1_CASES))
 def test_malformed_request_gets_one_error_response_d1(pstart: Start, name: str) -> None:
     args, data, status = D1_CASES[name]
     c, h = pstart(*args)
     with Client(c.port) as client:
         client.send(data)
-        error_head_ok(client.read_until_close(), status)
+        raw = client.read_until_close()
+        error_head_ok(raw, status)
+        if name in D1_TEXTS:  # (the head too large is the buffer blocks' concern)
+            assert raw.partition(b"\r\n\r\n")[2] == D1_TEXTS[name] + b"\n"
     assert_alive_and_serving(c, h)  # the handler saw nothing before this request
 
 
@@ -1226,13 +1259,23 @@ def test_head_that_fits_the_buffer_is_accepted(pstart: Start) -> None:
         assert req[b"credits"] == 1024
 
 
-def test_bad_chunk_size_after_credits_d1(pch) -> None:
+@pytest.mark.parametrize("good, bad, text", [
+    (b"", b"zz\r\nhello\r\n0\r\n\r\n", b"invalid chunk size"),
+    (b"5\r\nhello\r\n", b"8000000000000000\r\n", b"chunk too large"),
+    (b"5\r\nhel", b"loX\r\n0\r\n\r\n", b"invalid chunk suffix"),
+], ids=["size", "too-large", "suffix"])
+def test_bad_chunk_after_credits_d1(pch, good: bytes, bad: bytes, text: bytes) -> None:
+    """connmgr.md 4.3 D: a chunked body found malformed while it is forwarded,
+    before the response: 400 with connmgr's text, `cancel` to the handler."""
     c, h = pch
     with Client(c.port) as client:
-        client.send(chunked_post("/bad") + b"zz\r\nhello\r\n0\r\n\r\n")
+        client.send(chunked_post("/bad") + good)
         req = h.recv_request()  # the head is fine, so the handler has it
         h.credit(req, 1000)
-        error_head_ok(client.read_until_close(), 400)
+        if good:  # what comes before the fault is forwarded
+            assert h.recv()[b"body"] in (b"hello", b"hel")
+        client.send(bad)
+        assert client.read_until_close() == refusal(400, PARSE + text)
     p = h.recv_type(b"cancel")  # the handler spoke, so it is told (D14)
     assert p[b"id"] == req[b"id"]
     h.expect_nothing(0.2)
@@ -1247,53 +1290,90 @@ REFUSAL = {
          b"Content-Length: 16\r\n\r\nNot Implemented\n",
     505: b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n"
          b"Connection: close\r\nContent-Length: 27\r\n\r\nHTTP Version Not Supported\n",
+    502: b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+         b"Content-Length: 12\r\n\r\nBad Gateway\n",
+    # connmgr.md scenario 25: the handler ended the exchange before the head (D29)
+    500: b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+         b"Connection: close\r\nContent-Length: 27\r\n\r\nFailed to process request.\n",
 }
+
+
+def refusal(status: int, text: bytes) -> bytes:
+    """condure's answer with `status` and connmgr's body `text` (connmgr.md 4.3)."""
+    reason = REFUSAL[status].split(b"\r\n", 1)[0]
+    return (reason + b"\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s\n" % (len(text) + 1, text))
+
 
 # requests the two parsers used to treat differently (D1), and the Host and
 # request-target checks of D16; unit cases in tests/unit/test_parser.py
 REFUSED = {
-    "two-spaces-in-request-line": (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    "del-in-field-value": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x7fb\r\n\r\n", 400),
-    "control-in-field-value": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n", 400),
-    "http-1-2": (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
-    "http2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    "two-spaces-in-request-line": (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400,
+                                   PARSE + b"invalid token"),
+    "del-in-field-value": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x7fb\r\n\r\n", 400,
+                           PARSE + b"invalid header value"),
+    "control-in-field-value": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n", 400,
+                               PARSE + b"invalid header value"),
+    "http-1-2": (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505, PARSE + b"invalid HTTP version"),
+    "http2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, PARSE + b"invalid HTTP version"),
     "transfer-encoding-twice": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-                                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
-    "host-with-path-d16": (b"GET / HTTP/1.1\r\nHost: evil/admin?\r\n\r\n", 400),
-    "host-with-userinfo-d16": (b"GET / HTTP/1.1\r\nHost: a@evil\r\n\r\n", 400),
-    "host-not-ascii-d16": (b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n", 400),
-    "relative-target-d16": (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    "asterisk-outside-options-d16": (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    "absolute-form-userinfo-d16": (b"GET http://u@b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    "connect-d16": (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
+                                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501,
+                                PARSE + b"unsupported transfer encoding"),
+    # connmgr.md scenarios 20 and 21: connmgr's texts, with our statuses (D1)
+    "bad-header-scenario-20": (b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", 400,
+                               PARSE + b"invalid header name"),
+    "gzip-scenario-21": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
+                         PARSE + b"unsupported transfer encoding"),
+    "host-with-path-d16": (b"GET / HTTP/1.1\r\nHost: evil/admin?\r\n\r\n", 400, None),
+    "host-with-userinfo-d16": (b"GET / HTTP/1.1\r\nHost: a@evil\r\n\r\n", 400, None),
+    "host-not-ascii-d16": (b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n", 400, None),
+    "relative-target-d16": (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400, None),
+    "asterisk-outside-options-d16": (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400, None),
+    "absolute-form-userinfo-d16": (b"GET http://u@b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, None),
+    "connect-d16": (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501, None),
 }
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
 def test_refusals_are_the_same_bytes_whatever_the_parser(pstart: Start, name: str) -> None:
-    data, status = REFUSED[name]
+    data, status, text = REFUSED[name]
     c, h = pstart()
     with Client(c.port) as client:
         client.send(data)
-        assert client.read_until_close() == REFUSAL[status]
+        assert client.read_until_close() == (REFUSAL[status] if text is None
+                                             else refusal(status, text))
     assert_alive_and_serving(c, h)  # the handler saw nothing before this request
+
+
+def test_connmgr_scenario_20_bytes(pch) -> None:
+    """connmgr.md 8, scenario 20, byte for byte: connmgr's body (45 bytes) in
+    our answer (HTTP/1.1 and `Connection: close`, D1; connmgr writes HTTP/1.0
+    and no Connection header)."""
+    c, h = pch
+    with Client(c.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")
+        assert client.read_until_close() == (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            b"Content-Length: 45\r\n\r\nFailed to parse request: invalid header name\n")
+    h.expect_nothing(0.2)
 
 
 CLIENT_HELLO = bytes.fromhex("16030100f8010000f40303") + bytes(range(0x40, 0x60))
 
 
-@pytest.mark.parametrize("data", [
-    b"GET / HTTP/1.1\rHost: a\r\r",  # no LF at all: a parser waiting for one waits forever
-    CLIENT_HELLO,  # https:// to a plain port; no LF in it either
+@pytest.mark.parametrize("data, text", [
+    # no LF at all: a parser waiting for one waits forever
+    (b"GET / HTTP/1.1\rHost: a\r\r", PARSE + b"invalid new line"),
+    (CLIENT_HELLO, PARSE + b"invalid token"),  # https:// to a plain port; no LF in it either
 ], ids=["bare-cr", "tls-client-hello"])
-def test_bare_cr_and_tls_are_refused_at_once_d1(pstart: Start, data: bytes) -> None:
+def test_bare_cr_and_tls_are_refused_at_once_d1(pstart: Start, data: bytes, text: bytes) -> None:
     """Not after --stream-timeout: the client, which sends nothing more and
     keeps its side open, gets its 400 and the close right away."""
     c, h = pstart("--stream-timeout", "20")
     with Client(c.port, timeout=3.0) as client:
         start = time.monotonic()
         client.send(data)
-        assert client.read_until_close() == REFUSAL[400]
+        assert client.read_until_close() == refusal(400, text)
         assert time.monotonic() - start < 1.0
     assert_alive_and_serving(c, h)
 
@@ -1359,13 +1439,15 @@ def test_handler_header_name_that_is_not_a_token_is_502_d17(ch, name: bytes) -> 
         refused_with_502_and_cancel(c, h, client, req)
 
 
-def test_invalid_handler_content_length_closes_and_cancels(ch) -> None:
+def test_invalid_handler_content_length_is_502_and_cancel_d9(ch) -> None:
+    """condure closes silently, connmgr answers 500 (its case H): a response
+    we refuse to write (D9)."""
     c, h = ch
     with Client(c.port) as client:
         client.send(get("/cl"))
         req = h.recv_request()
         h.respond(req, 200, b"OK", [CT, (b"Content-Length", b"abc")], b"ok\n")
-        assert client.read_until_close() == b""
+        assert client.read_until_close() == REFUSAL[502]
     assert h.recv_type(b"cancel")[b"id"] == req[b"id"]
 
 

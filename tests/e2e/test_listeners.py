@@ -6,7 +6,8 @@ temporary directory and the client with real sockets on 127.0.0.1 (or
 AF_UNIX). References: shared/zhttp/server.md sections 1.2, 2.4, 3.5 and 7;
 shared/zhttp/client.md section 12 (req mode on the listen side);
 docs/deviations.md D1 (413 for a req-mode body over
---body-buffer-size) and D13 (504 on --req-timeout).
+--body-buffer-size), D9 (502 for a reply condure will not write) and D13
+(504 on --req-timeout).
 """
 from __future__ import annotations
 
@@ -350,15 +351,17 @@ def test_req_body_over_body_buffer_size_gets_413_d1(req_mode, framing: str, size
         assert r.status == 413, r.raw
         assert r.version == b"HTTP/1.1"
         assert r.header(b"Connection") == b"close", r.raw
+        assert r.body == b"Failed to process request.\n"  # connmgr's text (its 500, case K)
         assert client.read_until_close(3) == b""
     h.expect_nothing(0.3)
     assert c.alive()
 
 
 @pytest.mark.parametrize("size", [1000, 1001])
-def test_req_reply_body_over_body_buffer_size_closes_with_nothing(req_mode, size: int) -> None:
-    """A handler reply body larger than --body-buffer-size: closed with nothing
-    written, as condure 1.10; exactly the size is served."""
+def test_req_reply_body_over_body_buffer_size_is_502_d9(req_mode, size: int) -> None:
+    """A handler reply body larger than --body-buffer-size: a reply we refuse
+    to write, 502 (D9; condure 1.10 closes with nothing written, connmgr
+    answers 500); exactly the size is served."""
     c, port, h = req_mode("--body-buffer-size", "1000")
     with Client(port) as client:
         client.send(get("/reply"))
@@ -367,7 +370,8 @@ def test_req_reply_body_over_body_buffer_size_closes_with_nothing(req_mode, size
         if size <= 1000:
             assert client.read_response().body == b"z" * size
         else:
-            assert client.read_until_close(3) == b""
+            raw = client.read_until_close(3)
+            assert raw.startswith(b"HTTP/1.1 502 Bad Gateway\r\n") and b"zz" not in raw
     assert c.alive()
 
 
@@ -530,15 +534,16 @@ def test_req_http10(req_mode) -> None:
         assert client.read_until_close(3) == b""
 
 
-def test_req_websocket_upgrade_refused_with_400(req_mode) -> None:
+@pytest.mark.parametrize("value", [b"websocket", b"WebSocket"])
+def test_req_websocket_upgrade_refused_with_400(req_mode, value: bytes) -> None:
+    """connmgr.md 8, scenario 24 (condure's own answer, byte for byte); the
+    Upgrade value in any case (D7)."""
     c, port, h = req_mode()
     with Client(port) as client:
-        client.send(WS_UPGRADE)
-        r = client.read_response()
-        assert r.raw.startswith(b"HTTP/1.1 400 Bad Request\r\n"), r.raw
-        assert r.header(b"Content-Type") == b"text/plain"
-        assert r.body == WS_REFUSAL_BODY
-        assert client.read_until_close(3) == b""
+        client.send(WS_UPGRADE.replace(b"Upgrade: websocket", b"Upgrade: " + value))
+        assert client.read_until_close(3) == (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 48\r\n"
+            b"\r\n" + WS_REFUSAL_BODY)
     h.expect_nothing(0.3)
     assert c.alive()
 

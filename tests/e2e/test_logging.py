@@ -93,7 +93,9 @@ def test_malformed_request_is_ours_400(logged) -> None:
         assert client.read_response().status == 400
         [line] = wait_access(c)
     assert (line["method"], line["uri"], line["status"], line["bytes"], line["by"],
-            line["err"]) == ("-", "-", "400", str(len(b"Bad Request\n")), "condure", "BadRequest")
+            line["err"]) == ("-", "-", "400",
+                             str(len(b"Failed to parse request: invalid header name\n")),
+                             "condure", "BadRequest")
 
 
 def test_bad_handler_response_is_ours_502(logged) -> None:

@@ -105,7 +105,7 @@ def test_requests_counted_as_connmgr_counts_them(condure, zdir):
     assert value(text, "x_condure_requests_total") == 2
     assert "# TYPE x_connmgr_requests_total counter" in text
     assert "# HELP x_connmgr_requests_total " in text
-    _exchange(cd.port, WS_BAD_VERSION)  # condure closes without an answer; counted
+    assert _exchange(cd.port, WS_BAD_VERSION).startswith(b"HTTP/1.1 400")  # counted
     assert _exchange(rport, WS_BAD_VERSION.replace(b"12", b"13")).startswith(b"HTTP/1.1 400")
     text = scrape(mport)
     assert value(text, "x_condure_requests_total") == 4

@@ -201,6 +201,12 @@ def ch(start: Start) -> tuple:
     return start()
 
 
+@pytest.fixture(params=["h11", "httptools"])
+def pch(start: Start, request: pytest.FixtureRequest) -> tuple:
+    """Like `ch`, with each --http-parser (answers to requests must not depend on it)."""
+    return start("--http-parser", request.param)
+
+
 @pytest.fixture
 def ws(ch):
     """(condure, handler, open client, request packet) for an accepted session."""
@@ -299,21 +305,65 @@ def test_upgrade_token_in_any_case_d7(ch, upgrade_value: bytes, connection: byte
         assert recv_message(h, req)[:2] == (b"binary", b"\x00\x01")
 
 
+# connmgr.md 4.3 F: pushpin-connmgr's answer to an invalid upgrade (110 bytes of
+# text), which we send with `Connection: close` (D1; condure 1.9.1 closes
+# without a response)
+INVALID_UPGRADE = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+    b"Content-Length: 110\r\n\r\nRequest contained an Upgrade header with value \"websocket\""
+    b" but the request was not a valid WebSocket request.\n")
+
+
 @pytest.mark.parametrize("request_bytes", [
     upgrade(version=b"8"),
     upgrade(version=None),
     upgrade(key=None),
+    upgrade(key=b"k" * 221),
     upgrade(method=b"POST", body=b"hello"),
-    upgrade(method=b"POST", body=b""),
+    upgrade(method=b"POST", body=b""),  # connmgr.md 8, scenario 22
     upgrade(extra=b"Transfer-Encoding: chunked\r\n") + b"5\r\nhello\r\n0\r\n\r\n",
-], ids=["version-8", "no-version", "no-key", "post-with-body", "post-empty", "chunked"])
-def test_invalid_upgrade_is_closed_without_response(ch, request_bytes: bytes) -> None:
+    upgrade(upgrade_value=b"WebSocket", version=b"12"),
+    upgrade(extra=b"Sec-WebSocket-Extensions: permessage-deflate,\r\n"),
+    upgrade(extra=b"Sec-WebSocket-Extensions: x; a=\"open\r\n"),
+    upgrade(extra=b"Sec-WebSocket-Extensions: \r\n"),
+], ids=["version-8", "no-version", "no-key", "key-221", "post-with-body", "post-empty", "chunked",
+        "mixed-case", "extensions-trailing-comma", "extensions-open-quote", "extensions-empty"])
+def test_invalid_upgrade_is_400_d1(pch, request_bytes: bytes) -> None:
+    c, h = pch
+    with WSClient(c.port) as client:
+        client.send(request_bytes)
+        assert client.read_until_close(3.0) == INVALID_UPGRADE
+    h.expect_nothing(0.3)  # the handler sees nothing
+    assert_serves_websocket(c, h)
+
+
+@pytest.mark.parametrize("ext, forwarded", [(b"a,,b", False), (b"a; b=1, c", True)],
+                         ids=["malformed", "well-formed"])
+def test_plain_request_with_sec_websocket_extensions(pch, ext: bytes, forwarded: bool) -> None:
+    """condure 1.9.1 (observed) and connmgr read Sec-WebSocket-Extensions on
+    every stream-mode request: a malformed value spoils a plain one too
+    (condure closes, connmgr and we answer its invalid-WebSocket 400)."""
+    c, h = pch
+    with Client(c.port) as client:
+        client.send(get("/plain", extra=b"Sec-WebSocket-Extensions: " + ext + b"\r\n"))
+        if forwarded:
+            req = h.recv_request()
+            assert req[b"uri"] == b"http://example.com/plain"
+        else:
+            assert client.read_until_close(3.0) == INVALID_UPGRADE
+            h.expect_nothing(0.3)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    upgrade(key=b"k" * 220),  # condure hashes key + GUID in 256 bytes
+    upgrade(extra=b"Sec-WebSocket-Extensions: x-unknown; a=\"q;,\", permessage-deflate; foo\r\n"),
+], ids=["key-220", "extensions-odd-but-well-formed"])
+def test_upgrade_at_the_edge_of_valid(ch, request_bytes: bytes) -> None:
     c, h = ch
     with WSClient(c.port) as client:
         client.send(request_bytes)
-        assert client.closed_within(3.0), bytes(client.buf)
-    h.expect_nothing(0.3)
-    assert_serves_websocket(c, h)
+        req = h.recv_request()
+        assert req[b"uri"] == b"ws://example.com/ws"
 
 
 # ---------------------------------------------------------------------------
@@ -590,13 +640,41 @@ def test_rejected_upgrade_is_an_http_response(ch) -> None:
     h.expect_nothing(0.3)
 
 
-def test_other_error_condition_closes_without_response(ch) -> None:
+def test_other_error_condition_is_500_d29(ch) -> None:
+    """connmgr's case H (condure 1.9.1 closes without a response); no cancel."""
     c, h = ch
     with WSClient(c.port) as client:
         client.send(upgrade())
         req = h.recv_request()
         h.packet(req, "error", condition="bad-request")
-        assert client.closed_within(3.0), bytes(client.buf)
+        assert client.read_until_close(3.0) == (
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+            b"Connection: close\r\nContent-Length: 27\r\n\r\nFailed to process request.\n")
+    h.expect_nothing(0.3)
+
+
+@pytest.mark.parametrize("size", [8192, 9000])
+def test_rejection_larger_than_the_buffer_is_500_d30(ch, size: int) -> None:
+    """connmgr.md 8, scenario 26: a `rejected` body over --buffer-size (8192) is
+    not written; the client gets connmgr's 500 and text, the handler `cancel`
+    (condure 1.9.1 wrote the head with `Content-Length: 9000`, no body, closed
+    and cancelled). A body of exactly the buffer size is the rejection as usual."""
+    c, h = ch
+    with WSClient(c.port) as client:
+        client.send(upgrade())
+        req = h.recv_request()
+        h.packet(req, "error", condition="rejected", code=403, reason=b"Forbidden",
+                 body=b"x" * size)
+        raw = client.read_until_close(3.0)
+        if size == 8192:
+            assert raw == b"HTTP/1.1 403 Forbidden\r\nContent-Length: 8192\r\n\r\n" + b"x" * 8192
+        else:
+            assert raw == (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                           b"Connection: close\r\nContent-Length: 57\r\n\r\n"
+                           b"Non-101 response body size exceeded limit of 8192 bytes.\n")
+            p = h.recv_type(b"cancel")
+            assert (p[b"id"], p[b"seq"]) == (req[b"id"], 1)
+    h.expect_nothing(0.3)
 
 
 @pytest.mark.parametrize("body", [b"not a websocket\n", b""], ids=["body", "empty"])

@@ -467,12 +467,14 @@ def parser_cls(request: pytest.FixtureRequest) -> type:
 
 
 def replay(chunks: list[bytes], max_head: int = BUFFER_SIZE,
-           cls: type = H11Parser) -> tuple[list[Req], int | str | None]:
+           cls: type = H11Parser, texts: list[str | None] | None = None
+           ) -> tuple[list[Req], int | str | None]:
     """Drive the parser as the connection does, feeding no more than `chunks`.
 
     Returns the requests seen (the last one with done=False if the stream
     stopped or was refused inside it) and the status of the refusal, if any
-    ("waiting" if the parser holds bytes of an unfinished head).
+    ("waiting" if the parser holds bytes of an unfinished head); the
+    refusal's body text goes to `texts`.
     """
     parser = cls(max_head)
     pieces = iter(chunks)
@@ -506,6 +508,8 @@ def replay(chunks: list[bytes], max_head: int = BUFFER_SIZE,
     except BadRequest as e:
         assert e.condition == "bad-request"
         status = e.status
+        if texts is not None:
+            texts.append(e.text)
     if cur is not None:
         cur.done = False
         seen.append(cur)
@@ -556,10 +560,90 @@ def test_mutated_requests_get_one_outcome(seed: int) -> None:
     """Whatever a stream holds, both parsers and every chunking give the same
     requests and the same refusal: the table cannot list everything."""
     for data in mutants(300, seed):
-        outcomes = {(name, chunking): replay(CHUNKINGS[chunking](data), cls=cls)
-                    for name, cls in PARSERS.items() for chunking in ("whole", "bytes", "random0")}
+        outcomes = {}
+        for name, cls in PARSERS.items():
+            for chunking in ("whole", "bytes", "random0"):
+                texts: list[str | None] = []
+                seen, status = replay(CHUNKINGS[chunking](data), cls=cls, texts=texts)
+                outcomes[(name, chunking)] = (seen, status, texts)  # the body text too
         first = next(iter(outcomes.values()))
         assert all(o == first for o in outcomes.values()), (data, outcomes)
+
+
+# --- the body texts (connmgr.md 4.3 A, A2, B, D) ------------------------------------
+
+# What pushpin-connmgr answers the same refusal with (`Failed to parse request:`
+# and httparse's or connmgr's name for the fault), whatever our status (D1).
+# A refusal connmgr does not make (a missing Host, D16, ...) keeps our
+# reason phrase (None here).
+P = "Failed to parse request: "
+TEXTS: dict[str, str | None] = {
+    "bad_request_line": P + "invalid token",  # `GARBAGE` + CRLF: a method, then no SP
+    "bad_request_line_lowercase_version": P + "invalid HTTP version",
+    "bad_request_line_http09": P + "invalid token",
+    "header_without_colon": P + "invalid header name",
+    "header_space_before_colon": P + "invalid header name",
+    "obs_fold": P + "invalid header name",
+    "bad_content_length": P + "invalid content length",
+    "negative_content_length": P + "invalid content length",
+    "content_length_19_digits": P + "invalid content length",
+    "conflicting_content_length": None,  # connmgr takes the last one
+    "content_length_and_chunked": None,  # connmgr lets chunked win
+    "te_gzip": P + "unsupported transfer encoding",
+    "te_repeated_lines": P + "unsupported transfer encoding",
+    "bad_chunk_size": P + "invalid chunk size",
+    "headers_65": P + "too many headers",
+    "http_2_0": P + "invalid HTTP version",
+    "http2_preface": P + "invalid HTTP version",
+    "http_1_1_no_host": None,
+    "method_with_separator": P + "invalid token",
+    "two_spaces_after_method": P + "invalid token",
+    "two_spaces_before_version": P + "invalid HTTP version",
+    "space_after_version": P + "invalid new line",
+    "tab_as_separator": P + "invalid token",
+    "space_before_method": P + "invalid token",
+    "request_line_without_target": P + "invalid token",
+    "version_two_digits": P + "invalid new line",
+    "version_without_minor": P + "invalid HTTP version",
+    "tls_client_hello": P + "invalid token",
+    "binary_garbage": P + "invalid token",
+    "target_less_than": P + "invalid token",
+    "target_non_ascii": P + "invalid token",
+    "target_relative": None,  # D16
+    "host_path": None,  # D16
+    "connect": None,  # D16
+    "bare_cr_line_endings": P + "invalid new line",
+    "bare_cr_in_field_value": P + "invalid new line",
+    "bare_cr_before_blank_line": P + "invalid new line",
+    "bare_cr_in_target": P + "invalid token",
+    "value_del": P + "invalid header value",
+    "value_nul": P + "invalid header value",
+    "name_control": P + "invalid header name",
+    "name_empty": P + "invalid header name",
+    "name_non_ascii": P + "invalid header name",
+    "whitespace_before_first_field": P + "invalid header name",
+    "chunk_size_2_63": P + "chunk too large",
+    "chunk_size_2_64": P + "invalid chunk size",
+    "chunk_size_empty": P + "invalid chunk size",
+    "chunk_size_bare_cr": P + "invalid chunk size",
+    "chunk_extension_control": P + "invalid chunk size",
+    "chunk_data_too_long": P + "invalid chunk suffix",
+    "chunk_data_bare_lf": P + "invalid chunk suffix",
+    "chunk_last_bare_lf": P + "invalid chunk size",
+    "chunk_trailer_without_colon": P + "invalid header name",
+    "chunk_trailer_control": P + "invalid header value",
+    "chunk_trailer_obs_fold": P + "invalid header name",
+    "chunk_trailer_bare_cr": P + "invalid new line",
+}
+
+
+@pytest.mark.parametrize("chunking", ["whole", "bytes", "lines", "random1"])
+@pytest.mark.parametrize("name", list(TEXTS))
+def test_refusal_text_is_connmgrs(parser_cls: type, name: str, chunking: str) -> None:
+    case = next(c for c in CASES if c.name == name)
+    texts: list[str | None] = []
+    _, status = replay(CHUNKINGS[chunking](case.stream()), cls=parser_cls, texts=texts)
+    assert status == case.status and texts == [TEXTS[name]]
 
 
 # --- the parser API around the table -------------------------------------------
