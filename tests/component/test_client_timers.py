@@ -123,3 +123,37 @@ def test_no_cancel_during_a_handoff_pause(client_app: App, silent_origin: int) -
             assert (b"h1", b"r2") not in client_app.client.sessions  # the session ended
     finally:
         h.close()
+
+
+def test_keepalives_go_on_each_sessions_own_path(client_app: App, silent_origin: int) -> None:
+    """connmgr.md 8 #12: one requester, two sessions waiting on a slow origin,
+    one with router-resp and one without: every keep-alive of the first comes
+    on the ROUTER, of the second on the PUB, each naming only its own session."""
+    client_app.client.keepalive_interval = INTERVAL
+    h = StreamHandler(client_app.ctx, client_app.base)  # type: ignore[attr-defined]
+    h.router.close(0)
+    h.router = client_app.ctx.socket(zmq.ROUTER)  # named as the requester: routed to
+    h.router.setsockopt(zmq.IDENTITY, h.ident)
+    h.router.connect(client_app.base + "-in-stream")  # type: ignore[attr-defined]
+    gevent.sleep(0.3)
+    uri = f"http://127.0.0.1:{silent_origin}/".encode()
+    routed: list[dict] = []
+    published: list[dict] = []
+    try:
+        with gevent.Timeout(10):
+            h.start({b"id": b"rr", b"seq": 0, b"method": b"GET", b"uri": uri,
+                     b"stream": True, b"router-resp": True})
+            h.start({b"id": b"pub", b"seq": 0, b"method": b"GET", b"uri": uri, b"stream": True})
+            while len(routed) < 3 or len(published) < 3:  # the ack and two cycles each
+                if h.router.poll(100):
+                    frames = h.router.recv_multipart()
+                    assert frames[:2] == [b"condure", b""], frames
+                    routed.append(tnetstring.loads(frames[2][1:]))
+                m = h.recv(0.01)
+                if m is not None:
+                    published.append(m)
+    finally:
+        h.close()
+    for got, rid in ((routed, b"rr"), (published, b"pub")):
+        assert [(m[b"type"], m[b"id"], m[b"seq"]) for m in got[:3]] == [
+            (b"keep-alive", rid, 0), (b"keep-alive", rid, 1), (b"keep-alive", rid, 2)], got
