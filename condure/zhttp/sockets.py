@@ -29,10 +29,23 @@ from zmq import Socket as _PlainSocket
 
 from ..config import SpecError, stream_endpoints
 from ..private import fd_waiter, zmq_get, zmq_recv, zmq_send
-from ..log import TRACE
+from ..log import TRACE, watch_level
 from .trace import packet_text
 
 log = logging.getLogger("condure.zhttpsocket")
+
+# whether packets are traced: a module flag (one global read per packet),
+# refreshed when the level changes (a debug-socket client lowers it while
+# it is connected)
+_trace = False
+
+
+def _refresh_trace() -> None:
+    global _trace
+    _trace = log.isEnabledFor(TRACE)
+
+
+watch_level(_refresh_trace)
 
 READ_BATCH = 64  # messages handled before other greenlets get a turn
 TERM_TIMEOUT = 1.0  # seconds ctx.term() may take once every socket is closed (linger 0)
@@ -116,11 +129,10 @@ class Outbox:
         # same socket, so a socket that is also read must not use them
         self.direct = direct
         self._q: Queue = Queue()
-        self._trace = log.isEnabledFor(TRACE)  # the level is set before sockets are made
         self._busy = False  # the writer holds a message it could not send yet
 
     def send(self, frames: tuple[bytes, ...]) -> None:
-        if self._trace:  # the payload is the last frame (the others: envelope, address)
+        if _trace:  # the payload is the last frame (the others: envelope, address)
             log.log(TRACE, "OUT %s %s", self.name, packet_text(frames[-1]))
         if self.direct and not self._busy and self._q.empty():  # (a gevent Queue is always true)
             try:
@@ -165,7 +177,6 @@ def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes |
     watcher (no zmq.green bookkeeping: this loop is on every response's
     path). A `shared` socket, also written by an Outbox, waits through
     zmq.green, whose sends wake its readers."""
-    trace = log.isEnabledFor(TRACE)
     wait = None if shared else _fd_waiter(sock)
     first = True  # the first message since the last wait
     while True:
@@ -184,7 +195,7 @@ def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes |
                     frames.append(_recv(sock, NOBLOCK, True, False))
             payload = pick(frames)
             if payload is not None:
-                if trace:
+                if _trace:
                     log.log(TRACE, "IN %s %s", name, packet_text(payload))
                 try:
                     on_message(payload)
@@ -393,7 +404,6 @@ class ServerReqSockets:
 
     def _read_loop(self, on_request: Callable[[list[bytes], bytes], None]) -> None:
         router = self.router
-        trace = log.isEnabledFor(TRACE)
         while True:
             frames = router.recv_multipart()
             try:
@@ -402,7 +412,7 @@ class ServerReqSockets:
                 continue  # no envelope delimiter: not a request we can answer
             if split > 8 or split + 1 >= len(frames):
                 continue
-            if trace:
+            if _trace:
                 log.log(TRACE, "IN server req %s", packet_text(frames[split + 1]))
             try:
                 on_request(frames[:split], frames[split + 1])

@@ -58,6 +58,7 @@ EXPECTED_DEFAULTS = {
     "http_parser": "auto",
     "shutdown_timeout": 2,
     "prometheus": None,
+    "debug_socket": None,
     "access_log": False,
 }
 
