@@ -151,10 +151,8 @@ class App:
             srv = StreamServer(metrics_listener(spec),
                                lambda s, _a: serve_metrics(s, server.metrics, spec.prefix))
             srv.start()
-        except OSError as e:
-            raise StartupError(f"prometheus listener: {e.strerror or e}") from None
-        except ListenError as e:
-            raise StartupError(f"prometheus listener: {e}") from None
+        except (OSError, ListenError) as e:
+            raise StartupError(metrics_bind_error(spec, e)) from None
         self.metrics_server = srv
         log.info("prometheus metrics on %s", spec.describe())
 
@@ -232,6 +230,12 @@ class App:
             self.debug.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
+            spec = parse_prometheus(self.config.prometheus or "")
+            if spec.unix is not None and self.worker is None:
+                try:
+                    os.unlink(spec.unix.path)  # ours: bound by this run
+                except OSError:
+                    pass
         for listener in self.listeners:
             listener.close()
         gevent.killall(self.greenlets, block=False)
@@ -269,6 +273,15 @@ def metrics_listener(spec: PrometheusSpec, factory: Any = gsocket.socket) -> Any
         sock.close()
         raise
     return sock
+
+
+def metrics_bind_error(spec: PrometheusSpec, e: Exception) -> str:
+    """`prometheus listener: REASON` (as connmgr); a Unix socket's path is named."""
+    if isinstance(e, ListenError):
+        return f"prometheus listener: {e}"
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    where = "" if spec.unix is None else f"failed to bind {spec.unix.path}: "
+    return f"prometheus listener: {where}{reason}"
 
 
 def serve_metrics(sock: gsocket.socket, metrics: Metrics, prefix: str) -> None:

@@ -50,7 +50,8 @@ import zmq
 
 from . import VERSION
 from .app import (StartupError, WorkerInfo, answer_scrape, internal_req_endpoint,
-                  internal_stream_endpoints, metrics_listener, worker_metrics_path)
+                  internal_stream_endpoints, metrics_bind_error, metrics_listener,
+                  worker_metrics_path)
 from .config import Config, SpecError, parse_debug_socket, parse_prometheus, stream_endpoints
 from .debuglog import DebugSocket, DebugSocketError, WorkerFeeds, queue_limit, worker_feed_path
 from .metrics import (NAMESPACE, Aggregate, Family, Metrics, SnapshotError, exposition, merge,
@@ -124,6 +125,13 @@ class Parent:
     # --- set-up -------------------------------------------------------------
 
     def start(self) -> None:
+        # the sockets of our own first: a failure here must come before the
+        # proxy threads use the ZeroMQ context (destroying it under them can
+        # crash the process)
+        if self.cfg.prometheus:
+            self.metrics = MetricsServer(self.cfg.prometheus, self.dir, self.count)
+        if self.cfg.debug_socket is not None:
+            self._debug_socket(self.cfg.debug_socket)
         try:
             # a TCP port is only held here (bound, not listening), for the workers' group
             self.listen_socks = [bind(spec, reuse_port=not spec.local, listen=spec.local)
@@ -141,10 +149,6 @@ class Parent:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
             raise StartupError(f"zhttp client setup failed: {e}") from None
-        if self.cfg.prometheus:
-            self.metrics = MetricsServer(self.cfg.prometheus, self.dir, self.count)
-        if self.cfg.debug_socket is not None:
-            self._debug_socket(self.cfg.debug_socket)
         for spec in self.cfg.listen:
             log.info("listening on %s", spec.describe())
         for i in range(self.count):
@@ -381,10 +385,8 @@ class MetricsServer:
         self.slots = threading.BoundedSemaphore(SCRAPES_MAX)
         try:
             self.sock: socket.socket = metrics_listener(parsed, socket.socket)
-        except OSError as e:
-            raise StartupError(f"prometheus listener: {e.strerror or e}") from None
-        except ListenError as e:
-            raise StartupError(f"prometheus listener: {e}") from None
+        except (OSError, ListenError) as e:
+            raise StartupError(metrics_bind_error(parsed, e)) from None
         threading.Thread(target=self._accept, daemon=True).start()
         log.info("prometheus metrics on %s", parsed.describe())
 
