@@ -146,15 +146,17 @@ class DebugSocket:
         self.spec = spec
         self.limit = limit
         self.on_state = on_state
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the list of clients
         self.clients: list[_Reader] = []
         self.feed = _Feed(self.publish)
+        self.feed_lock = threading.Lock()  # the feed follows the list, one change at a time
+        self.feeding = False
         self.sock: socket.socket | None = None
 
     def start(self) -> None:
         s = self.spec
         try:
-            self.sock = bind_unix(s.path, s.mode, s.user, s.group, CLIENTS_MAX, socket.socket)
+            self.sock = bind_unix(s.path, s.mode, s.user, s.group, 64, socket.socket)
         except OSError as e:
             raise DebugSocketError(f"failed to bind {s.path}: {e.strerror or e}") from None
         except ListenError as e:
@@ -173,16 +175,12 @@ class DebugSocket:
                 if not full:
                     client = _Reader(sock, self.limit, self._gone)
                     self.clients.append(client)
-                    first = len(self.clients) == 1
             if full:
                 log.warning("too many debug log connections, rejecting")
                 sock.close()
                 continue
             client.start("debug-client")
-            if first:
-                clog.add_feed(self.feed)
-                if self.on_state is not None:
-                    self.on_state(True)
+            self._sync_feed()
             # the client's first line, once this process streams every level
             log.debug("debug log client connected")
 
@@ -191,11 +189,25 @@ class DebugSocket:
             if client not in self.clients:
                 return
             self.clients.remove(client)
-            last = not self.clients
-        if last:
-            clog.remove_feed(self.feed)
+        self._sync_feed()
+
+    def _sync_feed(self) -> None:
+        """Attach the feed while there are clients, remove it when there are
+        none. Called after every change of the list, by whichever thread made
+        it: the last call sees the last state, however the calls interleave
+        (a client that leaves at once must not leave the feed attached)."""
+        with self.feed_lock:
+            with self.lock:
+                want = bool(self.clients)
+            if want == self.feeding:
+                return
+            self.feeding = want
+            if want:
+                clog.add_feed(self.feed)
+            else:
+                clog.remove_feed(self.feed)
             if self.on_state is not None:
-                self.on_state(False)
+                self.on_state(want)
 
     def publish(self, line: bytes) -> None:
         with self.lock:

@@ -43,8 +43,8 @@ def _wait(predicate, timeout: float = 5.0) -> None:
 
 def _connect(d: debuglog.DebugSocket) -> socket.socket:
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(d.spec.path)  # blocking: waits for room in the backlog
     c.settimeout(5)
-    c.connect(d.spec.path)
     return c
 
 
@@ -73,3 +73,17 @@ def test_a_stalled_client_never_blocks_the_logging_thread(debug: debuglog.DebugS
     [client] = debug.clients
     assert len(client.queue) <= client.queue.limit and client.queue.dropped > 10000
     c.close()
+
+
+def test_clients_that_leave_at_once_never_leave_the_feed_attached(
+        debug: debuglog.DebugSocket) -> None:
+    for _ in range(200):
+        _connect(debug).close()
+    _wait(lambda: not debug.clients)
+    time.sleep(0.1)
+    assert not clog.feeding() and not Connection.debug
+    logging.getLogger("condure").error("quiet")  # an ERR line goes to stdout only
+    c = _connect(debug)  # and a new client is still served
+    _wait(lambda: clog.feeding())
+    c.close()
+    _wait(lambda: not clog.feeding())
