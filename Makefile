@@ -38,4 +38,8 @@ test: typecheck
 HARNESS := ../shared/conformance/run
 conformance: venv
 	@if [ ! -x $(HARNESS) ]; then echo "make conformance: the conformance harness is not here ($(HARNESS) is missing); it comes with the project's shared folder, next to this checkout" >&2; exit 2; fi
-	$(HARNESS) . $(PY) --pending .ci/conformance-pending
+	@# the recording is kept for .ci/conformance-d27: the scenarios pending for D27 alone,
+	@# compared again without that one field, must all pass
+	@results=$$(mktemp -d) && \
+	TMPDIR=$$results CONFORMANCE_KEEP=1 $(HARNESS) . $(PY) --pending .ci/conformance-pending && \
+	.ci/conformance-d27 $$results $(PY); rc=$$?; rm -rf $$results; exit $$rc

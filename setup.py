@@ -68,5 +68,6 @@ setup(
     ],
     # condure-pushpin: Pushpin's condure_bin for condure in both roles (condure/pushpin.py)
     entry_points={"console_scripts": ["condure=condure.__main__:run",
-                                      "condure-pushpin=condure.pushpin:run"]},
+                                      "condure-pushpin=condure.pushpin:run",
+                                      "pushpin-connmgr=condure.connmgr:run"]},
 )

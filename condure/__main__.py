@@ -17,7 +17,7 @@ from . import workers
 from .app import App, StartupError, WorkerInfo, check_identities_dir
 from .server.parser import httptools
 from .config import Config, ConfigError
-from .options import parse_args
+from .options import CONDURE, Dialect, parse_args
 
 GC_THRESHOLD = 20000  # allocations between young-generation collections (Python's default: 700)
 
@@ -34,10 +34,10 @@ def unsupported(cfg: Config) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, dialect: Dialect = CONDURE) -> int:
     clog.setup(clog.level_for(2))
     try:
-        cfg = parse_args(sys.argv[1:] if argv is None else argv)
+        cfg = parse_args(sys.argv[1:] if argv is None else argv, dialect)
     except ConfigError as e:
         log.error("%s", e)
         return e.exit_status  # 2 for command-line syntax, 1 for bad values (as condure)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         info = WorkerInfo.decode(worker)
         return serve(workers.worker_config(cfg, info.count), info)
     if cfg.workers > 1:
-        return workers.run(cfg, sys.argv[1:] if argv is None else argv)
+        return workers.run(cfg, sys.argv[1:] if argv is None else argv, dialect.module)
     return serve(cfg)
 
 

@@ -108,10 +108,11 @@ class App:
             raise StartupError(f"zhttp client setup failed: {e}") from None
         if w is None and (cfg.zserver_stream or cfg.zserver_req):
             self.client = self._client_mode()
-        server = Server(cfg, zs, zr, 0 if w is None else w.index, instance_id)
+        server = Server(cfg, zs, zr, 0 if w is None else w.index, instance_id,
+                        router_resp=w is None)
         self.server = server
         if zs is not None:
-            zs.start(server.on_message)
+            zs.start(server.on_message, server.on_routed)
         if zr is not None:
             zr.start(server.on_req_message)
         self.greenlets.append(gevent.spawn(run_sweeper, server.wheel, server.on_expired))

@@ -369,6 +369,37 @@ def _parse_tcp_addr(part1: str) -> tuple[str, int]:
         raise ConfigError("failed to parse listen: invalid socket address syntax") from None
 
 
+# pushpin-connmgr's --listen params (connmgr.md 6): per form, nothing else
+_CONNMGR_TCP_PARAMS = ("stream", "req", "tls", "default-cert")
+_CONNMGR_LOCAL_PARAMS = ("stream", "req", "local", "mode", "user", "group")
+
+
+def parse_listen_connmgr(value: str) -> ListenSpec:
+    """One --listen value as pushpin-connmgr reads it (the `pushpin-connmgr`
+    entry): only the params of its form, an unknown one named by its key;
+    `stream` wins over `req` whatever their order."""
+    part1, *params = value.split(",")
+    keys = [p.partition("=")[0] for p in params]
+    allowed = _CONNMGR_LOCAL_PARAMS if "local" in keys else _CONNMGR_TCP_PARAMS
+    for key in keys:
+        if key not in allowed:
+            raise ConfigError(f"failed to parse listen: invalid param: {key}")
+    if "stream" in keys:
+        params = [p for p in params if p != "req"]
+    if "local" not in keys:
+        try:
+            _parse_tcp_addr(part1)
+        except ConfigError:
+            raise ConfigError(f"failed to parse listen: invalid TCP address or port: {part1}") \
+                from None
+    try:
+        return parse_listen(",".join([part1, *params]))
+    except ConfigError as e:
+        if str(e).startswith("failed to parse mode"):
+            raise ConfigError(f"failed to parse listen: {e}") from None
+        raise
+
+
 def parse_listen(value: str) -> ListenSpec:
     """Parse one --listen value: `[addr:]port[,param[=value]]...` or `path,local,...`."""
     part1, *params = value.split(",")

@@ -29,9 +29,14 @@ class Server:
 
     def __init__(self, config: Config, zsockets: StreamSockets | None,
                  zreq: ReqSockets | None = None, worker: int = 0,
-                 instance_id: bytes | None = None) -> None:
+                 instance_id: bytes | None = None, router_resp: bool = True) -> None:
         self.config = config
         self.instance_id = instance_id or config.id.encode()
+        # requests say handlers may answer over our ROUTER (pushpin-connmgr's
+        # router-resp) only where such answers reach this worker: a handler
+        # addresses them to the request's `from`, which must be the ROUTER's
+        # own name; behind the parent of --workers N it is not (D27)
+        self.router_resp = router_resp
         self.registry = SessionRegistry(worker)
         self.zsockets = zsockets
         self.zreq = zreq
@@ -50,6 +55,11 @@ class Server:
     def on_message(self, frame: bytes) -> None:
         """A message from the SUB socket (`<id> T<map>`): hand it to its sessions."""
         self._deliver(frame, zp.parse_message)
+
+    def on_routed(self, payload: bytes) -> None:
+        """A packet a handler sent to the `-out-stream` ROUTER (router-resp): no
+        address prefix; routed by id exactly as a SUB message."""
+        self._deliver(payload, zp.parse)
 
     def on_req_message(self, payload: bytes) -> None:
         """A reply from the req DEALER (no address prefix)."""

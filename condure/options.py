@@ -8,14 +8,30 @@ ConfigError carrying condure's exit status. Pure: no sockets, no logging.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from . import VERSION
 from .config import (CLIENT_WS_WINDOW, COMPRESSION_MESSAGE_MAX, DEFAULT_LISTEN,
                      DEFAULT_ZCLIENT_SPEC, EXIT_USAGE, HTTP_PARSERS, Config, ConfigError,
-                     option_uint, parse_listen)
+                     ListenSpec, option_uint, parse_listen, parse_listen_connmgr)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """Whose command line this is: condure's, or pushpin-connmgr's (the
+    `pushpin-connmgr` entry: its program name, its default --id, its stricter
+    --listen; every option is the same)."""
+
+    prog: str
+    default_id: str
+    parse_listen: Callable[[str], ListenSpec]
+    module: str  # what `python -m` runs for it (the workers of --workers N)
+
+
+CONDURE = Dialect("condure", "condure", parse_listen, "condure")
+CONNMGR = Dialect("pushpin-connmgr", "connmgr", parse_listen_connmgr, "condure.connmgr")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,15 +136,17 @@ def _add_option(parser: argparse.ArgumentParser, name: str, kind: str, metavar: 
                             help=help_text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(dialect: Dialect = CONDURE) -> argparse.ArgumentParser:
     """The argparse parser for condure's options (values are kept as strings)."""
-    parser = _Parser(prog="condure", description="HTTP/WebSocket connection manager",
+    parser = _Parser(prog=dialect.prog, description="HTTP/WebSocket connection manager",
                      allow_abbrev=False, add_help=False)
     parser.add_argument("-h", "--help", action="help", help="Print help information")
     parser.add_argument("-V", "--version", action="version", version=VERSION,
                         help="Print version information")
-    for option in _OPTIONS:
-        _add_option(parser, *option)
+    for name, kind, metavar, default, text in _OPTIONS:
+        if name == "id":
+            default = dialect.default_id
+        _add_option(parser, name, kind, metavar, default, text)
     return parser
 
 
@@ -146,12 +164,12 @@ def _listen_values(ns: argparse.Namespace) -> list[str]:
     return [DEFAULT_LISTEN]
 
 
-def parse_args(argv: Sequence[str]) -> Config:
+def parse_args(argv: Sequence[str], dialect: Dialect = CONDURE) -> Config:
     """Parse condure's command line (without the program name) into a validated Config.
 
     Raises ConfigError for any bad input; SystemExit(0) for -h/--help and -V/--version.
     """
-    ns = build_parser().parse_args(list(argv))
+    ns = build_parser(dialect).parse_args(list(argv))
     numbers = _numbers(ns)
     mode_text = ns.ipc_file_mode if ns.ipc_file_mode is not None else "0"
     ipc_file_mode = option_uint("ipc-file-mode", mode_text, bits=32, radix=8)
@@ -176,7 +194,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         access_log=ns.access_log,
     )
     config.validate_args()
-    listen = tuple(parse_listen(v) for v in _listen_values(ns))
+    listen = tuple(dialect.parse_listen(v) for v in _listen_values(ns))
     config = replace(config, listen=listen)
     config.validate_limits()
     config.validate_specs()

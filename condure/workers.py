@@ -106,9 +106,10 @@ def worker_config(cfg: Config, count: int) -> Config:
 
 
 class Parent:
-    def __init__(self, cfg: Config, argv: list[str]) -> None:
+    def __init__(self, cfg: Config, argv: list[str], module: str = "condure") -> None:
         self.cfg = cfg
         self.argv = argv
+        self.module = module  # the workers run `python -m MODULE ARGV`, as the parent was
         self.count = cfg.workers
         self.dir = tempfile.mkdtemp(prefix="condure-w")
         self.ctx = zmq.Context()
@@ -167,8 +168,11 @@ class Parent:
             raise StartupError(f"debug socket: {e}") from None
         log.info("debug socket on %s", spec.path)
 
-    def _external(self, kind: int, endpoints: list[str], hwm: int) -> zmq.Socket:
+    def _external(self, kind: int, endpoints: list[str], hwm: int,
+                  identity: bytes | None = None) -> zmq.Socket:
         s = self.ctx.socket(kind)
+        if identity is not None:
+            s.setsockopt(zmq.IDENTITY, identity)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, hwm)
         s.setsockopt(zmq.RCVHWM, hwm)
@@ -189,7 +193,8 @@ class Parent:
         hwm = max((cfg.req_maxconn + cfg.stream_maxconn) // 20, 1)
         ends = [stream_endpoints(b) for b in cfg.zclient_stream]
         push = self._external(zmq.PUSH, [e[0] for e in ends], hwm)
-        router = self._external(zmq.ROUTER, [e[1] for e in ends], hwm)
+        # named --id, as a single process's (handlers see the same peer either way)
+        router = self._external(zmq.ROUTER, [e[1] for e in ends], hwm, cfg.id.encode())
         xsub = self._external(zmq.XSUB, [e[2] for e in ends], hwm)
         i_push, i_route, i_sub = internal_stream_endpoints(self.dir)
         pairs = [(self._internal(zmq.PULL, i_push), push),
@@ -231,7 +236,7 @@ class Parent:
         env = dict(os.environ, **{ENV: info.encode()})
         try:
             self.children[index] = subprocess.Popen(
-                [sys.executable, "-m", "condure", *self.argv], env=env,
+                [sys.executable, "-m", self.module, *self.argv], env=env,
                 pass_fds=(*info.fds, ready_w))
         except BaseException:
             os.close(ready)
@@ -490,8 +495,8 @@ def _reply_worker(frames: list[bytes]) -> bytes | None:
         return None
 
 
-def run(cfg: Config, argv: list[str]) -> int:
-    parent = Parent(cfg, argv)
+def run(cfg: Config, argv: list[str], module: str = "condure") -> int:
+    parent = Parent(cfg, argv, module)
     try:
         log.info("starting... %s", VERSION)
         parent.handle_signals()

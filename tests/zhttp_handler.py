@@ -189,6 +189,23 @@ class Handler:
         self.pub.send(prefix + b" T" + tnetstring.dumps(msg))
         return msg
 
+    def send_routed(self, msg: dict, raw: bytes | None = None) -> dict:
+        """Send a packet to condure's ROUTER instead of publishing it
+        (pushpin-connmgr's router-resp): `[instance, b"", b"T..."]`, no address
+        prefix; `from` and `seq` filled in as by `send`. `raw`: this payload
+        instead of the packet (for malformed ones)."""
+        msg = to_bytes(dict(msg))
+        msg.setdefault(b"from", self.identity)
+        rid = msg.get(b"id")
+        if isinstance(rid, bytes):
+            self.sessions[rid] = None
+            if b"seq" not in msg:
+                msg[b"seq"] = self.seq.get(rid, 0)
+            self.seq[rid] = msg[b"seq"] + 1
+        payload = raw if raw is not None else b"T" + tnetstring.dumps(msg)
+        self.router.send_multipart([self.instance, b"", payload])
+        return msg
+
     def send_raw(self, data: bytes) -> None:
         """Publish bytes exactly as given (for garbage)."""
         self.pub.send(data)

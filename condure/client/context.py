@@ -18,7 +18,7 @@ from .http1 import Origin, Pool
 class Sender(Protocol):
     """The zserver stream sockets, as far as a session writes to them."""
 
-    def send(self, addr: bytes, payload: bytes) -> None: ...
+    def send(self, addr: bytes, payload: bytes, router: bool = False) -> None: ...
 
 
 class Service(Protocol):

@@ -46,6 +46,9 @@ class SessionLink:
         self.zs = Session(rid, now, service.keepalive_interval)
         self.zs.in_seq = 1  # the first packet was seq 0
         self.zs.addr = pkt.from_
+        # router-resp (pushpin-connmgr): every packet of the session goes to the
+        # requester's ROUTER rather than our PUB; the first packet decides
+        self.router = pkt.router_resp
         self.last_io = now
         # the origin's data to the handler under its credits, in pieces of at
         # most --buffer-size (the WebSocket client uses its window instead, D22)
@@ -122,7 +125,7 @@ class SessionLink:
         pairs += [(k.replace("_", "-").encode(), v) for k, v in (fields or {}).items()
                   if v not in (None, b"", False) or (k in keep_empty and v is not None)]
         self.service.sockets.send(  # type: ignore[union-attr]  # set before any session runs
-            self.addr, zp.encode(pairs))
+            self.addr, zp.encode(pairs), self.router)
 
     def take(self) -> zp.Packet | None:
         """The next handler packet after the common checks, or None."""

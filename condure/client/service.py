@@ -78,17 +78,19 @@ class ClientService:
             self.req_sockets.start(self.on_request)
 
     def cancel_all(self) -> None:
-        """Shutdown: one batched `cancel` per handler address for the live sessions."""
+        """Shutdown: one batched `cancel` per handler address and path (PUB, or
+        ROUTER for router-resp sessions) for the live sessions."""
         if self.sockets is None:
             return
-        by_addr: dict[bytes, list[tuple[bytes, int]]] = {}
+        by_addr: dict[tuple[bytes, bool], list[tuple[bytes, int]]] = {}
         for session in self.sessions.values():
             zs = session.zs
             if zs.addr and not zs.paused:  # a handed-off session gets nothing until resumed
-                by_addr.setdefault(zs.addr, []).append((zs.id, zs.next_seq()))
-        for addr, ids in by_addr.items():
+                by_addr.setdefault((zs.addr, session.router), []).append((zs.id, zs.next_seq()))
+        for (addr, router), ids in by_addr.items():
             for group in zp.batches(ids):
-                self.sockets.send(addr, zp.multi_packet(self.instance_id, group, b"cancel"))
+                self.sockets.send(addr, zp.multi_packet(self.instance_id, group, b"cancel"),
+                                  router)
 
     def close(self) -> None:
         for s in (self.sockets, self.req_sockets):

@@ -163,7 +163,8 @@ class Exchange:
         head, s = self.head, self.session
         s.next_seq()  # the request packet is seq 0
         payload = zp.request(self.server.instance_id, s.id, head.method, uri, head.headers,
-                             self.stream.buffer_size, more, stream, self.stream.peer)
+                             self.stream.buffer_size, more, stream, self.stream.peer,
+                             router_resp=self.server.router_resp)
         self.server.metrics.packets_out["request"] += 1
         self.link.send_first(s.id, payload)
 

@@ -101,6 +101,7 @@ class Worker(Protocol):
 
     config: Config
     instance_id: bytes
+    router_resp: bool
     metrics: Metrics
     access_log: bool
 

@@ -67,6 +67,8 @@ class Packet:
     credits: int = 0
     content_type: bytes | None = None
     condition: bytes = b""
+    # pushpin-connmgr's permission to answer on the requester's ROUTER (first packet only)
+    router_resp: bool = False
     raw: dict[bytes, Any] = {}  # the decoded map (client-mode fields); shared default as above
 
     def __init__(self, ids: list[tuple[bytes, int | None]], **fields: Any) -> None:
@@ -94,7 +96,7 @@ class Packet:
 
 
 _PACKET_FIELDS = ("ids", "from_", "type", "code", "reason", "headers", "body", "more", "credits",
-                  "content_type", "condition", "raw")
+                  "content_type", "condition", "router_resp", "raw")
 
 
 def _want(value: Any, kind: type, name: str) -> Any:
@@ -163,6 +165,7 @@ _FIELDS: dict[bytes, tuple[str, type[Any]]] = {
     b"reason": ("reason", bytes), b"headers": ("headers", list), b"body": ("body", bytes),
     b"more": ("more", bool), b"credits": ("credits", int),
     b"content-type": ("content_type", bytes), b"condition": ("condition", bytes),
+    b"router-resp": ("router_resp", bool),
 }
 
 
@@ -249,13 +252,17 @@ def _put_flow(m: dict[bytes, Any], body: bytes | None, credits: int, more: bool)
 def request(from_: bytes, rid: bytes, method: bytes, uri: bytes, headers: list[Header],
             credits: int, more: bool, stream: bool,
             peer: tuple[bytes, int] | None, body: bytes | None = None,
-            seq: bool = True) -> bytes:
-    """The first packet of a session (stream mode) or the req-mode request."""
+            seq: bool = True, router_resp: bool = False) -> bytes:
+    """The first packet of a session (stream mode) or the req-mode request.
+    `router_resp`: the handler may answer on our ROUTER (pushpin-connmgr's
+    field, written where connmgr writes it: after `stream`, before the peer)."""
     # built last field first (see the module docstring): this runs for every request
     m: dict[bytes, Any] = {}
     if peer is not None:
         m[b"peer-port"] = peer[1]
         m[b"peer-address"] = peer[0]
+    if router_resp:
+        m[b"router-resp"] = True
     if stream:
         m[b"stream"] = True
     _put_flow(m, body, credits, more)

@@ -120,14 +120,21 @@ def terminate(ctx: zmq.Context, timeout: float = TERM_TIMEOUT) -> None:
 
 
 class Outbox:
-    """Sends on one zmq.green socket in order, waiting only in its own greenlet."""
+    """Sends on one zmq.green socket in order, waiting only in its own greenlet.
 
-    def __init__(self, sock: zmq.Socket, name: str, direct: bool = True) -> None:
+    A socket that is also read (`read_too`: the ROUTERs handlers may answer
+    on) sends through zmq.green's own non-blocking call, which wakes a reader
+    waiting on the same socket: a send processes libzmq's pending commands,
+    so it can consume the fd edge that would have woken the reader. Other
+    sockets use the plain Cython call."""
+
+    def __init__(self, sock: zmq.Socket, name: str, direct: bool = True,
+                 read_too: bool = False) -> None:
         self.sock = sock
         self.name = name
-        # direct sends bypass zmq.green's wake-up of a reader waiting on the
-        # same socket, so a socket that is also read must not use them
         self.direct = direct
+        if read_too:
+            self._send_now = self._send_green  # type: ignore[method-assign]
         self._q: Queue = Queue()
         self._busy = False  # the writer holds a message it could not send yet
 
@@ -150,6 +157,9 @@ class Outbox:
         for f in frames[:-1]:
             _send(sock, f, SNDMORE_NOBLOCK, True, False)
         _send(sock, frames[-1], NOBLOCK, True, False)
+
+    def _send_green(self, frames: tuple[bytes, ...]) -> None:
+        self.sock.send_multipart(frames, NOBLOCK)
 
     def _failed(self, frames: tuple[bytes, ...], e: zmq.ZMQError) -> None:
         # a ROUTER send to a handler that is gone: condure logs and drops it
@@ -229,6 +239,22 @@ def _first_frame(frames: list[bytes]) -> bytes:
     return frames[0]
 
 
+def _routed_payload(frames: list[bytes]) -> bytes | None:
+    """What a handler sent to a ROUTER: `[identity..., b"", payload, ...]`,
+    at most 8 routing frames, frames after the payload ignored (as connmgr).
+    A ZMQ_PROBE_ROUTER probe (`[identity, b""]`) is dropped without a word."""
+    try:
+        split = frames.index(b"")
+    except ValueError:
+        log.debug("routed message without an envelope delimiter dropped")
+        return None
+    if split > 8 or split + 1 >= len(frames):
+        if split + 1 < len(frames):
+            log.debug("routed message with too many routing frames dropped")
+        return None
+    return frames[split + 1]
+
+
 def _after_delimiter(frames: list[bytes]) -> bytes | None:
     """The first frame after the envelope's empty delimiter (DEALER replies)."""
     try:
@@ -239,7 +265,9 @@ def _after_delimiter(frames: list[bytes]) -> bytes | None:
 
 
 class StreamSockets:
-    """PUSH (first packets), ROUTER (directed packets) and SUB (handler packets)."""
+    """PUSH (first packets), ROUTER (directed packets; handler packets too, from
+    handlers that answer over it: pushpin-connmgr's router-resp) and SUB
+    (handler packets)."""
 
     def __init__(self, ctx: zmq.Context, bases: list[str], instance_id: bytes,
                  connect: bool, ipc_mode: int, hwm: int,
@@ -259,6 +287,9 @@ class StreamSockets:
             self.router.setsockopt(zmq.SNDHWM, hwm)
             if not worker:
                 self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+                # handlers answer over ROUTER to the request's `from`: the same name
+                self.router.setsockopt(zmq.IDENTITY, instance_id)
+                self.router.setsockopt(zmq.RCVHWM, hwm)
             self.sub.setsockopt(zmq.RCVHWM, hwm)
             self.sub.setsockopt(zmq.SUBSCRIBE, instance_id + b" ")
             for out, out_stream, in_ in endpoints:
@@ -266,19 +297,27 @@ class StreamSockets:
                 attach(self.router, out_stream, connect or worker, ipc_mode)
                 attach(self.sub, in_, connect or worker, ipc_mode)
         self.endpoints = endpoints
+        # a worker's directed packets go to the parent on a PUSH, which is not read
+        self._read_router = not worker
         self._push = Outbox(self.push, "stream")
-        self._router = Outbox(self.router, "stream to")
+        self._router = Outbox(self.router, "stream to", read_too=self._read_router)
         self._greenlets: list[gevent.Greenlet] = []
 
     def describe(self) -> str:
         return " ".join(" ".join(e) for e in self.endpoints)
 
-    def start(self, on_message: Callable[[bytes], None]) -> None:
+    def start(self, on_message: Callable[[bytes], None],
+              on_routed: Callable[[bytes], None] | None = None) -> None:
+        """`on_message`: a SUB message (`<id> T...`); `on_routed`: a packet a
+        handler sent to the ROUTER (no address prefix)."""
         self._greenlets = [
             gevent.spawn(read_loop, self.sub, "stream", _first_frame, on_message),
             gevent.spawn(self._push.run),
             gevent.spawn(self._router.run),
         ]
+        if self._read_router and on_routed is not None:
+            self._greenlets.append(gevent.spawn(read_loop, self.router, "stream routed",
+                                                _routed_payload, on_routed, True))
 
     def send_first(self, payload: bytes) -> None:
         self._push.send((payload,))
@@ -336,13 +375,15 @@ def server_endpoints(base: str) -> tuple[str, str, str]:
 
 class ServerStreamSockets:
     """Client mode: PULL (first messages), ROUTER with identity --id (later
-    messages), PUB (everything condure sends, prefixed with the handler's address)."""
+    messages; and everything condure sends in a session whose requester set
+    router-resp, to its address), PUB (everything else condure sends,
+    prefixed with the handler's address)."""
 
     def __init__(self, ctx: zmq.Context, bases: list[str], instance_id: bytes,
                  connect: bool, ipc_mode: int, hwm: int) -> None:
         endpoints = [server_endpoints(b) for b in bases]
         self.pull = reader_socket(ctx, zmq.PULL)
-        self.router = reader_socket(ctx, zmq.ROUTER)
+        self.router = ctx.socket(zmq.ROUTER)  # zmq.green: read and written
         self.router.setsockopt(zmq.IDENTITY, instance_id)  # before bind/connect
         self.pub = ctx.socket(zmq.PUB)
         with closed_on_error(self.pull, self.router, self.pub):
@@ -350,6 +391,10 @@ class ServerStreamSockets:
                 s.setsockopt(zmq.LINGER, 0)
             self.pull.setsockopt(zmq.RCVHWM, 128)
             self.router.setsockopt(zmq.RCVHWM, hwm)
+            self.router.setsockopt(zmq.SNDHWM, hwm)
+            # a send to a requester that is gone fails (logged at debug) rather
+            # than vanishing without a trace, as connmgr
+            self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.pub.setsockopt(zmq.SNDHWM, hwm)
             for in_, in_stream, out in endpoints:
                 attach(self.pull, in_, connect, ipc_mode)
@@ -357,6 +402,7 @@ class ServerStreamSockets:
                 attach(self.pub, out, connect, ipc_mode)
         self.endpoints = endpoints
         self._pub = Outbox(self.pub, "server stream")
+        self._router = Outbox(self.router, "server stream to", read_too=True)
         self._greenlets: list[gevent.Greenlet] = []
 
     def describe(self) -> str:
@@ -365,12 +411,19 @@ class ServerStreamSockets:
     def start(self, on_first: Callable[[bytes], None], on_later: Callable[[bytes], None]) -> None:
         self._greenlets = [
             gevent.spawn(read_loop, self.pull, "server stream", _first_frame, on_first),
-            gevent.spawn(read_loop, self.router, "server stream next", _after_delimiter, on_later),
+            gevent.spawn(read_loop, self.router, "server stream next", _routed_payload, on_later,
+                         True),
             gevent.spawn(self._pub.run),
+            gevent.spawn(self._router.run),
         ]
 
-    def send(self, addr: bytes, payload: bytes) -> None:
-        self._pub.send((addr + b" " + payload,))
+    def send(self, addr: bytes, payload: bytes, router: bool = False) -> None:
+        """To the handler at `addr`: on the PUB, or with `router` (the session's
+        requester set router-resp) on the ROUTER, without the address prefix."""
+        if router:
+            self._router.send((addr, b"", payload))
+        else:
+            self._pub.send((addr + b" " + payload,))
 
     def close(self) -> None:
         gevent.killall(self._greenlets, block=False)

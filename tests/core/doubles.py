@@ -181,6 +181,7 @@ class MemoryWorker:
     def __init__(self, **config: Any) -> None:
         self.config = replace(Config(), **config)
         self.instance_id = self.config.id.encode()
+        self.router_resp = True
         self.metrics = Metrics()
         self.access_log = self.config.access_log
         self.handler_timeouts: list[tuple[bytes, float]] = []

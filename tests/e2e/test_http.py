@@ -145,7 +145,8 @@ def test_request_packet_fields_and_order(pch) -> None:
                     b"X-Dup: a\r\nx-dup: b\r\nX-MiXeD-CaSe: V\r\n\r\n")
         req = h.recv_request()
         assert list(req) == [b"from", b"id", b"seq", b"ext", b"method", b"uri", b"headers",
-                             b"credits", b"stream", b"peer-address", b"peer-port"]
+                             b"credits", b"stream", b"router-resp", b"peer-address",
+                             b"peer-port"]  # router-resp: D27, where connmgr puts it
         assert req[b"from"] == b"condure"
         assert ID_RE.fullmatch(req[b"id"]), req[b"id"]
         assert req[b"seq"] == 0
@@ -156,6 +157,7 @@ def test_request_packet_fields_and_order(pch) -> None:
                                    [b"X-Dup", b"a"], [b"x-dup", b"b"], [b"X-MiXeD-CaSe", b"V"]]
         assert req[b"credits"] == 8192
         assert req[b"stream"] is True
+        assert req[b"router-resp"] is True
         assert req[b"peer-address"] == b"127.0.0.1"
         assert req[b"peer-port"] == client.local_port
         assert b"body" not in req and b"more" not in req

@@ -41,7 +41,8 @@ CT = (b"Content-Type", b"text/plain")
 REQ_GET_FIELDS = [b"id", b"ext", b"method", b"uri", b"headers", b"peer-address", b"peer-port"]
 REQ_BODY_FIELDS = [b"id", b"ext", b"method", b"uri", b"headers", b"body", b"peer-address",
                    b"peer-port"]
-STREAM_ONLY_FIELDS = (b"from", b"seq", b"credits", b"stream", b"more")
+# router-resp: pushpin-connmgr puts it on stream-mode requests only (connmgr.md 1.2, #3)
+STREAM_ONLY_FIELDS = (b"from", b"seq", b"credits", b"stream", b"more", b"router-resp")
 WS_REFUSAL_BODY = b"WebSockets not supported on req mode interface.\n"
 WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -703,7 +704,7 @@ def test_unix_stream_raw_client_has_no_peer_fields(local_stream) -> None:
     assert f'listening on "{path}" (pathname)' in c.log_text()
     req = unix_exchange(path, h)
     assert list(req) == [b"from", b"id", b"seq", b"ext", b"method", b"uri", b"headers",
-                         b"credits", b"stream"], req
+                         b"credits", b"stream", b"router-resp"], req  # router-resp: D27
     assert req[b"uri"] == b"http://x/u"
 
 

@@ -262,7 +262,7 @@ def test_request_packet_fields(ch) -> None:
                                   b"Sec-WebSocket-Protocol: chat, superchat\r\n"))
         req = h.recv_request()
         assert list(req) == [b"from", b"id", b"seq", b"ext", b"method", b"uri", b"headers",
-                             b"credits", b"peer-address", b"peer-port"]
+                             b"credits", b"router-resp", b"peer-address", b"peer-port"]  # D27
         assert req[b"from"] == b"condure"
         assert req[b"seq"] == 0
         assert req[b"ext"] == EXT

@@ -51,6 +51,19 @@ def test_negotiation(condure, offer: bytes, answer: bytes | None) -> None:
     h.close()
 
 
+@pytest.mark.parametrize("args, credits", [((), 8192), (("--buffer-size", "4096"), 4096)])
+def test_deflate_session_gets_the_whole_buffer_size_as_credits(condure, args: tuple,
+                                                                credits: int) -> None:
+    """pushpin-connmgr (connmgr.md 6) grants the full --buffer-size to a session
+    with permessage-deflate (condure 1.10.1 granted three quarters of it)."""
+    cd = condure("--compression", *args)
+    h = Handler(cd.base)
+    head, req = handshake_head(cd, h, b"permessage-deflate")
+    assert b"Sec-WebSocket-Extensions: permessage-deflate" in head
+    assert req[b"credits"] == credits
+    h.close()
+
+
 def test_no_negotiation_without_the_flag(condure) -> None:
     cd = condure()
     h = Handler(cd.base)

@@ -566,3 +566,28 @@ def test_encoded_bools_and_ints_keep_their_types() -> None:
     m = tnetstring.loads(P.session_packet(b"c", b"i", 0, more=True, credits=1)[1:])
     assert type(m[b"more"]) is bool
     assert type(m[b"seq"]) is int and type(m[b"credits"]) is int
+
+
+# --- router-resp (pushpin-connmgr, D27) ---------------------------------------------
+
+
+def test_router_resp_is_a_bool_field() -> None:
+    assert P.parse(b"T" + tnetstring.dumps({b"id": b"a", b"router-resp": True})).router_resp
+    assert not P.parse(b"T" + tnetstring.dumps({b"id": b"a"})).router_resp
+    with pytest.raises(ParseError, match="router-resp must be of type bool"):
+        P.parse(b"T" + tnetstring.dumps({b"id": b"a", b"router-resp": b"true"}))
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_request_writes_router_resp_where_connmgr_does(stream: bool) -> None:
+    """After `stream` (or `credits` for a WebSocket), before the peer: connmgr.md 1.2."""
+    out = P.request(b"connmgr", b"0-0-0", b"GET", b"http://example.com/",
+                    [(b"Host", b"example.com")], 8192, False, stream, (b"127.0.0.1", 50000),
+                    router_resp=True)
+    flag = b"6:stream,4:true!" if stream else b""
+    assert (b"7:credits,4:8192#" + flag + b"11:router-resp,4:true!12:peer-address,") in out
+    if stream:
+        assert len(out) == 1 + len(b"252:") + 252 + 1  # the doc's T252 packet
+    plain = P.request(b"connmgr", b"0-0-0", b"GET", b"http://example.com/",
+                      [(b"Host", b"example.com")], 8192, False, stream, (b"127.0.0.1", 50000))
+    assert b"router-resp" not in plain
