@@ -34,6 +34,9 @@ from .zhttp.sockets import ReqSockets, StreamSockets, setting_specs, terminate
 log = logging.getLogger("condure")
 
 
+SCRAPES_MAX = 10  # concurrent scrapes (as pushpin-connmgr); more are closed at once, WARN
+
+
 class StartupError(Exception):
     """Something the operator must fix; logged as one line, exit status 1."""
 
@@ -149,8 +152,8 @@ class App:
             self._serve_snapshot(server, worker_metrics_path(self.worker.dir, self.worker.index))
             return
         try:
-            srv = StreamServer(metrics_listener(spec),
-                               lambda s, _a: serve_metrics(s, server.metrics, spec.prefix))
+            srv = StreamServer(metrics_listener(spec), _limited(
+                lambda s: serve_metrics(s, server.metrics, spec.prefix)))
             srv.start()
         except (OSError, ListenError) as e:
             raise StartupError(metrics_bind_error(spec, e)) from None
@@ -274,6 +277,26 @@ def metrics_listener(spec: PrometheusSpec, factory: Any = gsocket.socket) -> Any
         sock.close()
         raise
     return sock
+
+
+def _limited(serve: Any) -> Any:
+    """A StreamServer handler that serves at most SCRAPES_MAX connections at
+    once (all in this hub: a plain counter); another is closed, with a WARN."""
+    active = 0
+
+    def handle(sock: gsocket.socket, _address: Any) -> None:
+        nonlocal active
+        if active >= SCRAPES_MAX:
+            log.warning("too many prometheus connections, rejecting")
+            sock.close()
+            return
+        active += 1
+        try:
+            serve(sock)
+        finally:
+            active -= 1
+
+    return handle
 
 
 def metrics_bind_error(spec: PrometheusSpec, e: Exception) -> str:

@@ -49,7 +49,7 @@ import tnetstring
 import zmq
 
 from . import VERSION
-from .app import (StartupError, WorkerInfo, answer_scrape, internal_req_endpoint,
+from .app import (SCRAPES_MAX, StartupError, WorkerInfo, answer_scrape, internal_req_endpoint,
                   internal_stream_endpoints, metrics_bind_error, metrics_listener,
                   worker_metrics_path)
 from .config import Config, SpecError, parse_debug_socket, parse_prometheus, stream_endpoints
@@ -66,7 +66,6 @@ RESTART_DELAY = 1.0  # seconds before a dead worker is started again
 STOP_GRACE = 10.0  # seconds workers get to stop before they are killed
 POLL_INTERVAL = 0.2  # seconds between looks at the workers
 SCRAPE_WAIT = 2.0  # seconds a scrape waits for the workers' figures, all together
-SCRAPES_MAX = 10  # concurrent scrapes (as pushpin-connmgr); more are closed at once
 
 
 def die_with_parent() -> None:

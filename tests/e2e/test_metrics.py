@@ -282,3 +282,21 @@ def test_bad_spec_or_bind_error_exits_1(zdir: str, spec: str, message: str, work
     errors = [line for line in r.stdout.splitlines() if line.startswith("[ERR]")]
     assert len(errors) == 1 and message.replace("D/", zdir + "/") in errors[0], r.stdout
     assert "Traceback" not in r.stdout + r.stderr and "worker 0 started" not in r.stdout
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_at_most_10_scrapes_at_once(condure, workers: str) -> None:
+    """connmgr.md 5.2: an 11th concurrent connection is closed, with a WARN."""
+    mport = get_free_port()
+    cd = condure("--workers", workers, "--prometheus", f"127.0.0.1:{mport}", log_level=1)
+    waiting = [socket.create_connection(("127.0.0.1", mport), timeout=5) for _ in range(10)]
+    time.sleep(0.3)  # all ten accepted, each waiting for its request head
+    with socket.create_connection(("127.0.0.1", mport), timeout=5) as extra:
+        assert extra.recv(100) == b""
+    cd.wait_log("[WARN]")
+    assert "too many prometheus connections, rejecting" in cd.log_text()
+    waiting.pop().close()
+    time.sleep(0.3)
+    assert "_requests_total" in scrape(mport)  # a place is free again
+    for c in waiting:
+        c.close()
