@@ -70,8 +70,9 @@ class _Feed(logging.Handler):
 class _Reader:
     """One connected reader of lines: a bounded queue and a writer thread.
 
-    `on_input` gets what the peer sends (None at EOF or error); by default
-    input is ignored. `on_gone` runs once, when the connection ends.
+    `on_input` gets what the peer sends (by default it is read and dropped:
+    reading is how a peer that leaves is noticed). `on_gone` runs once, when
+    the connection ends, from whichever thread ends it.
     """
 
     def __init__(self, sock: socket.socket, limit: int, on_gone: Callable[[_Reader], None],
