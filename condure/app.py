@@ -19,16 +19,22 @@ import gevent.socket as gsocket
 import zmq.green as zmq
 from gevent.server import StreamServer
 
-from .config import Config, ListenSpec, SpecError, parse_prometheus
+from .config import Config, ListenSpec, PrometheusSpec, SpecError, parse_debug_socket, \
+    parse_prometheus
+from .debuglog import (QUEUE_LINES, DebugSocket, DebugSocketError, ParentLink, queue_limit,
+                       worker_feed_path)
 from .metrics import (Metrics, exposition, process_families, process_start_time, render,
                       snapshot)
 from .timer import run_sweeper
 from .context import Server
-from .server.listener import ConnectionLimit, ListenError, Listener
+from .server.listener import ConnectionLimit, ListenError, Listener, bind_unix
 from .server.modes import req_mode, stream_mode
 from .zhttp.sockets import ReqSockets, StreamSockets, setting_specs, terminate
 
 log = logging.getLogger("condure")
+
+
+SCRAPES_MAX = 10  # concurrent scrapes (as pushpin-connmgr); more are closed at once, WARN
 
 
 class StartupError(Exception):
@@ -71,9 +77,11 @@ class App:
         self.metrics_server: StreamServer | None = None
         self.client: Any = None  # client mode (--zserver-*)
         self._zsockets: list[Any] = []
+        self.debug: DebugSocket | ParentLink | None = None  # --debug-socket
 
     def start(self) -> None:
         cfg, w = self.config, self.worker
+        self._debug_socket()
         hwm = max((cfg.req_maxconn + cfg.stream_maxconn) // 20, 1)
         stream = any(spec.stream for spec in cfg.listen)
         req = any(not spec.stream for spec in cfg.listen)
@@ -115,21 +123,42 @@ class App:
         if cfg.prometheus:
             self._serve_metrics(server)
 
+    def _debug_socket(self) -> None:
+        """--debug-socket: bound here; in a worker of --workers N, the line to
+        the parent, which owns the socket (debuglog.py)."""
+        cfg, w = self.config, self.worker
+        if cfg.debug_socket is None:
+            return
+        if w is not None:
+            link = ParentLink(worker_feed_path(w.dir), QUEUE_LINES, w.index)
+            link.start()
+            self.debug = link
+            return
+        spec = parse_debug_socket(cfg.debug_socket)
+        debug = DebugSocket(spec, queue_limit(cfg.workers))
+        try:
+            debug.start()
+        except DebugSocketError as e:
+            raise StartupError(f"debug socket: {e}") from None
+        self.debug = debug
+        log.info("debug socket on %s", spec.path)
+
     def _serve_metrics(self, server: Server) -> None:
         """--prometheus: the metrics over HTTP from this hub. A worker of
         --workers N serves its figures to the parent instead, which sums them
         on the configured port (metrics.py)."""
-        addr, port, prefix = parse_prometheus(self.config.prometheus or "")
+        spec = parse_prometheus(self.config.prometheus or "")
         if self.worker is not None:
             self._serve_snapshot(server, worker_metrics_path(self.worker.dir, self.worker.index))
             return
         try:
-            srv = StreamServer((addr, port), lambda s, _a: serve_metrics(s, server.metrics, prefix))
+            srv = StreamServer(metrics_listener(spec), _limited(
+                lambda s: serve_metrics(s, server.metrics, spec.prefix)))
             srv.start()
-        except OSError as e:
-            raise StartupError(f"prometheus listener: {e.strerror or e}") from None
+        except (OSError, ListenError) as e:
+            raise StartupError(metrics_bind_error(spec, e)) from None
         self.metrics_server = srv
-        log.info("prometheus metrics on %s:%d", addr, port)
+        log.info("prometheus metrics on %s", spec.describe())
 
     def _serve_snapshot(self, server: Server, path: str) -> None:
         """A worker's figures for its parent, on a Unix socket in the parent's
@@ -201,8 +230,16 @@ class App:
         self.stop()
 
     def stop(self) -> None:
+        if self.debug is not None:
+            self.debug.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
+            spec = parse_prometheus(self.config.prometheus or "")
+            if spec.unix is not None and self.worker is None:
+                try:
+                    os.unlink(spec.unix.path)  # ours: bound by this run
+                except OSError:
+                    pass
         for listener in self.listeners:
             listener.close()
         gevent.killall(self.greenlets, block=False)
@@ -223,6 +260,52 @@ def check_identities_dir(cfg: Config) -> None:
     if any(spec.tls and not spec.local for spec in cfg.listen) \
             and not os.path.isdir(cfg.tls_identities_dir):
         raise StartupError(f"tls identities dir {cfg.tls_identities_dir} is not a directory")
+
+
+def metrics_listener(spec: PrometheusSpec, factory: Any = gsocket.socket) -> Any:
+    """The --prometheus listening socket: TCP, or a Unix socket given its
+    mode and owner. Raises OSError, or ListenError for an unknown owner."""
+    if spec.unix is not None:
+        u = spec.unix
+        return bind_unix(u.path, u.mode, u.user, u.group, factory=factory)
+    sock = factory(socket.AF_INET6 if ":" in spec.addr else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((spec.addr, spec.port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _limited(serve: Any) -> Any:
+    """A StreamServer handler that serves at most SCRAPES_MAX connections at
+    once (all in this hub: a plain counter); another is closed, with a WARN."""
+    active = 0
+
+    def handle(sock: gsocket.socket, _address: Any) -> None:
+        nonlocal active
+        if active >= SCRAPES_MAX:
+            log.warning("too many prometheus connections, rejecting")
+            sock.close()
+            return
+        active += 1
+        try:
+            serve(sock)
+        finally:
+            active -= 1
+
+    return handle
+
+
+def metrics_bind_error(spec: PrometheusSpec, e: Exception) -> str:
+    """`prometheus listener: REASON` (as connmgr); a Unix socket's path is named."""
+    if isinstance(e, ListenError):
+        return f"prometheus listener: {e}"
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    where = "" if spec.unix is None else f"failed to bind {spec.unix.path}: "
+    return f"prometheus listener: {where}{reason}"
 
 
 def serve_metrics(sock: gsocket.socket, metrics: Metrics, prefix: str) -> None:

@@ -4,7 +4,7 @@ Pure: no sockets, no logging. Option names, defaults, help texts and error
 messages follow condure's src/main.rs and src/app.rs; the differences are
 deviations D11 (ipc-file-mode is octal, as in 1.10) and D15 (workers default 1)
 plus our own `--http-parser`, `--shutdown-timeout`, `--compression-message-max`
-(D18), `--access-log` (D21) and `--client-ws-window` (D22), and `--prometheus` as pushpin-connmgr spells it.
+(D18), `--access-log` (D21) and `--client-ws-window` (D22), and `--prometheus` and `--debug-socket` as pushpin-connmgr spells them.
 """
 
 from __future__ import annotations
@@ -63,19 +63,83 @@ class ConfigError(Exception):
         self.exit_status = exit_status
 
 
-def parse_prometheus(value: str) -> tuple[str, int, str]:
-    """`[addr:]port[,prefix=P]` (pushpin-connmgr's --prometheus) -> (addr, port, prefix)."""
-    parts = value.split(",")
-    addr, _, port = parts[0].rpartition(":")
+@dataclass(frozen=True)
+class UnixSocketSpec:
+    """A Unix socket path with the mode and owner to give it after the bind."""
+
+    path: str
+    mode: int | None = None
+    user: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class PrometheusSpec:
+    """--prometheus: a TCP address (`addr`, `port`) or, `local`, a Unix socket."""
+
+    addr: str = "0.0.0.0"
+    port: int = 0
+    unix: UnixSocketSpec | None = None
+    prefix: str = ""
+
+    def describe(self) -> str:
+        if self.unix is not None:
+            return self.unix.path
+        return f"[{self.addr}]:{self.port}" if ":" in self.addr else f"{self.addr}:{self.port}"
+
+
+def _unix_param(opts: dict[str, Any], key: str, arg: str) -> bool:
+    """mode=OCTAL, user=U, group=G of a Unix socket spec into `opts`; False for other keys."""
+    if key == "mode":
+        try:
+            opts["mode"] = parse_uint(arg, bits=32, radix=8)
+        except ValueError as e:
+            raise ValueError(f"invalid mode {arg}: {e}") from None
+    elif key in ("user", "group"):
+        opts[key] = arg
+    else:
+        return False
+    return True
+
+
+def parse_prometheus(value: str) -> PrometheusSpec:
+    """pushpin-connmgr's --prometheus: `[addr:]port[,prefix=P]` (TCP, a bare port
+    is 0.0.0.0) or `PATH,local[,mode=OCTAL][,user=U][,group=G][,prefix=P]`.
+    ValueError names what is wrong (`invalid param: K` for an unknown key; mode,
+    user and group belong to the Unix form only)."""
+    part1, *params = value.split(",")
+    local = "local" in params
+    opts: dict[str, Any] = {}
     prefix = ""
-    for p in parts[1:]:
-        k, _, v = p.partition("=")
-        if k != "prefix":
-            raise ValueError(f"invalid param: {p}")
-        prefix = v
+    for p in params:
+        key, _, arg = p.partition("=")
+        if key == "prefix":
+            prefix = arg
+        elif key == "local" or (local and _unix_param(opts, key, arg)):
+            pass
+        else:
+            raise ValueError(f"invalid param: {key}")
+    if local:
+        if not part1:
+            raise ValueError("empty path")
+        return PrometheusSpec(unix=UnixSocketSpec(part1, **opts), prefix=prefix)
+    addr, _, port = part1.rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"invalid port {port}")
-    return (addr.strip("[]") or "0.0.0.0"), int(port), prefix
+    return PrometheusSpec((addr.strip("[]") or "0.0.0.0"), int(port), prefix=prefix)
+
+
+def parse_debug_socket(value: str) -> UnixSocketSpec:
+    """pushpin-connmgr's --debug-socket: `PATH[,mode=OCTAL][,user=U][,group=G]`."""
+    path, *params = value.split(",")
+    opts: dict[str, Any] = {}
+    for p in params:
+        key, _, arg = p.partition("=")
+        if not _unix_param(opts, key, arg):
+            raise ValueError(f"invalid param: {key}")
+    if not path:
+        raise ValueError("empty path")
+    return UnixSocketSpec(path, **opts)
 
 
 @dataclass(frozen=True)
@@ -139,6 +203,7 @@ class Config:
     # 2 s for responses in flight, then at most ~0.6 s for the cancels
     shutdown_timeout: int = 2
     prometheus: str | None = None
+    debug_socket: str | None = None  # pushpin-connmgr's: every log level to its clients
     access_log: bool = False  # D21: one info line per request
 
     @property
@@ -174,6 +239,11 @@ class Config:
                 parse_prometheus(self.prometheus)
             except ValueError as e:
                 raise ConfigError(f"failed to parse prometheus: {e}") from None
+        if self.debug_socket is not None:
+            try:
+                parse_debug_socket(self.debug_socket)
+            except ValueError as e:
+                raise ConfigError(f"failed to parse debug-socket: {e}") from None
 
     def validate_specs(self) -> None:
         """The ZeroMQ specs, checked here rather than when the sockets are made.

@@ -5,6 +5,13 @@ The target is the Python logger name with '.' replaced by '::', so the logger
 ERR WARN INFO DEBUG TRACE. Only the `condure` logger is configured, never the
 root logger. RateLimitedWarning keeps warnings about what handlers send (both
 modes' "zhttp parse error") to one line a second.
+
+Feeds (`--debug-socket`): while a feed handler is attached, the logger lets
+every level through and stdout keeps its own level on its handler; with no
+feed the logger's level is stdout's, so a record below it costs what it cost
+before (one cached level check). Code that keeps a level check of its own
+(a class attribute, a module flag) registers a watcher, called whenever the
+logger's level changes.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
@@ -70,20 +78,106 @@ class _CondureHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marker class so setup() can find the handler it installed before."""
 
 
+_stdout_level = logging.INFO  # what setup() was given: the logger's level with no feed
+_feeds: list[logging.Handler] = []  # attached by add_feed
+_watchers: list[Callable[[], None]] = []
+
+
 def setup(level: int, stream: TextIO | None = None) -> None:
     """Send the `condure` logger's records at `level` and above to `stream` (default stdout).
 
     `level` is a logging level, e.g. level_for(config.log_level). Calling it
     again replaces the handler installed before, so lines are never doubled.
     """
+    global _stdout_level
     logger = logging.getLogger(ROOT_LOGGER)
     for old in [h for h in logger.handlers if isinstance(h, _CondureHandler)]:
         logger.removeHandler(old)
     handler = _CondureHandler(sys.stdout if stream is None else stream)
     handler.setFormatter(CondureFormatter())
+    handler.setLevel(level)  # a feed lowers the logger's level, never stdout's
     logger.addHandler(handler)
-    logger.setLevel(level)
     logger.propagate = False
+    _stdout_level = level
+    _apply_level()
+
+
+def add_feed(handler: logging.Handler) -> None:
+    """Attach `handler` to the `condure` logger and let every level through
+    (TRACE included) until remove_feed; stdout keeps its level."""
+    if handler in _feeds:
+        return
+    _feeds.append(handler)
+    logging.getLogger(ROOT_LOGGER).addHandler(handler)
+    _apply_level()
+
+
+def remove_feed(handler: logging.Handler) -> None:
+    """Detach a feed; with none left the logger is back at stdout's level."""
+    if handler not in _feeds:
+        return
+    _feeds.remove(handler)
+    logging.getLogger(ROOT_LOGGER).removeHandler(handler)
+    _apply_level()
+
+
+def feeding() -> bool:
+    """Whether a feed is attached (every level is being logged)."""
+    return bool(_feeds)
+
+
+def watch_level(refresh: Callable[[], None]) -> None:
+    """Call `refresh` now and whenever the `condure` logger's level changes."""
+    _watchers.append(refresh)
+    refresh()
+
+
+def _apply_level() -> None:
+    logging.getLogger(ROOT_LOGGER).setLevel(TRACE if _feeds else _stdout_level)
+    for refresh in _watchers:
+        refresh()
+
+
+def line_bytes(formatter: logging.Formatter, record: logging.LogRecord) -> bytes:
+    """One record as a feed sends it: the stdout line (and any traceback), then LF."""
+    return (formatter.format(record) + "\n").encode("utf-8", "replace")
+
+
+class LineQueue:
+    """The lines waiting for one slow reader, at most `limit`.
+
+    A line that finds the queue full is dropped and counted; the next line
+    that fits is preceded by `** dropped N logs`, so the reader knows. Not
+    thread-safe: the caller holds its lock.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lines: deque[bytes] = deque()
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def put(self, line: bytes) -> None:
+        if len(self.lines) >= self.limit:
+            self.dropped += 1
+            return
+        if self.dropped:
+            self.lines.append(b"** dropped %d logs\n" % self.dropped)
+            self.dropped = 0
+        self.lines.append(line)
+
+    def take(self, max_bytes: int = 65536) -> bytes:
+        """Whole lines from the front, at least one (if any), about `max_bytes` together."""
+        out: list[bytes] = []
+        size = 0
+        lines = self.lines
+        while lines and (not out or size + len(lines[0]) <= max_bytes):
+            line = lines.popleft()
+            out.append(line)
+            size += len(line)
+        return b"".join(out)
 
 
 def trace(logger: logging.Logger | logging.LoggerAdapter[Any], msg: str, *args: object) -> None:

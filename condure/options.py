@@ -108,8 +108,10 @@ _OPTIONS: tuple[tuple[str, str, str, str | None, str], ...] = (
      "Block outbound connections to local/internal IP address ranges"),
     ("sizes", "flag", "", None, "Prints sizes of tasks and other objects"),
     ("http-parser", "str", "|".join(HTTP_PARSERS), "auto", "HTTP/1 request parser"),
-    ("prometheus", "str", "[addr:]port[,prefix=P]", None,
-     "Address/port to serve Prometheus metrics on"),
+    ("prometheus", "str", "[addr:]port[,prefix=P] | path,local[,params...]", None,
+     "Address/port or Unix socket to serve Prometheus metrics on"),
+    ("debug-socket", "str", "path[,mode=OCTAL][,user=U][,group=G]", None,
+     "Unix socket streaming every log level to its clients while any is connected"),
     ("shutdown-timeout", "uint", "N", "2",
      "Seconds responses in flight get to finish on SIGTERM/SIGINT"),
     ("access-log", "flag", "", None,
@@ -188,6 +190,7 @@ def parse_args(argv: Sequence[str], dialect: Dialect = CONDURE) -> Config:
         sizes=ns.sizes,
         http_parser=ns.http_parser,
         prometheus=ns.prometheus,
+        debug_socket=ns.debug_socket,
         access_log=ns.access_log,
     )
     config.validate_args()

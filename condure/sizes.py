@@ -61,7 +61,7 @@ def sizes_config(cfg: Config, zdir: str) -> Config:
     return dataclasses.replace(
         cfg, listen=(ListenSpec(addr="127.0.0.1", port=0),), zclient_stream=(f"ipc://{zdir}/s",),
         zclient_req=(), zserver_stream=(), zserver_req=(), zclient_connect=False,
-        prometheus=None, workers=1)
+        prometheus=None, debug_socket=None, workers=1)
 
 
 def measure(app: App, data: bytes, n: int) -> Measure:

@@ -15,6 +15,10 @@ code touches those messages:
   subscribes to its own `from` (`<id>-<index>`), so replies reach the worker
   that sent the request by subscription, filtered at the handlers' PUBs.
 
+With `--debug-socket`, the parent owns the socket and its clients; each
+worker sends its lines up to the parent while a client is connected
+(debuglog.py).
+
 With `--prometheus`, the parent serves the port: at each scrape it asks every
 worker for its figures over a Unix socket in its private directory and adds
 them up (`MetricsServer`, metrics.py), so one scrape covers the whole process.
@@ -45,9 +49,11 @@ import tnetstring
 import zmq
 
 from . import VERSION
-from .app import (StartupError, WorkerInfo, answer_scrape, internal_req_endpoint,
-                  internal_stream_endpoints, worker_metrics_path)
-from .config import Config, SpecError, parse_prometheus, stream_endpoints
+from .app import (SCRAPES_MAX, StartupError, WorkerInfo, answer_scrape, internal_req_endpoint,
+                  internal_stream_endpoints, metrics_bind_error, metrics_listener,
+                  worker_metrics_path)
+from .config import Config, SpecError, parse_debug_socket, parse_prometheus, stream_endpoints
+from .debuglog import DebugSocket, DebugSocketError, WorkerFeeds, queue_limit, worker_feed_path
 from .metrics import (NAMESPACE, Aggregate, Family, Metrics, SnapshotError, exposition, merge,
                       parse_snapshot, process_families, process_start_time, render)
 from .server.listener import ListenError, bind
@@ -60,7 +66,6 @@ RESTART_DELAY = 1.0  # seconds before a dead worker is started again
 STOP_GRACE = 10.0  # seconds workers get to stop before they are killed
 POLL_INTERVAL = 0.2  # seconds between looks at the workers
 SCRAPE_WAIT = 2.0  # seconds a scrape waits for the workers' figures, all together
-SCRAPES_MAX = 10  # concurrent scrapes (as pushpin-connmgr); more are closed at once
 
 
 def die_with_parent() -> None:
@@ -114,10 +119,19 @@ class Parent:
         self.stopping = 0
         self.signalled: set[int] = set()  # pids of the workers told to stop
         self.metrics: MetricsServer | None = None
+        self.debug: DebugSocket | None = None
+        self.feeds: WorkerFeeds | None = None
 
     # --- set-up -------------------------------------------------------------
 
     def start(self) -> None:
+        # the sockets of our own first: a failure here must come before the
+        # proxy threads use the ZeroMQ context (destroying it under them can
+        # crash the process)
+        if self.cfg.prometheus:
+            self.metrics = MetricsServer(self.cfg.prometheus, self.dir, self.count)
+        if self.cfg.debug_socket is not None:
+            self._debug_socket(self.cfg.debug_socket)
         try:
             # a TCP port is only held here (bound, not listening), for the workers' group
             self.listen_socks = [bind(spec, reuse_port=not spec.local, listen=spec.local)
@@ -135,12 +149,23 @@ class Parent:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
             raise StartupError(f"zhttp client setup failed: {e}") from None
-        if self.cfg.prometheus:
-            self.metrics = MetricsServer(self.cfg.prometheus, self.dir, self.count)
         for spec in self.cfg.listen:
             log.info("listening on %s", spec.describe())
         for i in range(self.count):
             self._spawn(i)
+
+    def _debug_socket(self, text: str) -> None:
+        """Before the workers start: each connects to the feed socket at start."""
+        spec = parse_debug_socket(text)
+        self.debug = DebugSocket(spec, queue_limit(self.count))
+        self.feeds = WorkerFeeds(worker_feed_path(self.dir), self.debug)
+        self.debug.on_state = self.feeds.set_state
+        try:
+            self.feeds.start()
+            self.debug.start()
+        except DebugSocketError as e:
+            raise StartupError(f"debug socket: {e}") from None
+        log.info("debug socket on %s", spec.path)
 
     def _external(self, kind: int, endpoints: list[str], hwm: int,
                   identity: bytes | None = None) -> zmq.Socket:
@@ -322,6 +347,10 @@ class Parent:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        if self.debug is not None:
+            self.debug.close()
+        if self.feeds is not None:
+            self.feeds.close()
         for fd in self.starting.values():
             os.close(fd)
         self.starting.clear()
@@ -350,22 +379,20 @@ class MetricsServer:
     """
 
     def __init__(self, spec: str, dir_: str, count: int) -> None:
-        addr, port, self.prefix = parse_prometheus(spec)
+        parsed = parse_prometheus(spec)
+        self.prefix = parsed.prefix
+        self.path = parsed.unix.path if parsed.unix is not None else None
         self.dir = dir_
         self.count = count
         self.aggregate = Aggregate()
         self.lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(SCRAPES_MAX)
-        self.sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind((addr, port))
-            self.sock.listen(SCRAPES_MAX)
-        except OSError as e:
-            self.sock.close()
-            raise StartupError(f"prometheus listener: {e.strerror or e}") from None
+            self.sock: socket.socket = metrics_listener(parsed, socket.socket)
+        except (OSError, ListenError) as e:
+            raise StartupError(metrics_bind_error(parsed, e)) from None
         threading.Thread(target=self._accept, daemon=True).start()
-        log.info("prometheus metrics on %s:%d", addr, port)
+        log.info("prometheus metrics on %s", parsed.describe())
 
     def _accept(self) -> None:
         while True:
@@ -419,6 +446,11 @@ class MetricsServer:
         except OSError:
             pass
         self.sock.close()
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 def _proxy(front: zmq.Socket, back: zmq.Socket) -> None:

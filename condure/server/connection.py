@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, BufferExceeded, ClientGone, CondureError, Stopped, Timeout
-from ..log import ConnLogger
+from ..log import ConnLogger, watch_level
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
 from . import access
@@ -46,6 +46,10 @@ class Mode:
     io_timeout: float  # for writes and reads that must wait
 
 
+def _refresh_debug() -> None:
+    Connection.debug = log.isEnabledFor(logging.DEBUG)
+
+
 class Connection(ClientIO):
     """Serves the HTTP/1.x requests of one client socket, one session at a time."""
 
@@ -56,6 +60,10 @@ class Connection(ClientIO):
     # instance dicts and every attribute access on a connection gets slower
     # (31 cost 1.5% more instructions per request than 29; a test checks it).
     _logger: ConnLogger | None = None  # made for the first line logged
+    # whether DEBUG is enabled: one attribute read on the hot path, kept up
+    # to date for every connection at once by _refresh_debug (a debug-socket
+    # client lowers the level while it is connected)
+    debug = False
     _log_id = b""
     session: Session | None = None
     _armed = INF  # the deadline this connection is on the timer wheel for
@@ -74,7 +82,6 @@ class Connection(ClientIO):
         self.buffer_size = cfg.buffer_size
         self.stream_timeout = float(cfg.stream_timeout)
         self.parser = make_parser(cfg.http_parser, cfg.buffer_size)
-        self.debug = log.isEnabledFor(logging.DEBUG)  # checked once: the hot path logs nothing
         self._inbox: deque[Inbound] = deque()
         self._open(sock, mode.io_timeout)
 
@@ -249,3 +256,6 @@ def _peer_fields(peer: Any) -> tuple[bytes, int] | None:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return peer[0].encode(), int(peer[1])
     return None  # unix socket peers have no address
+
+
+watch_level(_refresh_debug)

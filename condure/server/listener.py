@@ -63,26 +63,38 @@ def bind(spec: ListenSpec, reuse_port: bool = False, listen: bool = True) -> gso
 
 
 def _bind_unix(spec: ListenSpec) -> gsocket.socket:
-    path = spec.path or ""
+    return bind_unix(spec.path or "", spec.mode, spec.user, spec.group)
+
+
+def bind_unix(path: str, mode: int | None = None, user: str | None = None,
+              group: str | None = None, backlog: int = BACKLOG,
+              factory: Any = gsocket.socket) -> Any:
+    """A listening Unix socket at `path` (whatever file is there goes first,
+    as with condure), then `mode` and owner applied. Raises OSError, or
+    ListenError for an unknown user or group. `factory`: the socket class
+    (gevent's; plain `socket.socket` for a process without a hub)."""
     try:
         if not stat.S_ISDIR(os.lstat(path).st_mode):
-            os.unlink(path)  # whatever is there goes first, as with condure
+            os.unlink(path)
     except FileNotFoundError:
         pass
-    sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    if spec.mode is not None:
-        os.chmod(path, spec.mode)
-    if spec.user is not None or spec.group is not None:
-        try:
-            uid = pwd.getpwnam(spec.user).pw_uid if spec.user else -1
-            gid = grp.getgrnam(spec.group).gr_gid if spec.group else -1
-        except KeyError as e:
-            sock.close()
-            os.unlink(path)
-            raise ListenError(f"failed to set owner of {path}: {e.args[0]}") from None
-        os.chown(path, uid, gid)
-    sock.listen(BACKLOG)
+    sock = factory(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)
+        if user is not None or group is not None:
+            try:
+                uid = pwd.getpwnam(user).pw_uid if user else -1
+                gid = grp.getgrnam(group).gr_gid if group else -1
+            except KeyError as e:
+                os.unlink(path)
+                raise ListenError(f"failed to set owner of {path}: {e.args[0]}") from None
+            os.chown(path, uid, gid)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 

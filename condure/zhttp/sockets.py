@@ -30,10 +30,23 @@ from zmq import Socket as _PlainSocket
 
 from ..config import SpecError, stream_endpoints
 from ..private import fd_waiter, zmq_get, zmq_recv, zmq_send
-from ..log import TRACE
+from ..log import TRACE, watch_level
 from .trace import packet_text
 
 log = logging.getLogger("condure.zhttpsocket")
+
+# whether packets are traced: a module flag (one global read per packet),
+# refreshed when the level changes (a debug-socket client lowers it while
+# it is connected)
+_trace = False
+
+
+def _refresh_trace() -> None:
+    global _trace
+    _trace = log.isEnabledFor(TRACE)
+
+
+watch_level(_refresh_trace)
 
 READ_BATCH = 64  # messages handled before other greenlets get a turn
 TERM_TIMEOUT = 1.0  # seconds ctx.term() may take once every socket is closed (linger 0)
@@ -200,11 +213,10 @@ class Outbox:
         self._wake = wake
         self._after_send = wake.after_send if wake is not None else None
         self._q: Queue = Queue()
-        self._trace = log.isEnabledFor(TRACE)  # the level is set before sockets are made
         self._busy = False  # the writer holds a message it could not send yet
 
     def send(self, frames: tuple[bytes, ...]) -> None:
-        if self._trace:  # the payload is the last frame (the others: envelope, address)
+        if _trace:  # the payload is the last frame (the others: envelope, address)
             log.log(TRACE, "OUT %s %s", self.name, packet_text(frames[-1]))
         if self.direct and not self._busy and self._q.empty():  # (a gevent Queue is always true)
             try:
@@ -267,7 +279,6 @@ def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes |
     path), and so does one whose Outbox wakes it (`wake`). A `shared`
     socket, also written by an Outbox, waits through zmq.green, whose sends
     wake its readers."""
-    trace = log.isEnabledFor(TRACE)
     wait = wake.wait_readable if wake is not None else None if shared else _fd_waiter(sock)
     first = True  # the first message since the last wait
     while True:
@@ -288,7 +299,7 @@ def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes |
                 wake.used = True
             payload = pick(frames)
             if payload is not None:
-                if trace:
+                if _trace:
                     log.log(TRACE, "IN %s %s", name, packet_text(payload))
                 try:
                     on_message(payload)
@@ -543,7 +554,6 @@ class ServerReqSockets:
 
     def _read_loop(self, on_request: Callable[[list[bytes], bytes], None]) -> None:
         router = self.router
-        trace = log.isEnabledFor(TRACE)
         while True:
             frames = router.recv_multipart()
             try:
@@ -552,7 +562,7 @@ class ServerReqSockets:
                 continue  # no envelope delimiter: not a request we can answer
             if split > 8 or split + 1 >= len(frames):
                 continue
-            if trace:
+            if _trace:
                 log.log(TRACE, "IN server req %s", packet_text(frames[split + 1]))
             try:
                 on_request(frames[:split], frames[split + 1])

@@ -27,6 +27,7 @@ OPTIONS = [
     "--compression-message-max",  # ours (D18)
     "--access-log",  # ours (D21)
     "--client-ws-window",  # ours (D22)
+    "--prometheus", "--debug-socket",  # pushpin-connmgr's
 ]
 
 

@@ -44,7 +44,8 @@ def test_help_is_what_pushpins_runner_looks_for() -> None:
     res = connmgr("--help")
     assert res.returncode == 0, res
     assert res.stdout.startswith("usage: pushpin-connmgr "), res.stdout[:200]
-    for option in ("--zserver-stream", "--prometheus", "--listen", "--zclient-stream"):
+    for option in ("--zserver-stream", "--prometheus", "--debug-socket", "--listen",
+                   "--zclient-stream"):
         assert option in res.stdout, option
     assert "[default: connmgr]" in res.stdout  # --id
 

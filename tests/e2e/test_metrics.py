@@ -1,15 +1,19 @@
 """--prometheus: metrics served from the same hub, in the text exposition format."""
 from __future__ import annotations
 
+import grp
 import os
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 
-from conftest import get_free_port
+import pytest
+
+from conftest import get_free_port, run_cli
 from exposition import parse
 from zhttp_handler import Handler
 
@@ -212,3 +216,87 @@ def test_workers_one_scrape_sums_the_whole_process(condure):
     assert value(text, "process_start_time_seconds") == start  # the parent's
     assert value(text, "process_cpu_seconds_total") > 0
     h.close()
+
+
+# --- connmgr's spec forms: a Unix socket, bad params, bind errors -------------
+
+
+def scrape_unix(path: str) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(5)
+        c.connect(path)
+        c.sendall(b"GET /anything HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK") and b"Content-Type: text/plain" in head
+    return body.decode()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_unix_socket_with_mode_and_prefix(condure, zdir: str, workers: str) -> None:
+    path = f"{zdir}/metrics.sock"
+    with open(path, "w"):  # a file in the way is removed first
+        pass
+    cd = condure("--workers", workers,
+                 "--prometheus", f"{path},local,mode=600,group=nogroup,prefix=u_")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert os.stat(path).st_gid == grp.getgrnam("nogroup").gr_gid
+    h = Handler(cd.base, wait=False)
+    subscribed: set[bytes] = set()
+    while len(subscribed) < int(workers):
+        assert h.pub.poll(5000), subscribed
+        subscribed.add(h.pub.recv())
+    for _ in range(2):
+        _get_from(cd.port, h)
+    text = scrape_unix(path)
+    assert "# HELP u_connmgr_requests_total " in text
+    assert "# TYPE u_connmgr_requests_total counter" in text
+    assert value(text, "u_connmgr_requests_total") == 2
+    assert value(text, "u_condure_requests_total") == 2
+    assert f"prometheus metrics on {path}" in cd.log_text()
+    h.close()
+    cd.stop()
+    assert not os.path.exists(path)  # removed at stop
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("9100,foo=1", "failed to parse prometheus: invalid param: foo"),
+    ("9100,mode=600", "failed to parse prometheus: invalid param: mode"),
+    ("127.0.0.1:9100,local2", "failed to parse prometheus: invalid param: local2"),
+    ("D/m.sock,local,tls", "failed to parse prometheus: invalid param: tls"),
+    ("D/m.sock,local,mode=8", "failed to parse prometheus: invalid mode 8: invalid digit"),
+    ("x", "failed to parse prometheus: invalid port x"),
+    ("D/missing/m.sock,local",
+     "prometheus listener: failed to bind D/missing/m.sock: No such file or directory"),
+    ("D/m.sock,local,group=no-such-group-x",
+     "prometheus listener: failed to set owner of D/m.sock: getgrnam(): name not found"),
+])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_bad_spec_or_bind_error_exits_1(zdir: str, spec: str, message: str, workers: str) -> None:
+    r = run_cli("--listen", f"127.0.0.1:{get_free_port()}", "--zclient-stream",
+                f"ipc://{zdir}/c", "--workers", workers,
+                "--prometheus", spec.replace("D/", zdir + "/"), timeout=8)
+    assert r.returncode == 1, r
+    errors = [line for line in r.stdout.splitlines() if line.startswith("[ERR]")]
+    assert len(errors) == 1 and message.replace("D/", zdir + "/") in errors[0], r.stdout
+    assert "Traceback" not in r.stdout + r.stderr and "worker 0 started" not in r.stdout
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_at_most_10_scrapes_at_once(condure, workers: str) -> None:
+    """connmgr.md 5.2: an 11th concurrent connection is closed, with a WARN."""
+    mport = get_free_port()
+    cd = condure("--workers", workers, "--prometheus", f"127.0.0.1:{mport}", log_level=1)
+    waiting = [socket.create_connection(("127.0.0.1", mport), timeout=5) for _ in range(10)]
+    time.sleep(0.3)  # all ten accepted, each waiting for its request head
+    with socket.create_connection(("127.0.0.1", mport), timeout=5) as extra:
+        assert extra.recv(100) == b""
+    cd.wait_log("[WARN]")
+    assert "too many prometheus connections, rejecting" in cd.log_text()
+    waiting.pop().close()
+    time.sleep(0.3)
+    assert "_requests_total" in scrape(mport)  # a place is free again
+    for c in waiting:
+        c.close()

@@ -14,7 +14,11 @@ from condure.config import (
     Config,
     ConfigError,
     ListenSpec,
+    PrometheusSpec,
+    UnixSocketSpec,
+    parse_debug_socket,
     parse_listen,
+    parse_prometheus,
     parse_uint,
 )
 from condure.options import parse_args
@@ -58,6 +62,7 @@ EXPECTED_DEFAULTS = {
     "http_parser": "auto",
     "shutdown_timeout": 2,
     "prometheus": None,
+    "debug_socket": None,
     "access_log": False,
 }
 
@@ -543,3 +548,60 @@ def test_client_ws_window_zero_means_buffer_size() -> None:
     assert parse_args(["--client-ws-window", "0"]).ws_window == 8192
     assert parse_args(["--client-ws-window", "0", "--buffer-size", "4096"]).ws_window == 4096
     assert parse_args(["--client-ws-window", "65536"]).ws_window == 65536
+
+
+# --- pushpin-connmgr's --prometheus and --debug-socket specs -------------------
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("9100", PrometheusSpec("0.0.0.0", 9100)),
+    ("127.0.0.1:9100,prefix=x_", PrometheusSpec("127.0.0.1", 9100, prefix="x_")),
+    ("[::1]:9100", PrometheusSpec("::1", 9100)),
+    ("/run/m.sock,local", PrometheusSpec(unix=UnixSocketSpec("/run/m.sock"))),
+    ("/run/m.sock,local,mode=660,user=u,group=g,prefix=pp_",
+     PrometheusSpec(unix=UnixSocketSpec("/run/m.sock", 0o660, "u", "g"), prefix="pp_")),
+    ("/run/m.sock,prefix=a,local", PrometheusSpec(unix=UnixSocketSpec("/run/m.sock"),
+                                                  prefix="a")),
+])
+def test_prometheus_forms(text: str, expected: PrometheusSpec) -> None:
+    assert parse_prometheus(text) == expected
+    assert parse_args(["--prometheus", text]).prometheus == text
+
+
+@pytest.mark.parametrize("text,message", [
+    ("9100,foo=1", "invalid param: foo"),
+    ("9100,mode=600", "invalid param: mode"),  # the Unix form's
+    ("9100,user=u", "invalid param: user"),
+    ("/m,local,tls", "invalid param: tls"),
+    ("/m,local,mode=9", "invalid mode 9: invalid digit found in string"),
+    (",local", "empty path"),
+    ("0", "invalid port 0"),
+    ("70000", "invalid port 70000"),
+])
+def test_prometheus_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_args(["--prometheus", text])
+    assert str(e.value) == f"failed to parse prometheus: {message}"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("/tmp/d.sock", UnixSocketSpec("/tmp/d.sock")),
+    ("/tmp/d.sock,mode=600,user=u,group=g", UnixSocketSpec("/tmp/d.sock", 0o600, "u", "g")),
+])
+def test_debug_socket_forms(text: str, expected: UnixSocketSpec) -> None:
+    assert parse_debug_socket(text) == expected
+    assert parse_args(["--debug-socket", text]).debug_socket == text
+
+
+@pytest.mark.parametrize("text,message", [
+    ("/tmp/d.sock,foo=1", "invalid param: foo"),
+    ("/tmp/d.sock,local", "invalid param: local"),
+    ("/tmp/d.sock,prefix=x", "invalid param: prefix"),
+    ("/tmp/d.sock,mode=", "invalid mode : cannot parse integer from empty string"),
+    ("", "empty path"),
+])
+def test_debug_socket_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_args(["--debug-socket", text])
+    assert str(e.value) == f"failed to parse debug-socket: {message}"
+    assert e.value.exit_status == 1

@@ -273,3 +273,88 @@ def test_rate_limited_warning_writes_one_line_per_interval(stream: io.StringIO) 
 def test_rate_limited_warning_first_line_is_written_at_once(stream: io.StringIO) -> None:
     log.RateLimitedWarning(logging.getLogger("condure.client")).warning("x %s", "%d")
     assert [LINE.match(x).group(4) for x in lines(stream)] == ["x %d"]
+
+
+# --- feeds (--debug-socket) and their queues ---------------------------------
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(log.line_bytes(log.CondureFormatter(), record).decode())
+
+
+@pytest.fixture
+def feed() -> Iterator[_Lines]:
+    handler = _Lines()
+    yield handler
+    log.remove_feed(handler)
+
+
+def test_feed_gets_every_level_while_stdout_keeps_its_own(feed: _Lines) -> None:
+    out = io.StringIO()
+    log.setup(log.level_for(0), out)
+    logger = logging.getLogger("condure.x")
+    assert not logger.isEnabledFor(log.TRACE)
+    log.add_feed(feed)
+    assert log.feeding()
+    log.trace(logger, "t %d", 1)
+    logger.debug("d")
+    logger.error("e")
+    assert [LINE.match(line.rstrip("\n")).group(1) for line in feed.lines] == \
+        ["TRACE", "DEBUG", "ERR"]  # type: ignore[union-attr]
+    assert all(line.endswith("\n") and line.count("\n") == 1 for line in feed.lines)
+    assert out.getvalue().count("\n") == 1 and "[ERR]" in out.getvalue()
+
+
+def test_without_a_feed_the_logger_is_back_at_stdouts_level(feed: _Lines) -> None:
+    """What makes the option free when no client is connected: the logger
+    refuses a record below stdout's level by its own (cached) check, and
+    nothing else is attached."""
+    log.setup(log.level_for(1), io.StringIO())
+    logger = logging.getLogger("condure")
+    handlers = list(logger.handlers)
+    log.add_feed(feed)
+    log.add_feed(feed)  # once only
+    assert logger.handlers.count(feed) == 1 and logger.isEnabledFor(log.TRACE)
+    log.remove_feed(feed)
+    assert not log.feeding()
+    assert logger.handlers == handlers
+    assert logger.level == logging.WARNING and not logger.isEnabledFor(logging.INFO)
+    logging.getLogger("condure.y").info("not formatted")
+    assert feed.lines == []
+
+
+def test_watchers_see_every_level_change(feed: _Lines) -> None:
+    seen: list[bool] = []
+    log.watch_level(lambda: seen.append(logging.getLogger("condure").isEnabledFor(logging.DEBUG)))
+    try:
+        log.setup(log.level_for(2), io.StringIO())
+        log.add_feed(feed)
+        log.remove_feed(feed)
+        assert seen[-3:] == [False, True, False]
+    finally:
+        log._watchers.pop()
+
+
+def test_line_queue_drops_past_its_limit_and_says_so_before_the_next_line() -> None:
+    q = log.LineQueue(3)
+    for i in range(5):
+        q.put(b"%d\n" % i)
+    assert len(q) == 3 and q.dropped == 2
+    assert q.take() == b"0\n1\n2\n"
+    q.put(b"5\n")
+    q.put(b"6\n")
+    assert q.take() == b"** dropped 2 logs\n5\n6\n"
+    assert q.take() == b"" and q.dropped == 0
+
+
+def test_line_queue_take_is_whole_lines_about_max_bytes() -> None:
+    q = log.LineQueue(10)
+    for line in (b"a" * 5 + b"\n", b"b" * 5 + b"\n", b"c" * 20 + b"\n"):
+        q.put(line)
+    assert q.take(13) == b"aaaaa\nbbbbb\n"
+    assert q.take(13) == b"c" * 20 + b"\n"  # one line, even longer than max_bytes
