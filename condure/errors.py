@@ -3,7 +3,8 @@
 Each class carries the ZHTTP ``condition`` a session ends with, its log
 level, the HTTP status a client gets when nothing was written yet
 (deviation D1/D9/D13/D29) and the one line of text of that answer's body
-(pushpin-connmgr's wording where connmgr answers the same situation), whether the handler is told with ``cancel`` (D14: only when the handler did
+(pushpin-connmgr's wording where connmgr answers the same situation),
+whether the handler is told with ``cancel`` (D14: only when the handler did
 not cause the end itself) and the log wording operators grep for
 (``process error: <name>``).
 """
