@@ -22,10 +22,22 @@ class BadRequest(CondureError):
     """Malformed client request (D1); answered with `status`, handler sees nothing."""
     condition = "bad-request"
     status = 400
+    body: bytes | None = None  # the text of the answer; None: the status's reason
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class HeadTooLarge(BadRequest):
+    """A request head larger than its read buffer can become (`capacity`
+    bytes: --buffer-size, or more with spare blocks, connmgr.md 3). The
+    status is ours (431, D1); the body is pushpin-connmgr's text."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__("request head too large", 431)
+        self.capacity = capacity
+        self.body = b"Request header size exceeded limit of %d bytes.\n" % capacity
 
 
 class ClientGone(CondureError):

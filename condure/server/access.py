@@ -98,4 +98,6 @@ def write(peer: tuple[bytes, int] | None, head: RequestHead | None, uri: bytes |
 def own_answer(peer: tuple[bytes, int] | None, head: RequestHead | None, uri: bytes | None,
                status: int, started: float, error: BaseException | str | None) -> None:
     """The line of a request condure answered itself (http1.error_response)."""
-    write(peer, head, uri, status, len(http1.error_body(status)), started, CONDURE, error)
+    body = getattr(error, "body", None)  # the BadRequest's own text, if it has one
+    size = len(body) if body is not None else len(http1.error_body(status))
+    write(peer, head, uri, status, size, started, CONDURE, error)

@@ -239,10 +239,11 @@ class ClientIO(OutputQueue):
 
     # --- closing -----------------------------------------------------------------
 
-    def answer_and_close(self, status: int) -> None:
-        """Write condure's own error response, then close without an RST (D1)."""
+    def answer_and_close(self, status: int, body: bytes | None = None) -> None:
+        """Write condure's own error response (`body`: its text, if not the
+        status's reason), then close without an RST (D1)."""
         try:
-            self.write(http1.error_response(status))
+            self.write(http1.error_response(status, body=body))
             self.sock.shutdown(socket.SHUT_WR)
             self._drain()
         except (CondureError, OSError):

@@ -221,10 +221,12 @@ def error_body(status: int) -> bytes:
     return _REASONS.get(status, b"Error") + b"\n"
 
 
-def error_response(status: int, version: bytes = b"1.1") -> bytes:
-    """The short response condure writes itself (D1, D9, D13)."""
+def error_response(status: int, version: bytes = b"1.1", body: bytes | None = None) -> bytes:
+    """The short response condure writes itself (D1, D9, D13); `body`: its text
+    when not the status's reason (a head too large: pushpin-connmgr's)."""
     reason = _REASONS.get(status, b"Error")
-    body = error_body(status)
+    if body is None:
+        body = error_body(status)
     return (b"HTTP/%s %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (version, status, reason, len(body), body))
 

@@ -72,8 +72,9 @@ class ClientStream(Protocol):
     def close_gracefully(self) -> None:
         """End the connection after a response without losing it to an RST."""
 
-    def answer_and_close(self, status: int) -> None:
-        """Write condure's own error response for `status`, then close."""
+    def answer_and_close(self, status: int, body: bytes | None = None) -> None:
+        """Write condure's own error response for `status` (`body`: its text, if
+        not the status's reason), then close."""
 
     def upgraded(self) -> None:
         """The connection is a WebSocket from now on (gauges, shutdown)."""

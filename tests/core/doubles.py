@@ -352,8 +352,8 @@ class MemoryStream:
     def close_gracefully(self) -> None:
         self.closed = "graceful"
 
-    def answer_and_close(self, status: int) -> None:
-        self.written += http1.error_response(status)
+    def answer_and_close(self, status: int, body: bytes | None = None) -> None:
+        self.written += http1.error_response(status, body=body)
         self.answers.append(status)
         self.closed = "answered"
 
