@@ -275,3 +275,34 @@ def test_req_listeners_never_grow_heads(start: Start, zdir: str) -> None:
         client.send(big_head(12000))
         assert client.read_until_close() == refusal(8192)
     accepted(c, h, 12000)  # while the stream listener's heads grow
+
+
+# --- response heads (connmgr.md 3.4) --------------------------------------------
+
+
+def test_response_head_larger_than_buffer_size(sstart: Start) -> None:
+    c, h = sstart("--buffer-size", "1024")
+    with Client(c.port) as client:
+        client.send(get("/r"))
+        req = h.recv_request()
+        h.respond(req, 200, b"OK", [CT, (b"X-Large", b"v" * 20000)], b"ok\n")
+        r = client.read_response()
+        assert r.header(b"X-Large") == b"v" * 20000
+        assert r.body == b"ok\n"
+        client.send(get("/again"))  # and the connection goes on
+        req = h.recv_request()
+        h.respond(req, 200, b"OK", [CT], b"ok\n")
+        assert client.read_response().body == b"ok\n"
+
+
+def test_websocket_accept_head_larger_than_buffer_size(sstart: Start) -> None:
+    c, h = sstart("--buffer-size", "1024")
+    with Client(c.port) as client:
+        client.send(b"GET /ws HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        req = h.recv_request()
+        h.respond(req, 101, b"Switching Protocols", [(b"X-Large", b"v" * 5000)], credits=1000)
+        head = client.read_head()
+        assert head.status == 101
+        assert head.header(b"X-Large") == b"v" * 5000
