@@ -277,6 +277,26 @@ def test_req_listeners_never_grow_heads(start: Start, zdir: str) -> None:
     accepted(c, h, 12000)  # while the stream listener's heads grow
 
 
+@pytest.mark.parametrize("blocks_max,grows", [("40", True), ("21", False)])
+def test_workers_split_the_pool(condure, handler_factory, blocks_max: str, grows: bool) -> None:
+    """--workers 2: each worker keeps 2 blocks for each of its 5 connections and
+    gets half the spare ones (20 // 2 = 10; 1 // 2 = 0: that block is not used)."""
+    c = condure("--workers", "2", "--stream-maxconn", "10", "--blocks-max", blocks_max,
+                "--connection-blocks-max", "4")
+    h = handler_factory(c.base, wait=False)  # the workers subscribe with their own `from`
+    time.sleep(0.5)
+    for _ in range(4):  # whichever worker takes the connection
+        with Client(c.port) as client:
+            client.send(big_head(20000 if grows else 12000))
+            if not grows:
+                assert client.read_until_close() == refusal(8192)
+                continue
+            req = h.recv_request()
+            h.send({b"id": req[b"id"], b"code": 200, b"reason": b"OK", b"body": b"ok\n"},
+                   instance=req[b"from"])
+            assert client.read_response().body == b"ok\n"
+
+
 # --- response heads (connmgr.md 3.4) --------------------------------------------
 
 
