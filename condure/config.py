@@ -4,7 +4,8 @@ Pure: no sockets, no logging. Option names, defaults, help texts and error
 messages follow condure's src/main.rs and src/app.rs; the differences are
 deviations D11 (ipc-file-mode is octal, as in 1.10) and D15 (workers default 1)
 plus our own `--http-parser`, `--shutdown-timeout`, `--compression-message-max`
-(D18), `--access-log` (D21) and `--client-ws-window` (D22), and `--prometheus` and `--debug-socket` as pushpin-connmgr spells them.
+(D18), `--access-log` (D21) and `--client-ws-window` (D22), and `--prometheus`,
+`--debug-socket`, `--blocks-max` and `--connection-blocks-max` as pushpin-connmgr spells them.
 """
 
 from __future__ import annotations
@@ -181,6 +182,10 @@ class Config:
     stream_maxconn: int = 10000
     buffer_size: int = 8192
     body_buffer_size: int = 100000
+    # pushpin-connmgr's buffer blocks (connmgr.md 3, blocks.py): None is the
+    # default, 2 x stream_maxconn of the value given
+    blocks_max: int | None = None
+    connection_blocks_max: int = 2
     messages_max: int = 100
     req_timeout: int = 30
     stream_timeout: int = 1800
@@ -227,6 +232,11 @@ class Config:
             raise ConfigError("failed to parse workers: value must be at least 1")
         if self.req_maxconn + self.stream_maxconn > CONNS_MAX:
             raise ConfigError("total maxconn is too large")
+        # as pushpin-connmgr, whether or not there is a stream listener
+        if self.blocks_max is not None and self.blocks_max < 2 * self.stream_maxconn:
+            raise ConfigError("blocks-max is too small")
+        if self.connection_blocks_max < 2:
+            raise ConfigError("connection-blocks-max is too small")
         if self.buffer_size < 1:
             raise ConfigError("failed to parse buffer-size: value must be greater than 0")
         if self.http_parser not in HTTP_PARSERS:

@@ -48,6 +48,17 @@ class BadRequest(CondureError):
             self.text = text
 
 
+class HeadTooLarge(BadRequest):
+    """A request head larger than its read buffer can become (`capacity`
+    bytes: --buffer-size, or more with spare blocks, connmgr.md 3). The
+    status is ours (431, D1); the body is pushpin-connmgr's text."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__("request head too large", 431)
+        self.capacity = capacity
+        self.text = f"Request header size exceeded limit of {capacity} bytes."
+
+
 class ClientGone(CondureError):
     """The client closed or reset the connection."""
 

@@ -81,6 +81,11 @@ _OPTIONS: tuple[tuple[str, str, str, str | None, str], ...] = (
      "Maximum number of concurrent connections in stream mode"),
     ("buffer-size", "uint", "N", "8192", "Connection buffer size (two buffers per connection)"),
     ("body-buffer-size", "uint", "N", "100000", "Body buffer size for connections in req mode"),
+    # pushpin-connmgr's; blocks-max has no fixed default (2 x --stream-maxconn)
+    ("blocks-max", "uint", "N", None,
+     "Maximum number of buffer blocks in stream mode (minimum 2*maxconn)"),
+    ("connection-blocks-max", "uint", "N", "2",
+     "Maximum number of buffer blocks per connection in stream mode (minimum 2)"),
     ("messages-max", "uint", "N", "100",
      "Maximum number of queued WebSocket messages per connection"),
     ("req-timeout", "uint", "N", "30", "Connection timeout in req mode (seconds)"),
@@ -151,9 +156,11 @@ def build_parser(dialect: Dialect = CONDURE) -> argparse.ArgumentParser:
 
 
 def _numbers(ns: argparse.Namespace) -> dict[str, int]:
-    """Parse the "uint" options in condure's order (the first bad one is reported)."""
+    """Parse the "uint" options in condure's order (the first bad one is reported); one
+    without a default that was not given is left out (Config's default applies)."""
     names = [name.replace("-", "_") for name, kind, _, _, _ in _OPTIONS if kind == "uint"]
-    return {name: option_uint(name.replace("_", "-"), getattr(ns, name)) for name in names}
+    return {name: option_uint(name.replace("_", "-"), getattr(ns, name)) for name in names
+            if getattr(ns, name) is not None}
 
 
 def _listen_values(ns: argparse.Namespace) -> list[str]:

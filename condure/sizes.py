@@ -29,6 +29,7 @@ from gevent import subprocess
 
 from . import VERSION
 from .app import App, Server
+from .blocks import BlockBudget
 from .config import Config, ListenSpec
 
 CONNECTIONS = 200  # per measurement: enough to average out allocator noise
@@ -124,6 +125,8 @@ def report(cfg: Config) -> str:
         shutil.rmtree(zdir, ignore_errors=True)
         logging.disable(logging.NOTSET)
     kib = 1024
+    blocks = BlockBudget.for_config(cfg.buffer_size, cfg.stream_maxconn, cfg.blocks_max,
+                                    cfg.connection_blocks_max)
     lines = [
         f"{VERSION}: sizes measured in this process with the options given",
         f"process after start: {start_rss / kib / kib:.1f} MiB resident",
@@ -136,12 +139,16 @@ def report(cfg: Config) -> str:
         f"{cold.rss / kib:.1f} KiB (with the process's one-time growth: an upper bound)",
         "a read asks for --buffer-size bytes but keeps only what arrived, so the figures above "
         "do not grow with --buffer-size; these do:",
-        f"bounds per connection: request head and response head at most "
-        f"{cfg.buffer_size} bytes (--buffer-size), request body buffered at most "
+        f"bounds per connection: request head at most {blocks.max_capacity} bytes "
+        f"(--buffer-size, and spare blocks while the pool has one: --connection-blocks-max), "
+        f"response head not limited, request body buffered at most "
         f"{cfg.buffer_size} bytes (--buffer-size), req-mode body at most "
         f"{cfg.body_buffer_size} bytes (--body-buffer-size), WebSocket messages queued at most "
         f"{cfg.messages_max} (--messages-max)",
         f"connections at most: {cfg.stream_maxconn} stream (--stream-maxconn), "
         f"{cfg.req_maxconn} req (--req-maxconn)",
+        f"spare buffer blocks for growing heads: {blocks.spare} of {cfg.buffer_size} bytes "
+        f"shared by all stream connections (--blocks-max - 2 x --stream-maxconn), "
+        f"as many again for client mode",
     ]
     return "\n".join(lines) + "\n"

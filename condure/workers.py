@@ -99,9 +99,19 @@ class WorkerFailed(Exception):
 
 
 def worker_config(cfg: Config, count: int) -> Config:
-    """Each worker gets its share of the connection limits, as condure divides them."""
-    return dataclasses.replace(cfg, stream_maxconn=max(cfg.stream_maxconn // count, 1),
-                               req_maxconn=max(cfg.req_maxconn // count, 1))
+    """Each worker gets its share of the connection limits, as condure divides them,
+    and its share of the spare buffer blocks (blocks.py): a worker is a process
+    here, so the pool cannot be one counter for all as in pushpin-connmgr's
+    threads. Each worker keeps 2 blocks per connection it may hold and gets
+    spare // count, so the workers together never have more than the options
+    allow (a remainder is not used)."""
+    stream_maxconn = max(cfg.stream_maxconn // count, 1)
+    blocks_max = cfg.blocks_max
+    if blocks_max is not None:
+        blocks_max = 2 * stream_maxconn + (blocks_max - 2 * cfg.stream_maxconn) // count
+    return dataclasses.replace(cfg, stream_maxconn=stream_maxconn,
+                               req_maxconn=max(cfg.req_maxconn // count, 1),
+                               blocks_max=blocks_max)
 
 
 class Parent:

@@ -24,6 +24,7 @@ import os
 import re
 import resource
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -41,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
 SERVER_PY = PY  # runs our condure; --server-python compares interpreters
+SERVER_ARGS: list[str] = []  # --server-args: more options for our condure only
 RUST_CONDURE = "/usr/bin/condure"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 HANDLER = str(HERE / "bench_handler.py")
@@ -214,7 +216,7 @@ class Stack:
                   "--log-level", "1", "--stream-maxconn", "20000", "--workers", str(self.workers)]
         if self.impl == RUST:
             return [RUST_CONDURE] + common
-        return [SERVER_PY, "-m", "condure"] + common
+        return [SERVER_PY, "-m", "condure"] + common + SERVER_ARGS
 
     def server_log(self) -> str:
         try:
@@ -643,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-python", metavar="PATH",
                     help="interpreter for our condure (default: the venv's); the handler "
                          "and the load clients keep the venv's")
+    ap.add_argument("--server-args", metavar="ARGS", default="",
+                    help="more options for our condure (not the Rust one), one shell-quoted "
+                         "string, e.g. \"--blocks-max 60000 --connection-blocks-max 8\"")
     args = ap.parse_args(argv)
     explicit = set(a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]))
     if args.quick:
@@ -671,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     global SERVER_PY
     if args.server_python:
         SERVER_PY = args.server_python
+    SERVER_ARGS[:] = shlex.split(args.server_args)
     version = subprocess.run([SERVER_PY, "-c", "import sys; print(sys.version.split()[0])"],
                              capture_output=True, text=True).stdout.strip()
     log(f"python {SERVER_PY} ({os.path.realpath(SERVER_PY)} {version}); condure {'%s' % RUST_CONDURE if have_rust else 'absent (no Rust column)'}"

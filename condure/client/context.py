@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ..blocks import BlockBudget
 from ..config import Config
 from ..zhttp.flow import Outflow
 from ..zhttp.packet import Packet
@@ -33,6 +34,14 @@ class Service(Protocol):
 
     @property
     def pool(self) -> Pool: ...
+
+    @property
+    def blocks(self) -> BlockBudget:
+        """The spare blocks stream sessions' response heads may borrow."""
+
+    @property
+    def req_blocks(self) -> BlockBudget:
+        """None to borrow: REQ exchanges' response heads stay --buffer-size."""
 
     @property
     def sockets(self) -> Sender | None: ...

@@ -19,6 +19,7 @@ import h11
 from gevent import select
 from gevent.ssl import SSLSocket
 
+from ..blocks import BlockBudget
 from ..errors import ClientError
 from .connect import Target, connect
 from .request import ClientRequest, head_headers
@@ -28,12 +29,23 @@ READ_SIZE = 65536
 
 
 class Origin:
-    """One connection to an origin, driven through h11's client role."""
+    """One connection to an origin, driven through h11's client role.
 
-    def __init__(self, sock: Any, key: tuple) -> None:
+    The response head is limited by `capacity`: --buffer-size, and for a
+    stream session one spare block more each time the head outgrows it while
+    `blocks` has one (connmgr.md 3.3); the blocks go back when the head is
+    parsed or the connection closes. h11's own limit is only the largest any
+    head may reach (`head_max`), so it never decides first."""
+
+    # set by open_origin for each exchange (a pooled connection serves both interfaces)
+    blocks: BlockBudget
+    capacity: int
+    head_fed = 0  # bytes h11 was given since the response head began
+
+    def __init__(self, sock: Any, key: tuple, head_max: int) -> None:
         self.sock = sock
         self.key = key
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=head_max)
 
     def send_head(self, req: ClientRequest, framing: str, length: int = 0) -> None:
         try:
@@ -72,10 +84,38 @@ class Origin:
             if ev is not h11.NEED_DATA:
                 if type(ev) is h11.ConnectionClosed:
                     raise ClientError("undefined-condition", "origin closed the connection")
+                if type(ev) is h11.Response or type(ev) is h11.InformationalResponse:
+                    self._head_done()
                 return ev
+            head = self.h11.their_state is h11.SEND_RESPONSE
+            if head:
+                self._fit_head(self.head_fed)  # all of it is head: h11 needs more
             if wait is not None:
                 wait()
-            self.h11.receive_data(self._recv())
+            data = self._recv()
+            if head:
+                self.head_fed += len(data)
+            self.h11.receive_data(data)
+
+    def _head_done(self) -> None:
+        """A response head was parsed: it must have fit (a head that came in
+        one read was not checked before), then its blocks go back."""
+        rest = len(self.h11.trailing_data[0])
+        size, self.head_fed = self.head_fed - rest, rest  # `rest` begins the next head, if any
+        self._fit_head(size)
+        if self.capacity != self.blocks.block_size:
+            self.capacity = self.blocks.release(self.capacity)
+
+    def _fit_head(self, size: int) -> None:
+        """A head of `size` bytes must fit `capacity`, grown a block at a time
+        while the pool has one; else the session fails as pushpin-connmgr's
+        does (undefined-condition)."""
+        while size > self.capacity:
+            grown = self.blocks.grow(self.capacity)
+            if grown == self.capacity:
+                raise ClientError("undefined-condition",
+                                  f"response head larger than {self.capacity} bytes")
+            self.capacity = grown
 
     def take_buffered(self, data: bytes) -> tuple[bytes, bool]:
         """`data` plus the body bytes h11 already holds, and whether the body
@@ -112,6 +152,7 @@ class Origin:
         """`notify`: the exchange ended normally; a TLS connection then says
         so with close_notify first (connmgr.md 2.3), without waiting for the
         origin's. Error exits just close."""
+        self.capacity = self.blocks.release(self.capacity)  # a head cut short
         sock = self.sock
         if notify and isinstance(sock, SSLSocket):
             try:
@@ -126,10 +167,12 @@ class Origin:
 
 
 class Pool:
-    """Idle keep-alive connections by (address, port, tls, URI host, client identity)."""
+    """Idle keep-alive connections by (address, port, tls, URI host, client identity).
+    `head_max`: the largest response head any exchange may take (see Origin)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, head_max: int) -> None:
         self.capacity = capacity
+        self.head_max = head_max
         self._idle: dict[tuple, deque] = {}
         self._count = 0
 
@@ -163,7 +206,17 @@ def _alive(sock: Any) -> bool:
     return not readable and not getattr(sock, "pending", lambda: 0)()
 
 
-def open_origin(req: ClientRequest, pool: Pool, deny: bool, timeout: float | None) -> Origin:
+def open_origin(req: ClientRequest, pool: Pool, deny: bool, timeout: float | None,
+                blocks: BlockBudget) -> Origin:
+    """A pooled or new connection for `req`; its response head may borrow from `blocks`."""
+    origin = _open(req, pool, deny, timeout)
+    origin.blocks = blocks
+    origin.capacity = blocks.block_size
+    origin.head_fed = 0  # a pooled connection has nothing buffered (Pool.get checks)
+    return origin
+
+
+def _open(req: ClientRequest, pool: Pool, deny: bool, timeout: float | None) -> Origin:
     target: Target = req.target_for(deny)
     # the client identity is part of the key (D25): a connection opened with
     # one certificate (or none) never serves a request that asked for another
@@ -174,4 +227,4 @@ def open_origin(req: ClientRequest, pool: Pool, deny: bool, timeout: float | Non
         if origin is not None:
             origin.sock.settimeout(timeout)
             return origin
-    return Origin(connect(target, timeout), key)
+    return Origin(connect(target, timeout), key, pool.head_max)

@@ -14,6 +14,7 @@ from typing import Any
 import gevent
 from gevent.pool import Pool as GreenletPool
 
+from ..blocks import BlockBudget
 from ..config import Config
 from ..errors import ClientError, DropRequest
 from ..log import RateLimitedWarning
@@ -39,7 +40,14 @@ class ClientService:
         except BaseException:
             self.close()  # the sockets made so far (ctx.term() would wait for them)
             raise
-        self.pool = Pool(max((config.req_maxconn + config.stream_maxconn) // 10, 1))
+        # spare blocks for the stream sessions' response heads: a pool of its
+        # own, the size of the server side's (connmgr.md 3.2); REQ exchanges
+        # have none, their heads stay --buffer-size (as pushpin-connmgr's)
+        self.blocks = BlockBudget.for_config(config.buffer_size, config.stream_maxconn,
+                                             config.blocks_max, config.connection_blocks_max)
+        self.req_blocks = BlockBudget(config.buffer_size, 0, 0)
+        self.pool = Pool(max((config.req_maxconn + config.stream_maxconn) // 10, 1),
+                         self.blocks.max_capacity)
         self.sessions: dict[tuple[bytes, bytes], StreamSession] = {}
         self.stream_slots = GreenletPool(config.stream_maxconn)
         self.req_slots = GreenletPool(config.req_maxconn)

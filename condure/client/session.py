@@ -46,7 +46,8 @@ def req_exchange(service: Service, pkt: zp.Packet) -> dict[bytes, Any]:
     if len(req.body) > cfg.body_buffer_size:
         raise ClientError("undefined-condition", "request body too large")
     for _hop in range(MAX_REDIRECTS + 1):
-        origin = open_origin(req, service.pool, cfg.deny_out_internal, cfg.req_timeout)
+        origin = open_origin(req, service.pool, cfg.deny_out_internal, cfg.req_timeout,
+                             service.req_blocks)
         try:
             origin.send_head(req, "length", len(req.body))  # REQ: always the body's own length
             origin.send_body(req.body)
@@ -156,7 +157,7 @@ class StreamSession(SessionLink):
         cfg = self.service.config
         for _hop in range(MAX_REDIRECTS + 1):
             self.origin = open_origin(req, self.service.pool, cfg.deny_out_internal,
-                                      cfg.stream_timeout)
+                                      cfg.stream_timeout, self.service.blocks)
             self._send_request(req)
             head = _response_head(self.origin, self.until_readable)
             follow = req.follow_redirects and not req.more

@@ -46,7 +46,7 @@ class _Client:
         self.req = req
         cfg = session.service.config
         session.origin = open_origin(req, session.service.pool, cfg.deny_out_internal,
-                                     cfg.stream_timeout)
+                                     cfg.stream_timeout, session.service.blocks)
         self.sock = session.origin.sock
         self.ws = WSConnection(ConnectionType.CLIENT)
         # pieces up to the window, not --buffer-size (D22): Pushpin's proxy

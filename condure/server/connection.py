@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadRequest, BufferExceeded, ClientGone, CondureError, Stopped, Timeout
+from ..blocks import BlockBudget
+from ..errors import (BadRequest, BufferExceeded, ClientGone, CondureError, HeadTooLarge,
+                      Stopped, Timeout)
 from ..log import ConnLogger, watch_level
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
@@ -44,6 +46,9 @@ class Mode:
     exchange: Callable[[Connection, RequestHead], bool]  # True: the connection stays open
     timers: Any  # StreamTimers or ReqTimers
     io_timeout: float  # for writes and reads that must wait
+    # the spare blocks a request head may borrow (stream mode: one pool for
+    # all of a worker's stream listeners); None: heads stay --buffer-size
+    blocks: BlockBudget | None = None
 
 
 def _refresh_debug() -> None:
@@ -153,18 +158,46 @@ class Connection(ClientIO):
 
     def _read_head(self) -> RequestHead | None:
         parser = self.parser
-        while True:
-            ev = parser.next_event()
-            if ev is NEED_DATA:
-                data = self.recv()
-                if not data:
-                    return None
-                parser.feed(data)
-                continue
-            if isinstance(ev, RequestHead):
-                self.last_io = time.monotonic()
-                return ev
-            raise BadRequest("unexpected data before request head")
+        try:
+            while True:
+                try:
+                    ev = parser.next_event()
+                except HeadTooLarge as e:
+                    self._grow_head(e)
+                    continue
+                if ev is NEED_DATA:
+                    data = self.recv()
+                    if not data:
+                        return None
+                    parser.feed(data)
+                    continue
+                if isinstance(ev, RequestHead):
+                    self.last_io = time.monotonic()
+                    return ev
+                raise BadRequest("unexpected data before request head")
+        finally:
+            # the blocks a head borrowed go back as soon as it is parsed, and
+            # however reading it ended (refused, client gone, timeout,
+            # shutdown, the greenlet killed): before any answer is written
+            if parser.max_head != self.buffer_size:
+                self._release_blocks()
+
+    def _grow_head(self, e: HeadTooLarge) -> None:
+        """The head outgrew its buffer: one spare block more (connmgr.md 3.3),
+        or the refusal, naming the capacity it reached."""
+        blocks = self.mode.blocks
+        parser = self.parser
+        if blocks is not None:
+            capacity = blocks.grow(parser.max_head)
+            if capacity != parser.max_head:
+                parser.max_head = capacity
+                return
+        raise e  # its capacity is the one reached
+
+    def _release_blocks(self) -> None:
+        blocks = self.mode.blocks
+        if blocks is not None:
+            self.parser.max_head = blocks.release(self.parser.max_head)
 
     def end_session(self) -> None:
         s = self.session

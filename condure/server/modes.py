@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..blocks import BlockBudget
 from ..errors import INVALID_WEBSOCKET
 from . import access, http1
 from .connection import Connection, Mode
@@ -58,7 +59,10 @@ def req_exchange(conn: Connection, head: RequestHead) -> bool:
 
 
 def stream_mode(config: Config) -> Mode:
-    return Mode("stream", stream_exchange, StreamTimers, float(config.stream_timeout))
+    """One per worker: its stream listeners share the spare blocks (req mode has none)."""
+    blocks = BlockBudget.for_config(config.buffer_size, config.stream_maxconn,
+                                    config.blocks_max, config.connection_blocks_max)
+    return Mode("stream", stream_exchange, StreamTimers, float(config.stream_timeout), blocks)
 
 
 def req_mode(config: Config) -> Mode:

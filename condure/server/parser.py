@@ -45,7 +45,7 @@ try:
 except ImportError:  # h11 is the always-available reference
     httptools = None  # type: ignore[assignment]
 
-from ..errors import BadRequest, ClientGone
+from ..errors import BadRequest, ClientGone, HeadTooLarge
 from .request import END, NEED_DATA, Body, End, RequestHead, check_head
 
 MAX_CHUNK_SIZE = (1 << 63) - 1  # larger sizes overflow a signed 64-bit count: refused
@@ -196,6 +196,10 @@ class _Framing:
     _eof = False
 
     def __init__(self, max_head: int) -> None:
+        # the most bytes a head (or a trailer section, a chunk-size line) may
+        # take: --buffer-size; while a head is read, the connection may raise
+        # it a block at a time (HeadTooLarge, blocks.py) and sets it back
+        # once the head is parsed, so a body's limits stay --buffer-size
         self.max_head = max_head
 
     @property
@@ -319,7 +323,9 @@ class _Framing:
             # not the start of a method: not HTTP (e.g. a TLS ClientHello)
             raise _bad("request does not start with a method", parse_error="invalid token")
         if size > self.max_head:
-            raise _bad("request head too large" if request_line else "trailers too large", 431)
+            if request_line:
+                raise HeadTooLarge(self.max_head)  # the connection may grow max_head and retry
+            raise _bad("trailers too large", 431)
 
     def _parse_head(self, raw: bytes) -> RequestHead:
         """Split a head `_HEAD` accepted, then apply check_head."""

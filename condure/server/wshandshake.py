@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import BufferExceeded, CondureError, RejectionTooLarge, Stopped
+from ..errors import CondureError, RejectionTooLarge, Stopped
 from ..wsdeflate import BoundedDeflate
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
@@ -72,9 +72,8 @@ class WsHandshake(Exchange):
             stream.log.warning("ignoring body of a 101 response")
         key = self.head.header(b"sec-websocket-key") or b""
         ext_header, ext = self.deflate if self.deflate is not None else (None, None)
+        # a head of any size is written (connmgr.md 3.4), as for a plain response
         head = handshake_head(pkt.reason, pkt.headers, key, ext_header)
-        if len(head) > stream.buffer_size:
-            raise BufferExceeded("response does not fit the write buffer")
         self.written = True
         self.code = 101
         stream.write(head)

@@ -28,6 +28,7 @@ OPTIONS = [
     "--access-log",  # ours (D21)
     "--client-ws-window",  # ours (D22)
     "--prometheus", "--debug-socket",  # pushpin-connmgr's
+    "--blocks-max", "--connection-blocks-max",  # pushpin-connmgr's (connmgr.md 3.1)
 ]
 
 
@@ -78,6 +79,12 @@ BAD_VALUES = [
     (["--listen", "1.2.3:80"], "failed to parse listen: invalid socket address syntax"),
     (["--ipc-file-mode", "9"], "failed to parse ipc-file-mode: invalid digit found in string"),
     (["--stream-maxconn", "0"], "stream maxconn must be >= workers"),
+    # connmgr.md 8, scenario 16
+    (["--blocks-max", "1"], "blocks-max is too small"),
+    (["--connection-blocks-max", "1"], "connection-blocks-max is too small"),
+    (["--blocks-max", "x"], "failed to parse blocks-max: invalid digit found in string"),
+    (["--connection-blocks-max", "-2"],
+     "failed to parse connection-blocks-max: invalid digit found in string"),
 ]
 
 

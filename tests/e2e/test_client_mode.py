@@ -181,6 +181,9 @@ def _condures(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "spare": ClientCondure("spare", ["--workers", "1"], logdir),
         "deflate": ClientCondure("deflate", ["--compression", "--compression-message-max",
                                              str(DEFLATE_LIMIT)], logdir),
+        # one spare block, two a head may hold (connmgr.md 8, scenario 19's options)
+        "blocks": ClientCondure("blocks", ["--stream-maxconn", "10", "--blocks-max", "21",
+                                           "--connection-blocks-max", "4"], logdir),
     }
     try:
         for cd in procs.values():
@@ -226,6 +229,11 @@ def spare(_condures: dict) -> Iterator[ClientCondure]:
 @pytest.fixture
 def deflate(_condures: dict) -> Iterator[ClientCondure]:
     yield from _use(_condures, "deflate")
+
+
+@pytest.fixture
+def blocks(_condures: dict) -> Iterator[ClientCondure]:
+    yield from _use(_condures, "blocks")
 
 
 # --- helpers: the handler side ----------------------------------------------------
@@ -2888,3 +2896,133 @@ def test_example_getstream(main: ClientCondure) -> None:
                   if line.startswith("body piece:")]
         assert sum(pieces) == len(body) and len(pieces) >= 3, r.stderr
         assert max(pieces) <= BUFFER_SIZE
+
+
+# --- buffer blocks: response heads grow, request heads of any size (connmgr.md 3.3, 3.4) ---
+
+
+def big_response(size: int) -> bytes:
+    """A 200 response whose head is exactly `size` bytes (one large X-Big field), body hello."""
+    start = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Big: "
+    return start + b"b" * (size - len(start) - 4) + b"\r\n\r\nhello\n"
+
+
+def stream_get(h: StreamHandler, o: Origin, path: str = "/") -> bytes:
+    return h.start(F(method="GET", uri=o.url(path), credits=100))
+
+
+def grew(h: StreamHandler, rid: bytes, size: int) -> None:
+    """The session delivers a head of `size` bytes and its body."""
+    msgs = h.until_end(rid)
+    head = next(m for m in msgs if b"code" in m)
+    assert head[b"headers"][1] == [b"X-Big", b"b" * (size - len(big_response(0)) + 6)]
+    assert body_of(msgs) == b"hello\n"
+
+
+def failed(h: StreamHandler, rid: bytes) -> None:
+    msgs = h.until_end(rid)
+    assert [m.get(b"type") for m in msgs] == [b"keep-alive", b"error"], msgs
+    assert msgs[-1][b"condition"] == b"undefined-condition"
+
+
+def test_stream_origin_head_is_limited_to_buffer_size(main: ClientCondure,
+                                                      handler: Callable) -> None:
+    """With the defaults a response head is --buffer-size at most, as in
+    condure and pushpin-connmgr (the session fails with undefined-condition);
+    h11's own limit (16 KiB) used to decide."""
+    h = handler(main)
+    with Origin(fixed(big_response(8192))) as o:
+        grew(h, stream_get(h, o), 8192)
+    with Origin(fixed(big_response(8193))) as o:
+        failed(h, stream_get(h, o))
+
+
+def test_req_origin_head_is_limited_to_buffer_size(blocks: ClientCondure,
+                                                   zctx: zmq.Context) -> None:
+    """REQ exchanges never borrow blocks (as pushpin-connmgr's)."""
+    with Origin(fixed(big_response(8192))) as o:
+        reply = req_call(zctx, blocks, F(method="GET", uri=o.url("/")))
+        assert reply is not None and reply[b"body"] == b"hello\n"
+    with Origin(fixed(big_response(9000))) as o:
+        reply = req_call(zctx, blocks, F(method="GET", uri=o.url("/")))
+        assert reply == {b"type": b"error", b"condition": b"undefined-condition"}
+
+
+def test_stream_origin_head_grows_with_a_spare_block(blocks: ClientCondure,
+                                                     handler: Callable) -> None:
+    h = handler(blocks)
+    with Origin(fixed(big_response(16384))) as o:
+        grew(h, stream_get(h, o), 16384)
+        grew(h, stream_get(h, o), 16384)  # on the pooled connection: the block came back
+    with Origin(fixed(big_response(16385))) as o:  # past what one spare block gives
+        failed(h, stream_get(h, o))
+    with Origin(fixed(big_response(12000))) as o:  # and the refusal gave it back
+        grew(h, stream_get(h, o), 12000)
+
+
+def test_stream_spare_block_is_held_by_one_head_at_a_time(blocks: ClientCondure,
+                                                         handler: Callable) -> None:
+    """connmgr.md 8, scenario 19 on the client side."""
+    h = handler(blocks)
+    go_on = threading.Event()
+    first = big_response(12000)
+
+    def stall(origin: Origin, conn: Conn) -> None:
+        conn.read_request()
+        conn.send(first[:10000])
+        go_on.wait(10)
+        conn.send(first[10000:])
+        conn.wait_eof(10)
+
+    with Origin(stall) as slow, Origin(fixed(big_response(12000))) as o:
+        rid1 = stream_get(h, slow)
+        assert h.expect(rid1)[b"type"] == b"keep-alive"
+        slow.conn(0)
+        time.sleep(0.5)  # condure has read the first 10000 bytes
+        failed(h, stream_get(h, o))
+        go_on.set()
+        grew(h, rid1, 12000)
+        grew(h, stream_get(h, o), 12000)
+
+
+@pytest.mark.parametrize("end", ["origin-closes", "handler-cancels"])
+def test_stream_block_comes_back_when_a_head_is_cut_short(blocks: ClientCondure,
+                                                          handler: Callable, end: str) -> None:
+    h = handler(blocks)
+    done = threading.Event()
+
+    def cut(origin: Origin, conn: Conn) -> None:
+        conn.read_request()
+        conn.send(big_response(12000)[:10000])
+        if end == "handler-cancels":
+            conn.wait_eof(10)
+        else:
+            done.wait(0.5)
+
+    with Origin(cut) as broken, Origin(fixed(big_response(12000))) as o:
+        rid = stream_get(h, broken)
+        assert h.expect(rid)[b"type"] == b"keep-alive"
+        if end == "handler-cancels":
+            broken.conn(0)
+            time.sleep(0.5)
+            h.send(rid, type="cancel")
+            assert broken.conn(0).eof.wait(5)  # condure closed the origin connection
+        else:
+            m = h.expect(rid)
+            assert (m.get(b"type"), m.get(b"condition")) == (b"error", b"undefined-condition")
+        time.sleep(0.2)
+        grew(h, stream_get(h, o), 12000)
+
+
+def test_request_head_of_any_size_is_sent(main: ClientCondure, handler: Callable,
+                                          zctx: zmq.Context) -> None:
+    """connmgr.md 3.4: an outbound request head is not limited by --buffer-size."""
+    big = [[b"X-Large", b"v" * 30000]]
+    with Origin(fixed(HELLO)) as o:
+        h = handler(main)
+        rid = h.start(F(method="GET", uri=o.url("/s"), headers=big, credits=100))
+        assert body_of(h.until_end(rid)) == b"hello\n"
+        reply = req_call(zctx, main, F(method="GET", uri=o.url("/r"), headers=big))
+        assert reply is not None and reply[b"body"] == b"hello\n"
+        assert [hdr(r.headers, b"x-large") for r in o.requests] == [[b"v" * 30000]] * 2
+

@@ -38,6 +38,17 @@ def test_sizes_follow_the_options() -> None:
     _figures(r.stdout)
 
 
+def test_sizes_show_the_buffer_blocks() -> None:
+    r = run_cli("--sizes", timeout=30)
+    assert "request head at most 8192 bytes" in r.stdout, r.stdout
+    assert "spare buffer blocks for growing heads: 0 of 8192 bytes" in r.stdout
+    r = run_cli("--sizes", "--stream-maxconn", "10", "--blocks-max", "40",
+                "--connection-blocks-max", "4", timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "request head at most 24576 bytes" in r.stdout, r.stdout
+    assert "spare buffer blocks for growing heads: 20 of 8192 bytes" in r.stdout
+
+
 def test_sizes_do_not_touch_the_configured_endpoints(tmp_path) -> None:
     """It measures on its own loopback port and ipc directory: the configured
     ones may belong to a running condure."""

@@ -42,6 +42,8 @@ EXPECTED_DEFAULTS = {
     "stream_maxconn": 10000,
     "buffer_size": 8192,
     "body_buffer_size": 100000,
+    "blocks_max": None,  # 2 x stream_maxconn (connmgr.md 3.1)
+    "connection_blocks_max": 2,
     "messages_max": 100,
     "req_timeout": 30,
     "stream_timeout": 1800,
@@ -96,6 +98,8 @@ VALUE_OPTIONS = [
     ("stream-maxconn", "50000", "stream_maxconn", 50000),
     ("buffer-size", "16384", "buffer_size", 16384),
     ("body-buffer-size", "1000", "body_buffer_size", 1000),
+    ("blocks-max", "20000", "blocks_max", 20000),
+    ("connection-blocks-max", "5", "connection_blocks_max", 5),
     ("messages-max", "7", "messages_max", 7),
     ("req-timeout", "4", "req_timeout", 4),
     ("stream-timeout", "5", "stream_timeout", 5),
@@ -363,7 +367,7 @@ def test_first_bad_listener_is_reported() -> None:
 NUMERIC_OPTIONS = [
     "log-level", "workers", "req-maxconn", "stream-maxconn", "buffer-size",
     "body-buffer-size", "messages-max", "req-timeout", "stream-timeout",
-    "compression-message-max", "client-ws-window",
+    "compression-message-max", "client-ws-window", "blocks-max", "connection-blocks-max",
 ]
 
 
@@ -446,6 +450,42 @@ def test_stream_maxconn_must_cover_workers() -> None:
     assert str(error_of(["--workers=3", "--stream-maxconn=2"])) == (
         "stream maxconn must be >= workers"
     )
+
+
+# pushpin-connmgr's buffer blocks (connmgr.md 3.1, scenario 16 of section 8)
+
+
+def test_blocks_max_at_least_two_per_stream_connection() -> None:
+    assert str(error_of(["--blocks-max=1"])) == "blocks-max is too small"
+    assert str(error_of(["--blocks-max=19999"])) == "blocks-max is too small"
+    assert parse_args(["--blocks-max=20000"]).blocks_max == 20000
+    # computed from the --stream-maxconn given, in either order
+    assert str(error_of(["--blocks-max=20", "--stream-maxconn=11"])) == "blocks-max is too small"
+    assert parse_args(["--stream-maxconn=10", "--blocks-max=20"]).blocks_max == 20
+    # checked without any stream listener too
+    assert str(error_of(["--listen=8000,req", "--blocks-max=0"])) == "blocks-max is too small"
+    assert str(error_of(["--zserver-stream=ipc://x", "--blocks-max=0"])) == (
+        "blocks-max is too small")
+
+
+def test_connection_blocks_max_at_least_two() -> None:
+    for text in ("0", "1"):
+        assert str(error_of([f"--connection-blocks-max={text}"])) == (
+            "connection-blocks-max is too small")
+    assert parse_args(["--connection-blocks-max=2"]).connection_blocks_max == 2
+    assert parse_args(["--connection-blocks-max=1000000"]).connection_blocks_max == 1000000
+
+
+def test_block_options_are_checked_in_connmgr_order() -> None:
+    # parsed after body-buffer-size and before messages-max; judged after total maxconn
+    assert str(error_of(["--messages-max=x", "--blocks-max=y"])) == (
+        "failed to parse blocks-max: invalid digit found in string")
+    assert str(error_of(["--blocks-max=y", "--body-buffer-size=x"])) == (
+        "failed to parse body-buffer-size: invalid digit found in string")
+    assert str(error_of(["--connection-blocks-max=1", "--blocks-max=1"])) == (
+        "blocks-max is too small")
+    assert str(error_of([f"--stream-maxconn={CONNS_MAX}", "--blocks-max=1"])) == (
+        "total maxconn is too large")
 
 
 def test_buffer_size_must_be_positive() -> None:

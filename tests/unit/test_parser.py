@@ -21,7 +21,7 @@ from typing import Callable
 
 import pytest
 
-from condure.errors import BadRequest, ClientGone
+from condure.errors import BadRequest, ClientGone, HeadTooLarge
 from condure.server.parser import H11Parser, HttptoolsParser, make_parser
 from condure.server.request import END, NEED_DATA, Body, RequestHead, check_head
 
@@ -772,6 +772,63 @@ def test_head_limit_is_inclusive(parser_cls: type, chunking: str, extra: int, st
     assert len(data) == max_head + extra
     seen, got = replay(CHUNKINGS[chunking](data), max_head, cls=parser_cls)
     assert (len(seen), got) == ((1, None) if status is None else (0, status))
+
+
+def grow_replay(chunks: list[bytes], cls: type, block: int = 256,
+                most: int = 768) -> tuple[RequestHead | None, list[int], BadRequest | None]:
+    """Drive the parser as the connection does with spare blocks (blocks.py):
+    on HeadTooLarge raise max_head by a block, up to `most`, and go on.
+    Returns the head, the capacities refused along the way, the final error."""
+    parser = cls(block)
+    pieces = iter(chunks)
+    grown: list[int] = []
+    while True:
+        try:
+            ev = parser.next_event()
+        except HeadTooLarge as e:
+            assert e.capacity == parser.max_head
+            if parser.max_head >= most:
+                return None, grown, e
+            grown.append(e.capacity)
+            parser.max_head += block
+            continue
+        except BadRequest as e:
+            return None, grown, e
+        if ev is NEED_DATA:
+            piece = next(pieces, None)
+            if piece is None:
+                return None, grown, None
+            parser.feed(piece)
+            continue
+        assert isinstance(ev, RequestHead)
+        return ev, grown, None
+
+
+def padded(size: int) -> bytes:
+    start = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: "
+    return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+def test_a_head_too_large_can_grow_and_resume(parser_cls: type, chunking: str) -> None:
+    """HeadTooLarge leaves the parser as it was: with a larger max_head the same
+    head is taken up where it was, whatever the chunking (the connection's growth)."""
+    head, grown, err = grow_replay(CHUNKINGS[chunking](padded(768)), parser_cls)
+    assert err is None and head is not None and grown == [256, 512]
+    assert head.headers[1] == (b"X-Pad", b"p" * (768 - len(padded(0))))
+    head, grown, err = grow_replay(CHUNKINGS[chunking](padded(769)), parser_cls)
+    assert head is None and isinstance(err, HeadTooLarge) and err.status == 431
+    assert err.capacity == 768 and grown == [256, 512]
+    assert err.text == "Request header size exceeded limit of 768 bytes."
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+def test_a_bad_line_past_the_first_block_is_still_refused(parser_cls: type,
+                                                        chunking: str) -> None:
+    data = padded(400)[:-2] + b"Bad Line\r\n\r\n"
+    head, grown, err = grow_replay(CHUNKINGS[chunking](data), parser_cls)
+    assert head is None and type(err) is BadRequest and err.status == 400
+    assert grown == [256]
 
 
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
