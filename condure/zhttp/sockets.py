@@ -127,15 +127,16 @@ class SharedWait:
 
     libzmq signals its fd once for a batch of pending commands, and any call
     on the socket processes them: a send can take the signal that would have
-    woken the reader for a message that arrived meanwhile, and a read the one
-    a writer blocked by the high-water mark waits for. So each side, after
-    its own calls, asks ZMQ_EVENTS whether the other may go on and wakes it.
+    woken the reader for a message that arrived meanwhile, and a read, or a
+    ZMQ_EVENTS check, the one a writer blocked by the high-water mark waits
+    for. So whoever asks ZMQ_EVENTS wakes every waiting side that may go on,
+    and a side about to wait asks it last.
 
-    The reader's check after sends is a syscall (about 1 us, 5% of a
-    WebSocket message's path), paid only once the socket has brought a
-    message at all: most handlers never answer over the ROUTER. Until then
-    the reader also looks every LOOK_INTERVAL seconds, so even a first
-    message whose signal a send took is read within that time."""
+    The reader's check after sends (a syscall, about 1 us: 5% of a WebSocket
+    message's path) is batched per hub iteration and paid only once the
+    socket has brought a message at all: most handlers never answer over the
+    ROUTER. Until then the reader also looks every LOOK_INTERVAL seconds, so
+    even a first message whose signal a send took is read within that time."""
 
     LOOK_INTERVAL = 1.0
 
@@ -143,15 +144,58 @@ class SharedWait:
         self.sock = sock
         self.used = False  # a message has come: sends check for the reader
         self._hub = gevent.get_hub()
-        fd = _get(sock, FD)
-        self._watchers = (self._hub.loop.io(fd, 1), self._hub.loop.io(fd, 1))
+        self._watcher = self._hub.loop.io(_get(sock, FD), 1)
         self._waiters: list[Waiter | None] = [None, None]  # the reader's, the writer's
         self._check_pending = False
 
-    def _wait(self, side: int, event: int) -> None:
+    def wait_readable(self) -> None:
+        """The reader found nothing: wait for input, unless the check shows some."""
+        if not self._ready_now() & POLLIN:
+            self._wait(0)
+
+    def wait_writable(self) -> None:
+        """A send would block: wait until it may not, unless it may already."""
+        if not self._ready_now() & POLLOUT:
+            self._wait(1)
+
+    def after_send(self) -> None:
+        """Once a batch of sends is over (a hub callback: many connections send
+        in one loop iteration), whether the reader must be woken."""
+        if self.used and not self._check_pending and self._waiters[0] is not None:
+            self._check_pending = True
+            self._hub.loop.run_callback(self._on_fd)
+
+    def after_reads(self) -> None:
+        """A batch of reads is over and the reader goes on: a blocked writer
+        may have been freed by them."""
+        if self._waiters[1] is not None:
+            self._ready_now()
+
+    def _ready_now(self) -> int:
+        """ZMQ_EVENTS, from a greenlet: the other side is woken if it may go on."""
+        events = int(_get(self.sock, EVENTS))
+        for waiter, event in zip(self._waiters, (POLLIN, POLLOUT)):
+            if waiter is not None and events & event:
+                # from the hub, as a Waiter wants; a late second switch is ignored
+                self._hub.loop.run_callback(waiter.switch, None)
+        return events
+
+    def _on_fd(self) -> None:
+        """In the hub: the fd was signalled (or a send may have taken the signal)."""
+        self._check_pending = False
+        reader, writer = self._waiters
+        if reader is None and writer is None:
+            return
+        events = _get(self.sock, EVENTS)
+        if reader is not None and events & POLLIN:
+            reader.switch(None)
+        if writer is not None and events & POLLOUT:
+            writer.switch(None)
+
+    def _wait(self, side: int) -> None:
         waiter = self._waiters[side] = Waiter()
-        watcher = self._watchers[side]
-        watcher.start(self._on_fd, waiter, event)
+        if not self._watcher.active:
+            self._watcher.start(self._on_fd)
         # a fresh timer each time: a libev timer restarted after it fired
         # counts from its old expiry and fires at once, for ever
         timer = self._hub.loop.timer(self.LOOK_INTERVAL) if side == 0 and not self.used else None
@@ -160,44 +204,11 @@ class SharedWait:
         try:
             waiter.get()
         finally:
-            watcher.stop()
+            self._waiters[side] = None
+            if self._waiters[1 - side] is None:
+                self._watcher.stop()
             if timer is not None:
                 timer.close()
-            self._waiters[side] = None
-
-    def _on_fd(self, waiter: Waiter, event: int) -> None:
-        # in the hub: most signals are libzmq's own bookkeeping (a peer's
-        # read acknowledged), not input; switch only when the side can go on
-        if _get(self.sock, EVENTS) & event:
-            waiter.switch(None)
-
-    def _wake(self, side: int, event: int) -> None:
-        waiter = self._waiters[side]
-        if waiter is not None and _get(self.sock, EVENTS) & event:
-            # from the hub, as a Waiter wants; a late second switch is ignored
-            self._hub.loop.run_callback(waiter.switch, None)
-
-    def wait_readable(self) -> None:
-        """The reader found nothing: wake a blocked writer its reads may have freed."""
-        self._wake(1, POLLOUT)
-        self._wait(0, POLLIN)
-
-    def wait_writable(self) -> None:
-        """A send would block: wait, unless it can go on already."""
-        self._wake(0, POLLIN)
-        if not _get(self.sock, EVENTS) & POLLOUT:
-            self._wait(1, POLLOUT)
-
-    def after_send(self) -> None:
-        """Once a batch of sends is over (a hub callback: many connections send
-        in one loop iteration), whether the reader must be woken."""
-        if self.used and not self._check_pending and self._waiters[0] is not None:
-            self._check_pending = True
-            self._hub.loop.run_callback(self._check_reader)
-
-    def _check_reader(self) -> None:
-        self._check_pending = False
-        self._wake(0, POLLIN)
 
 
 class Outbox:
@@ -313,6 +324,8 @@ def read_loop(sock: zmq.Socket, name: str, pick: Callable[[list[bytes]], bytes |
                 if not _get(sock, EVENTS) & POLLIN:
                     wait()
                     first = True
+        if wake is not None:
+            wake.after_reads()
         gevent.sleep(0)  # let the connections run before the next batch
 
 
