@@ -175,6 +175,23 @@ class Handler:
         packet without seq). Multi-id packets (an id list) get no seq.
         Returns the packet as sent.
         """
+        msg = self._filled(msg)
+        prefix = self.instance if instance is None else instance
+        self.pub.send(prefix + b" T" + tnetstring.dumps(msg))
+        return msg
+
+    def send_routed(self, msg: dict, raw: bytes | None = None) -> dict:
+        """Send a packet to condure's ROUTER instead of publishing it
+        (pushpin-connmgr's router-resp): `[instance, b"", b"T..."]`, no address
+        prefix; filled in as by `send`. `raw`: this payload instead of the
+        packet (for malformed ones)."""
+        msg = self._filled(msg)
+        payload = raw if raw is not None else b"T" + tnetstring.dumps(msg)
+        self.router.send_multipart([self.instance, b"", payload])
+        return msg
+
+    def _filled(self, msg: dict) -> dict:
+        """`msg` with `from` and the session's next `seq` (see `send`)."""
         msg = to_bytes(dict(msg))
         msg.setdefault(b"from", self.identity)
         rid = msg.get(b"id")
@@ -184,27 +201,7 @@ class Handler:
                 msg[b"seq"] = self.seq.get(rid, 0)
             if isinstance(msg[b"seq"], int) and not isinstance(msg[b"seq"], bool):
                 self.seq[rid] = msg[b"seq"] + 1
-        msg = {k: v for k, v in msg.items() if v is not None}
-        prefix = self.instance if instance is None else instance
-        self.pub.send(prefix + b" T" + tnetstring.dumps(msg))
-        return msg
-
-    def send_routed(self, msg: dict, raw: bytes | None = None) -> dict:
-        """Send a packet to condure's ROUTER instead of publishing it
-        (pushpin-connmgr's router-resp): `[instance, b"", b"T..."]`, no address
-        prefix; `from` and `seq` filled in as by `send`. `raw`: this payload
-        instead of the packet (for malformed ones)."""
-        msg = to_bytes(dict(msg))
-        msg.setdefault(b"from", self.identity)
-        rid = msg.get(b"id")
-        if isinstance(rid, bytes):
-            self.sessions[rid] = None
-            if b"seq" not in msg:
-                msg[b"seq"] = self.seq.get(rid, 0)
-            self.seq[rid] = msg[b"seq"] + 1
-        payload = raw if raw is not None else b"T" + tnetstring.dumps(msg)
-        self.router.send_multipart([self.instance, b"", payload])
-        return msg
+        return {k: v for k, v in msg.items() if v is not None}
 
     def send_raw(self, data: bytes) -> None:
         """Publish bytes exactly as given (for garbage)."""

@@ -116,25 +116,17 @@ def test_router_is_named_by_id(condure, zdir: str) -> None:
 # --- server mode: handler packets over the ROUTER ------------------------------------
 
 
-def test_response_over_router(ch) -> None:
-    """#4: the whole response sent to the ROUTER reaches the client."""
+@pytest.mark.parametrize("routed", [True, False], ids=["router", "pub"])
+def test_response_over_router_or_pub(ch, routed: bool) -> None:
+    """#4: the whole response sent to the ROUTER reaches the client; #5: so
+    does one published as ever, for handlers that ignore the flag."""
     c, h = ch
     with Client(c.port) as client:
         client.send(get())
         req = h.recv_request()
-        h.send_routed({b"id": req[b"id"], b"code": 200, b"reason": b"OK",
-                       b"headers": [[b"Content-Length", b"2"]], b"body": b"hi"})
-        assert client.read_head().raw == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
-        assert client.read_exact(2) == b"hi"
-
-
-def test_response_over_pub_still_works(ch) -> None:
-    """#5: PUB/SUB is unchanged for handlers that ignore the flag."""
-    c, h = ch
-    with Client(c.port) as client:
-        client.send(get())
-        req = h.recv_request()
-        h.respond(req, 200, b"OK", [[b"Content-Length", b"2"]], b"hi")
+        response = {b"id": req[b"id"], b"code": 200, b"reason": b"OK",
+                    b"headers": [[b"Content-Length", b"2"]], b"body": b"hi"}
+        (h.send_routed if routed else h.send)(response)
         assert client.read_head().raw == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
         assert client.read_exact(2) == b"hi"
 
