@@ -26,7 +26,7 @@ from ..zhttp.session import Session
 from . import access
 from .clientio import ClientIO
 from .parser import make_parser
-from .request import NEED_DATA, RequestHead
+from .request import NEED_DATA, Http2Preface, RequestHead
 from .ports import Inbound
 from .timers import KeepAlives
 
@@ -49,6 +49,10 @@ class Mode:
     # the spare blocks a request head may borrow (stream mode: one pool for
     # all of a worker's stream listeners); None: heads stay --buffer-size
     blocks: BlockBudget | None = None
+    # what serves a connection that opened with the HTTP/2 preface (h2c with
+    # prior knowledge, server/http2.py); None: the preface gets the 505 any
+    # unknown version gets (req mode, or HTTP/2 off)
+    http2: Callable[[Connection], None] | None = None
 
 
 def _refresh_debug() -> None:
@@ -135,26 +139,40 @@ class Connection(ClientIO):
         if self.stopping:
             return False
         self.waiting_for_request = True
+        http2 = None
         try:
             head = self._read_head()
+        except Http2Preface as e:
+            if self.mode.http2 is None:
+                return self._refuse(e, now)
+            head = None
+            http2 = self.mode.http2  # an HTTP/2 connection: served below
         except BadRequest as e:
-            server.metrics.parse_errors += 1
-            self.log.info("bad request: %s", e)
-            status = e.status or 400
-            if server.access_log:  # before the answer's drain (up to a second)
-                access.own_answer(self.peer, None, None, status, now, e)
-            self.answer_and_close(status, e.text)
-            return False
+            return self._refuse(e, now)
         except (ClientGone, Timeout, Stopped) as e:
             self.log.debug("process error: %s", type(e).__name__)
             return False
         finally:
             self.waiting_for_request = False
         if head is None:
+            if http2 is not None:  # h2 checks the rest of the preface
+                self.end_session()
+                http2(self)  # the whole connection, all its streams
             return False
         # counted as pushpin-connmgr counts: every head parsed, whatever comes of it
         server.metrics.requests += 1
         return self.mode.exchange(self, head)
+
+    def _refuse(self, e: BadRequest, now: float) -> bool:
+        """A head refused (D1): condure's answer, and the connection ends."""
+        server = self.server
+        server.metrics.parse_errors += 1
+        self.log.info("bad request: %s", e)
+        status = e.status or 400
+        if server.access_log:  # before the answer's drain (up to a second)
+            access.own_answer(self.peer, None, None, status, now, e)
+        self.answer_and_close(status, e.text)
+        return False
 
     def _read_head(self) -> RequestHead | None:
         parser = self.parser

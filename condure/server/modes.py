@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..blocks import BlockBudget
 from ..errors import INVALID_WEBSOCKET
-from . import access, http1
+from . import access, http1, http2
 from .connection import Connection, Mode
 from .exchange import Exchange
 from .request import RequestHead
@@ -62,7 +62,8 @@ def stream_mode(config: Config) -> Mode:
     """One per worker: its stream listeners share the spare blocks (req mode has none)."""
     blocks = BlockBudget.for_config(config.buffer_size, config.stream_maxconn,
                                     config.blocks_max, config.connection_blocks_max)
-    return Mode("stream", stream_exchange, StreamTimers, float(config.stream_timeout), blocks)
+    return Mode("stream", stream_exchange, StreamTimers, float(config.stream_timeout), blocks,
+                http2.serve)
 
 
 def req_mode(config: Config) -> Mode:

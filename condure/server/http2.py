@@ -1,0 +1,636 @@
+"""HTTP/2 for clients (issue 16): h2c with prior knowledge, each stream a ZHTTP session.
+
+A connection whose first head is the HTTP/2 preface (`Connection._serve_one`
+sees `request.Http2Preface`) is handed to `serve`, in the connection's own
+greenlet. The protocol engine is the `h2` library (sans-IO): the connection
+greenlet reads the socket, feeds h2 and dispatches its events to the streams;
+each request stream gets a greenlet of its own running the unchanged
+`Exchange` logic against an `H2Stream`, which is that exchange's
+`ClientStream` and `HandlerLink` (server/ports.py), and its own ZHTTP session
+(id, seq, timers, keep-alives, handler expiry) exactly as one HTTP/1 request.
+
+What differs from HTTP/1 is kept to two places:
+
+- the request head is built from the HEADERS (`request_head`): `:authority`
+  becomes the first field, `host`, then the same `check_head` an HTTP/1 head
+  goes through (so the ZHTTP request packet is the one the same HTTP/1.1
+  request produces, with field names lower case as HTTP/2 sends them);
+- the response is written as HEADERS and DATA instead of an HTTP/1 head
+  (`H2Exchange` overrides the two methods of `Exchange` that frame the
+  response; everything else - credits, handoff, keep-alives, cancel, errors,
+  the access log - is `Exchange`'s).
+
+Flow control: a stream's receive window is --buffer-size, and is reopened
+(WINDOW_UPDATE) only for bytes the exchange has taken in, which it does only
+while the handler has credits: the HTTP/1 back-pressure, with the window in
+the place of the socket buffer. Response DATA goes out within the peer's
+window; `write` waits for it to open, and the handler's credits come back
+only after that, so a client that does not open its window slows its handler.
+
+Writes from all the greenlets of a connection go through one lock: h2's
+output is taken and written under it, so frames keep h2's order.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from gevent.event import Event
+from gevent.lock import Semaphore
+
+from ..errors import BadHandlerResponse, BadRequest, BufferExceeded, ClientGone, CondureError
+from ..log import ConnLogger
+from ..zhttp import packet as zp
+from ..zhttp.session import Session
+from . import http1
+from .connection import Connection, flagged
+from .exchange import Exchange
+from .ports import Inbound
+from .request import END, NEED_DATA, Body, RequestHead, check_head
+from .timers import KeepAlives
+
+if TYPE_CHECKING:
+    from ..context import Server
+
+log = logging.getLogger("condure.http2")
+
+PREFACE_HEAD = b"PRI * HTTP/2.0\r\n\r\n"  # what the HTTP/1 parser took of the preface
+MAX_CONCURRENT_STREAMS = 100
+READ_SIZE = 65536
+JOIN_TIME = 5.0  # seconds the streams get to end after the connection did
+
+# fields HTTP/2 forbids (RFC 9113 8.2.2), dropped from the handler's response
+_CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connection",
+                                  b"transfer-encoding", b"upgrade", b"te"])
+# a DATA payload from h2 is a new bytes object, never this one: recv_now's
+# answer when the stream ended without data left (b"" would mean "gone")
+END_MARK = b"<end of HTTP/2 stream>"
+
+
+def serve(conn: Connection) -> None:
+    """Serve the HTTP/2 connection `conn` (its parser holds what followed
+    `PRI * HTTP/2.0\\r\\n\\r\\n`) until it ends; the caller closes it."""
+    H2Connection(conn).run()
+
+
+# --- the request head -------------------------------------------------------------
+
+
+def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
+    """The head an HTTP/1.1 request with these fields would have: `:authority`
+    as the first field, `host` (replacing any `host` field, RFC 9113 8.3.1),
+    `cookie` fields joined with "; " where the first was (RFC 9113 8.2.3),
+    the other fields in order as received. The pseudo-fields were checked
+    by h2. `ended`: END_STREAM came with the HEADERS (no body); a body
+    without content-length is marked `chunked` (its length unknown)."""
+    method = path = b""
+    authority = None
+    fields: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            continue
+        if name == b"cookie":
+            if not cookies:
+                fields.append((b"cookie", b""))  # its place; filled below
+            cookies.append(value)
+            continue
+        fields.append((name, value))
+    if cookies:
+        joined = b"; ".join(cookies)
+        fields = [(n, joined) if n == b"cookie" else (n, v) for n, v in fields]
+    if authority is not None:
+        fields = [(b"host", authority)] + [(n, v) for n, v in fields if n != b"host"]
+    head = check_head(method, path, b"1.1", fields)
+    head.version = b"2"
+    if not ended and head.content_length is None:
+        head.chunked = True  # a body of unknown length (DATA until END_STREAM)
+    elif ended and head.content_length:
+        raise BadRequest("content-length without a body")  # RFC 9113 8.1.1
+    return head
+
+
+def response_headers(code: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+                     ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """`:status` and the handler's fields, names lower case, without the
+    connection-specific ones; and the handler's content-length, if any.
+    Refused as HTTP/1 refuses them (D9, D17): a code that is not a final
+    status, CR, LF or NUL anywhere, a name that is not a token."""
+    if not 200 <= code <= 599:
+        raise BadHandlerResponse(f"handler status code {code} is not a final status (200-599)")
+    out = [(b":status", b"%d" % code)]
+    length = None
+    for name, value in headers:
+        low = name.lower()
+        if low in _CONNECTION_SPECIFIC:
+            continue
+        if low == b"content-length" and length is None:
+            length = value
+        out.append((low, value))
+    # the checks of the HTTP/1 head, on the same fields (the reason is not sent)
+    http1.status_line(b"2", code, reason)
+    http1.header_lines(headers, _CONNECTION_SPECIFIC)
+    return out, length
+
+
+# --- the exchange over HTTP/2 -------------------------------------------------------
+
+
+class H2Exchange(Exchange):
+    """`Exchange`, with the response written as HEADERS and DATA frames."""
+
+    stream: H2Stream
+
+    def _start_response(self, pkt: zp.Packet) -> None:
+        stream = self.stream
+        code = 0 if pkt.code is None else pkt.code
+        self.code = code
+        headers, length = response_headers(code, pkt.reason, pkt.headers)
+        head_only = self.head.method == b"HEAD"
+        if code == 204 or code == 304:
+            body = http1.ResponseBody(http1.NO_BODY, 0, head_only)
+        elif length is not None:
+            v = length.strip()
+            if not v.isdigit() or len(v) > 18:
+                raise BadHandlerResponse("invalid Content-Length in handler response")
+            body = http1.ResponseBody(http1.LENGTH, int(v), head_only)
+        elif not pkt.more:
+            headers.append((b"content-length", b"%d" % len(pkt.body)))
+            body = http1.ResponseBody(http1.LENGTH, len(pkt.body), head_only)
+        else:
+            body = http1.ResponseBody(http1.UNTIL_CLOSE, 0, head_only)
+        if len(pkt.body) > stream.buffer_size:
+            raise BufferExceeded("response does not fit the write buffer")
+        self.response = body
+        self.written = True
+        data = body.frame(pkt.body, not pkt.more)
+        last = not pkt.more
+        stream.send_headers(headers, end=last and not data)
+        if data:
+            stream.write_data(data, last)
+        self._after_write(pkt.body, pkt.more)
+
+    def _write_body(self, data: bytes, more: bool) -> None:
+        if len(data) > self.stream.buffer_size:
+            raise BufferExceeded("handler sent more than its credits")
+        assert self.response is not None
+        out = self.response.frame(data, not more)
+        if out or not more:
+            self.stream.write_data(out, not more)
+        self._after_write(data, more)
+
+
+# --- a stream -------------------------------------------------------------------------
+
+
+class StreamBody:
+    """The request body of a stream, as the HTTP/1 parser hands a body out
+    (`Body` events, then `END`): what `Exchange` reads through `parser`."""
+
+    buffered = 0  # nothing is ever pipelined behind an HTTP/2 request
+    _ended = False
+
+    def __init__(self) -> None:
+        self._data: deque[bytes] = deque()
+
+    def feed(self, data: bytes) -> None:
+        if data is END_MARK:
+            self._ended = True
+        elif data:
+            self._data.append(data)
+
+    def end(self) -> None:
+        self._ended = True
+
+    def next_event(self) -> Any:
+        if self._data:
+            return Body(self._data.popleft())
+        return END if self._ended else NEED_DATA
+
+    def next_request(self) -> None:
+        pass
+
+    def leftover(self) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class H2Stream:
+    """One HTTP/2 request stream: its exchange's `ClientStream` and
+    `HandlerLink`, and what the timer wheel and the SUB reader call (as for a
+    `Connection`). Its methods run in the stream's greenlet, except the
+    `on_*` ones (the connection greenlet), `deliver` (the SUB reader) and
+    `on_timer`/`flag` (the sweeper), which only queue and wake."""
+
+    waiting_for_request = False
+    session: Session | None = None
+    _timeout: str | None = None
+    _armed = float("inf")
+    _gone = False  # reset by the client, or the connection ended
+    _ended = False  # END_STREAM received (the body is complete)
+    _closed = False  # we sent END_STREAM or RST_STREAM
+    _logger: ConnLogger | None = None
+
+    def __init__(self, owner: H2Connection, sid: int) -> None:
+        conn = owner.conn
+        self.owner = owner
+        self.sid = sid
+        self.server: Server = conn.server
+        self.mode = conn.mode
+        self.peer = conn.peer
+        self.scheme = conn.scheme
+        self.buffer_size = conn.buffer_size
+        self.stream_timeout = conn.stream_timeout
+        self.io_timeout = conn.io_timeout
+        self.debug = conn.debug
+        self.last_io = time.monotonic()
+        self.parser = StreamBody()
+        self._pending: deque[bytes] = deque()  # DATA not yet taken by the exchange
+        self._inbox: deque[Inbound] = deque()
+        self._wake = Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self.owner.conn.stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self.owner.conn.stopping = value
+
+    @property
+    def log(self) -> ConnLogger:
+        if self._logger is None:
+            self._logger = ConnLogger(log, "")
+        self._logger.conn_id = self.session.id if self.session is not None else b""
+        return self._logger
+
+    # --- from the connection greenlet ----------------------------------------------
+
+    def on_data(self, data: bytes, ended: bool) -> None:
+        if data:
+            self._pending.append(data)
+        if ended:
+            self._ended = True
+        self.last_io = time.monotonic()
+        self._wake.set()
+
+    def on_end(self) -> None:
+        self._ended = True
+        self._wake.set()
+
+    def on_gone(self) -> None:
+        self._gone = True
+        self._wake.set()
+
+    def on_window(self) -> None:
+        self._wake.set()
+
+    # --- ClientStream: waiting and reading ---------------------------------------------
+
+    def _readable(self) -> bool:
+        return bool(self._pending) or self._gone or (self._ended and not self.parser._ended)
+
+    def wait(self, read: bool) -> bool:
+        if self._inbox or self._timeout or self._gone:
+            return False
+        if read and self._readable():
+            return True
+        self._wake.clear()
+        self._wake.wait()
+        return read and self._readable()
+
+    def check_timeout(self) -> None:
+        if self._gone:  # noticed even while the exchange does not read (unlike HTTP/1)
+            raise ClientGone("stream reset by the client, or the connection ended")
+        if self._timeout:
+            reason, self._timeout = self._timeout, None
+            raise flagged(reason)
+
+    def recv(self) -> bytes:
+        while True:
+            self.check_timeout()
+            if self.wait(read=True):
+                return self.recv_now()
+
+    def recv_now(self) -> bytes:
+        if self._gone:
+            return b""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self.owner.acknowledge(self.sid, len(data))  # the window opens as the body is taken
+            if self._ended:
+                self.parser.end()
+            return data
+        return END_MARK  # wait() said readable: the end of the stream, without data
+
+    # --- ClientStream: writing -------------------------------------------------------
+
+    def send_headers(self, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        if self._gone:
+            raise ClientGone("stream reset by the client")
+        self.owner.send(lambda h2c: h2c.send_headers(self.sid, headers, end_stream=end))
+        if end:
+            self._closed = True
+        self.last_io = time.monotonic()
+
+    def write_data(self, data: bytes, end: bool) -> None:
+        """DATA frames within the peer's windows, waiting for them to open."""
+        owner = self.owner
+        view = memoryview(data)
+        while True:
+            if self._gone:
+                raise ClientGone("stream reset by the client")
+            self.check_timeout()
+            n = min(len(view), owner.window(self.sid))
+            if n or not view:
+                piece = bytes(view[:n])
+                view = view[n:]
+                last = end and not view
+                owner.send(lambda h2c: h2c.send_data(self.sid, piece, end_stream=last))
+                self.last_io = time.monotonic()
+                if last:
+                    self._closed = True
+                if not view:
+                    return
+                continue
+            self._wake.clear()
+            self._wake.wait()
+
+    def write(self, data: bytes) -> None:
+        self.write_data(data, False)
+
+    def queue_write(self, data: bytes, on_written: Callable[[], None] | None = None) -> None:
+        self.write(data)  # WebSocket over HTTP/2 (RFC 8441) is not there yet
+        if on_written is not None:
+            on_written()
+
+    queued_pieces = 0
+    queued_bytes_sent = 0
+
+    def flush_all(self) -> None:
+        pass
+
+    def close_gracefully(self) -> None:
+        pass  # the response ended the stream; the connection goes on
+
+    def answer_and_close(self, status: int, text: str | None = None) -> None:
+        """condure's own answer on this stream (the HTTP/1 one's status and body)."""
+        body = http1.error_body(status, text)
+        try:
+            self.send_headers([(b":status", b"%d" % status), (b"content-type", b"text/plain"),
+                               (b"content-length", b"%d" % len(body))], end=False)
+            self.write_data(body, True)
+        except CondureError:
+            pass
+
+    def upgraded(self) -> None:
+        raise NotImplementedError("WebSocket over HTTP/2")
+
+    def end_session(self) -> None:
+        s = self.session
+        if s is not None:
+            self.server.registry.unregister(s.id)
+            self.session = None
+
+    # --- HandlerLink -----------------------------------------------------------------
+
+    def send_first(self, rid: bytes, payload: bytes) -> None:
+        self.server.registry.register(rid, self)
+        self.server.zsockets.send_first(payload)  # type: ignore[union-attr]  # stream mode
+
+    def send_to(self, addr: bytes, payload: bytes) -> None:
+        self.server.zsockets.send_to(addr, payload)  # type: ignore[union-attr]  # stream mode
+
+    def next_packet(self) -> Inbound | None:
+        if self._inbox:
+            return self._inbox.popleft()
+        return None
+
+    def deliver(self, rid: bytes, pkt: zp.Packet, seq: int | None) -> None:
+        """Called by the SUB reader for each packet addressed to this stream."""
+        self._inbox.append((rid, pkt, seq))
+        self._wake.set()
+
+    # --- timers (as Connection's) ---------------------------------------------------------
+
+    def on_timer(self, now: float, keepalives: KeepAlives) -> float | None:
+        d = self.mode.timers.check(self, now, keepalives)
+        self._armed = float("inf") if d is None else d
+        return d  # type: ignore[no-any-return]
+
+    def arm(self) -> None:
+        d = self.mode.timers.deadline(self)
+        if d < self._armed:
+            self.server.wheel.add(d, self)
+            self._armed = d
+
+    def flag(self, reason: str) -> None:
+        self._timeout = reason
+        self._wake.set()
+
+    # --- the stream's greenlet ---------------------------------------------------------------
+
+    def run(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        server = self.server
+        now = time.monotonic()
+        self.session = Session(server.registry.new_id(self.owner.conn.slot), now,
+                               server.keepalive_interval)
+        try:
+            try:
+                head = request_head(headers, ended)
+            except BadRequest as e:
+                server.metrics.parse_errors += 1
+                self.log.info("bad request: %s", e)
+                self.answer_and_close(e.status or 400, e.text)
+                return
+            server.metrics.requests += 1
+            self.arm()
+            H2Exchange(self, self, server, head, self.session).run()
+        except Exception:
+            self.log.exception("stream failed")
+        finally:
+            self.end_session()
+            server.wheel.remove(self)
+            self.owner.stream_done(self)
+
+
+# --- the connection -----------------------------------------------------------------------
+
+
+class H2Connection:
+    """The HTTP/2 side of one client connection: h2's state machine, the
+    socket reads (in the connection's greenlet) and the streams."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None))
+        self.streams: dict[int, H2Stream] = {}
+        self.greenlets: set[gevent.Greenlet] = set()
+        self._wlock = Semaphore()
+
+    # --- output --------------------------------------------------------------------
+
+    def send(self, action: Callable[[h2.connection.H2Connection], None]) -> None:
+        """Apply `action` to h2 and write what it produced (under the lock,
+        so frames keep h2's order)."""
+        with self._wlock:
+            action(self.h2)
+            data = self.h2.data_to_send()
+            if data:
+                self.conn.write(data)
+
+    def flush(self) -> None:
+        self.send(lambda h2c: None)
+
+    def window(self, sid: int) -> int:
+        """How many DATA bytes may go out on `sid` now (0: wait)."""
+        try:
+            return min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            raise ClientGone("stream closed") from None
+
+    def acknowledge(self, sid: int, size: int) -> None:
+        try:
+            self.send(lambda h2c: h2c.acknowledge_received_data(size, sid))
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            pass
+
+    # --- the read loop -----------------------------------------------------------------
+
+    def run(self) -> None:
+        conn = self.conn
+        h2c = self.h2
+        codes = h2.settings.SettingCodes
+        # what initiate_connection announces (values given by update() would
+        # only count once the client acknowledged them)
+        h2c.local_settings = h2.settings.Settings(client=False, initial_values={
+            codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            codes.INITIAL_WINDOW_SIZE: conn.buffer_size,
+            codes.ENABLE_PUSH: 0,
+        })
+        h2c.initiate_connection()
+        if conn.debug:
+            conn.log.debug("HTTP/2 connection")
+        sock = conn.sock
+        sock.settimeout(conn.stream_timeout)
+        try:
+            data = PREFACE_HEAD + conn.parser.leftover()
+            while True:
+                try:
+                    events = h2c.receive_data(data)
+                except h2.exceptions.ProtocolError as e:
+                    conn.log.info("HTTP/2 protocol error: %s", e)
+                    self._goaway(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                    return
+                if not self._dispatch(events):
+                    return
+                self.flush()
+                data = self._read(sock)
+                if not data:
+                    return
+        except CondureError as e:
+            conn.log.debug("HTTP/2 connection ended: %s", type(e).__name__)
+        finally:
+            for st in list(self.streams.values()):
+                st.on_gone()
+            if self.greenlets:
+                gevent.joinall(list(self.greenlets), timeout=JOIN_TIME)
+                gevent.killall(list(self.greenlets), block=False)
+
+    def _goaway(self, code: int) -> None:
+        """GOAWAY (unless h2 queued one already), written before the close."""
+        def close(h2c: h2.connection.H2Connection) -> None:
+            try:
+                h2c.close_connection(code)
+            except h2.exceptions.ProtocolError:
+                pass  # closed already: h2 queued its GOAWAY
+        try:
+            self.send(close)
+        except CondureError:
+            pass
+
+    def _read(self, sock: Any) -> bytes:
+        conn = self.conn
+        while True:
+            try:
+                data: bytes = sock.recv(READ_SIZE)
+            except socket.timeout:
+                if self.streams:
+                    continue  # the streams' own timers end them
+                return b""
+            except OSError:
+                return b""
+            conn.last_io = time.monotonic()
+            conn.server.metrics.bytes["in"] += len(data)
+            return data
+
+    def _dispatch(self, events: list[Any]) -> bool:
+        """h2's events to the streams; False when the connection ends."""
+        ev_ = h2.events
+        for ev in events:
+            t = type(ev)
+            if t is ev_.RequestReceived:
+                self._start(ev.stream_id, ev.headers, ev.stream_ended is not None)
+            elif t is ev_.DataReceived:
+                st = self.streams.get(ev.stream_id)
+                padding = ev.flow_controlled_length - len(ev.data)
+                if st is None:  # a stream we are done with: its bytes go nowhere
+                    self.acknowledge(ev.stream_id, ev.flow_controlled_length)
+                    continue
+                if padding:
+                    self.acknowledge(ev.stream_id, padding)
+                st.on_data(ev.data, ev.stream_ended is not None)
+            elif t is ev_.StreamEnded:
+                st = self.streams.get(ev.stream_id)
+                if st is not None:
+                    st.on_end()
+            elif t is ev_.StreamReset:
+                st = self.streams.get(ev.stream_id)
+                if st is not None:
+                    st.on_gone()
+            elif t is ev_.WindowUpdated or t is ev_.RemoteSettingsChanged:
+                sid = getattr(ev, "stream_id", 0)
+                for st in ([self.streams[sid]] if sid in self.streams else
+                           list(self.streams.values()) if not sid else []):
+                    st.on_window()
+            elif t is ev_.ConnectionTerminated:
+                return False
+        return True
+
+    def _start(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        st = self.streams[sid] = H2Stream(self, sid)
+        if ended:
+            st.on_end()
+        g = gevent.spawn(st.run, headers, ended)
+        self.greenlets.add(g)
+        g.link(self.greenlets.discard)
+
+    def stream_done(self, st: H2Stream) -> None:
+        """The stream's exchange is over: a stream we did not end is reset."""
+        self.streams.pop(st.sid, None)
+        if not st._closed and not st._gone:
+            try:
+                self.send(lambda h2c: h2c.reset_stream(st.sid, h2.errors.ErrorCodes.CANCEL))
+            except (CondureError, h2.exceptions.ProtocolError):
+                pass
