@@ -79,6 +79,7 @@ class Connection(ClientIO):
     stopping = False  # shutting down: no further requests
     websocket = False
     protocol = "http"  # "websocket" once upgraded (for the connection gauge)
+    http2 = False  # served by server/http2.py (which stop() must reach too)
 
     def __init__(self, server: Server, mode: Mode, sock: Any, peer: Any, slot: int,
                  scheme: bytes = b"http") -> None:
@@ -290,8 +291,8 @@ class Connection(ClientIO):
         """Shutdown (D12): idle connections and WebSockets end now; a request
         in flight may finish (then the connection closes) unless `force`."""
         self.stopping = True
-        if force or self.waiting_for_request or self.websocket:
-            self.flag("stopped")
+        if force or self.waiting_for_request or self.websocket or self.http2:
+            self.flag("stopped")  # HTTP/2: the first one is a graceful GOAWAY
 
 
 def flagged(reason: str) -> CondureError:

@@ -20,10 +20,11 @@ What differs from HTTP/1 is kept to two places:
   response; everything else - credits, handoff, keep-alives, cancel, errors,
   the access log - is `Exchange`'s).
 
-Flow control: a stream's receive window is --buffer-size, and is reopened
-(WINDOW_UPDATE) only for bytes the exchange has taken in, which it does only
-while the handler has credits: the HTTP/1 back-pressure, with the window in
-the place of the socket buffer. Response DATA goes out within the peer's
+Flow control: the receive windows (the stream's and the connection's, 65,535
+bytes each) are reopened (WINDOW_UPDATE) only for bytes an exchange has taken
+in, which it does only while its handler has credits: the HTTP/1
+back-pressure, with the windows in the place of the socket buffer; what the
+streams of a connection hold unread is bounded by the connection's window. Response DATA goes out within the peer's
 window; `write` waits for it to open, and the handler's credits come back
 only after that, so a client that does not open its window slows its handler.
 
@@ -33,7 +34,6 @@ output is taken and written under it, so frames keep h2's order.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +46,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 from gevent.event import Event
 from gevent.lock import Semaphore
 
@@ -67,7 +68,6 @@ log = logging.getLogger("condure.http2")
 
 PREFACE_HEAD = b"PRI * HTTP/2.0\r\n\r\n"  # what the HTTP/1 parser took of the preface
 MAX_CONCURRENT_STREAMS = 100
-READ_SIZE = 65536
 JOIN_TIME = 5.0  # seconds the streams get to end after the connection did
 
 # fields HTTP/2 forbids (RFC 9113 8.2.2), dropped from the handler's response
@@ -488,6 +488,8 @@ class H2Connection:
         self.streams: dict[int, H2Stream] = {}
         self.greenlets: set[gevent.Greenlet] = set()
         self._wlock = Semaphore()
+        self.draining = False  # shutting down: GOAWAY sent, the streams finish
+        self.last_stream = 0  # the last stream served once draining
 
     # --- output --------------------------------------------------------------------
 
@@ -520,20 +522,22 @@ class H2Connection:
 
     def run(self) -> None:
         conn = self.conn
+        conn.http2 = True  # Connection.stop flags it (a graceful GOAWAY, below)
         h2c = self.h2
         codes = h2.settings.SettingCodes
-        # what initiate_connection announces (values given by update() would
-        # only count once the client acknowledged them)
+        # announced by initiate_connection and in force at once: the stream
+        # limit (a client that opens more before it saw it gets them refused)
         h2c.local_settings = h2.settings.Settings(client=False, initial_values={
             codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-            codes.INITIAL_WINDOW_SIZE: conn.buffer_size,
             codes.ENABLE_PUSH: 0,
         })
+        # the windows stay at the default 65,535: a client may send that much
+        # before it saw our SETTINGS, and h2 refuses a window that a smaller
+        # INITIAL_WINDOW_SIZE would take below zero (RFC 9113 6.9.2 allows it).
+        # The connection's window bounds what all streams hold unread.
         h2c.initiate_connection()
         if conn.debug:
             conn.log.debug("HTTP/2 connection")
-        sock = conn.sock
-        sock.settimeout(conn.stream_timeout)
         try:
             data = PREFACE_HEAD + conn.parser.leftover()
             while True:
@@ -546,7 +550,7 @@ class H2Connection:
                 if not self._dispatch(events):
                     return
                 self.flush()
-                data = self._read(sock)
+                data = self._read()
                 if not data:
                     return
         except CondureError as e:
@@ -557,6 +561,22 @@ class H2Connection:
             if self.greenlets:
                 gevent.joinall(list(self.greenlets), timeout=JOIN_TIME)
                 gevent.killall(list(self.greenlets), block=False)
+
+    def _read(self) -> bytes:
+        """The client's next bytes (b"": the connection ends), waiting through the
+        connection's `wait`, so that its flags (the stream timeout, shutdown)
+        wake this loop as they wake an HTTP/1 one."""
+        conn = self.conn
+        while True:
+            if conn._timeout == "stopped" and not self.draining:
+                conn._timeout = None  # the first stop: finish the streams we have
+                self._drain()
+            if self.draining and not self.streams:
+                self._goaway(h2.errors.ErrorCodes.NO_ERROR)
+                return b""
+            conn.check_timeout()  # a second stop (forced), a stream timeout
+            if conn.wait(read=True):
+                return conn.recv_now()
 
     def _goaway(self, code: int) -> None:
         """GOAWAY (unless h2 queued one already), written before the close."""
@@ -570,20 +590,25 @@ class H2Connection:
         except CondureError:
             pass
 
-    def _read(self, sock: Any) -> bytes:
-        conn = self.conn
-        while True:
-            try:
-                data: bytes = sock.recv(READ_SIZE)
-            except socket.timeout:
-                if self.streams:
-                    continue  # the streams' own timers end them
-                return b""
-            except OSError:
-                return b""
-            conn.last_io = time.monotonic()
-            conn.server.metrics.bytes["in"] += len(data)
-            return data
+    def _drain(self) -> None:
+        """Shutdown (D12): GOAWAY naming the last stream we serve, as a frame of
+        our own (h2's close_connection would end the connection at once);
+        newer streams are refused (`_start`) and the connection ends when the
+        last one is done."""
+        self.draining = True
+        self.last_stream = self.h2.highest_inbound_stream_id
+        frame = hyperframe.frame.GoAwayFrame(0)
+        frame.last_stream_id = self.last_stream
+        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        raw = frame.serialize()
+        try:
+            with self._wlock:
+                data = self.h2.data_to_send()
+                self.conn.write(data + raw)
+        except CondureError:
+            pass
+        for st in list(self.streams.values()):
+            st.on_window()  # nothing to do; their exchanges see `stopping`
 
     def _dispatch(self, events: list[Any]) -> bool:
         """h2's events to the streams; False when the connection ends."""
@@ -619,6 +644,9 @@ class H2Connection:
         return True
 
     def _start(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        if self.draining and sid > self.last_stream:
+            self.send(lambda h2c: h2c.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM))
+            return
         st = self.streams[sid] = H2Stream(self, sid)
         if ended:
             st.on_end()
@@ -629,6 +657,8 @@ class H2Connection:
     def stream_done(self, st: H2Stream) -> None:
         """The stream's exchange is over: a stream we did not end is reset."""
         self.streams.pop(st.sid, None)
+        if self.draining and not self.streams:
+            self.conn._wake_soon()  # the read loop ends the connection
         if not st._closed and not st._gone:
             try:
                 self.send(lambda h2c: h2c.reset_stream(st.sid, h2.errors.ErrorCodes.CANCEL))

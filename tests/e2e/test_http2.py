@@ -10,7 +10,9 @@ one HTTP/1.1 request, with the field names lower case as HTTP/2 sends them.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -28,8 +30,10 @@ CT = (b"Content-Type", b"text/plain")
 class H2Client:
     """A minimal HTTP/2 client (h2c, prior knowledge) for the tests."""
 
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 5.0, sock: socket.socket | None = None,
+                 scheme: bytes = b"http") -> None:
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.scheme = scheme
         self.local_port = self.sock.getsockname()[1]
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding=None))
@@ -37,6 +41,7 @@ class H2Client:
         self.flush()
         self.responses: dict[int, dict] = {}
         self.events: list = []
+        self.terminated: h2.events.ConnectionTerminated | None = None
 
     def __enter__(self) -> H2Client:
         return self
@@ -52,7 +57,7 @@ class H2Client:
     def request(self, method: bytes, path: bytes, headers: list = (), body: bytes | None = None,
                 authority: bytes = b"example.com") -> int:
         sid = self.conn.get_next_available_stream_id()
-        hs = [(b":method", method), (b":scheme", b"http"), (b":authority", authority),
+        hs = [(b":method", method), (b":scheme", self.scheme), (b":authority", authority),
               (b":path", path), *headers]
         self.conn.send_headers(sid, hs, end_stream=body is None)
         if body is not None:
@@ -68,14 +73,16 @@ class H2Client:
         for ev in self.conn.receive_data(data):
             self.events.append(ev)
             r = self.responses.get(getattr(ev, "stream_id", 0))
-            if isinstance(ev, h2.events.ResponseReceived):
+            if isinstance(ev, h2.events.ConnectionTerminated):
+                self.terminated = ev
+            elif isinstance(ev, h2.events.ResponseReceived):
                 r["headers"] = ev.headers
             elif isinstance(ev, h2.events.DataReceived):
                 r["body"] += ev.data
                 self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded):
                 r["ended"] = True
-            elif isinstance(ev, h2.events.StreamReset):
+            elif isinstance(ev, h2.events.StreamReset) and r is not None:
                 r["reset"] = ev.error_code
         self.flush()
 
@@ -271,8 +278,8 @@ def test_no_http2_listener_param(condure) -> None:
     with H2Client(c.port) as cl:  # the other listener serves HTTP/2
         cl.pump()
         assert any(isinstance(e, h2.events.RemoteSettingsChanged) for e in cl.events)
-        # a stream's window is --buffer-size: it opens as the handler takes the body
-        assert cl.conn.remote_settings.initial_window_size == 8192
+        # the default window (see http2.py), opened as the handlers take the bodies
+        assert cl.conn.remote_settings.initial_window_size == 65535
         assert cl.conn.remote_settings.max_concurrent_streams == 100
         assert cl.conn.remote_settings.enable_push == 0
 
@@ -285,3 +292,232 @@ def test_bad_preface_gets_goaway_and_close(ch) -> None:
     # a SETTINGS frame, then GOAWAY (type 7) with PROTOCOL_ERROR
     assert data[3] == 4
     assert b"\x07\x00\x00\x00\x00\x00" in data
+
+
+# ---------------------------------------------------------------------------
+# shutdown (D12): GOAWAY, the streams in flight finish
+
+
+def test_shutdown_sends_goaway_and_lets_the_stream_finish(condure, handler_factory) -> None:
+    c = condure("--shutdown-timeout", "5")
+    h = handler_factory(c.base)
+    with H2Client(c.port) as cl:
+        sid = cl.request(b"GET", b"/slow")
+        req = h.recv_request()
+        h.respond(req, 200, b"OK", [CT], b"first,", more=True)
+        h.recv_type(b"credit")
+        c.proc.send_signal(signal.SIGTERM)
+        while cl.terminated is None:
+            cl.pump()
+        assert cl.terminated.error_code == 0
+        assert cl.terminated.last_stream_id == sid
+        h.body(req, b"last")
+        # the client's h2 is closed for sending after a GOAWAY: read the rest raw
+        data = b""
+        while chunk := cl.sock.recv(65536):
+            data += chunk
+        assert b"last" in data
+    assert c.proc.wait(10) == 0
+
+
+def test_shutdown_closes_an_idle_http2_connection_at_once(condure) -> None:
+    c = condure("--shutdown-timeout", "5")
+    with H2Client(c.port) as cl:
+        cl.pump()  # the server's SETTINGS
+        started = time.monotonic()
+        c.proc.send_signal(signal.SIGTERM)
+        while cl.terminated is None:
+            cl.pump()
+        assert cl.terminated.error_code == 0
+        while cl.sock.recv(100):  # a second GOAWAY (h2's own), then the end
+            pass
+        assert time.monotonic() - started < 2
+    assert c.proc.wait(10) == 0
+
+
+# ---------------------------------------------------------------------------
+# TLS: ALPN offers h2
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    d = tmp_path_factory.mktemp("identities")
+    cert = ca.issue_cert("localhost", common_name="localhost")
+    (d / "localhost.crt").write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+    (d / "localhost.key").write_bytes(cert.private_key_pem.bytes())
+    return ca, str(d)
+
+
+def _tls_listener(condure, pki, *params: str) -> tuple:
+    from conftest import get_free_port, wait_for_port
+
+    ca, directory = pki
+    port = get_free_port()
+    c = condure("--listen", ",".join([f"127.0.0.1:{port}", "stream", "tls",
+                                      "default-cert=localhost", *params]),
+                "--tls-identities-dir", directory)
+    wait_for_port(port, c.proc, c.log_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(ctx)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return c, port, ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_tls_alpn_h2(condure, handler_factory, pki) -> None:
+    c, port, tls = _tls_listener(condure, pki)
+    h = handler_factory(c.base)
+    assert tls.selected_alpn_protocol() == "h2"
+    with H2Client(port, sock=tls, scheme=b"https") as cl:
+        sid = cl.request(b"GET", b"/secure", authority=b"localhost")
+        req = h.recv_request()
+        assert req[b"uri"] == b"https://localhost/secure"
+        assert req[b"headers"] == [[b"host", b"localhost"]]
+        h.respond(req, 200, b"OK", [CT], b"secure\n")
+        r = cl.response(sid)
+        assert r["headers"][0] == (b":status", b"200")
+        assert r["body"] == b"secure\n"
+
+
+def test_tls_listener_without_http2_offers_no_alpn(condure, handler_factory, pki) -> None:
+    c, port, tls = _tls_listener(condure, pki, "no-http2")
+    assert tls.selected_alpn_protocol() is None
+    tls.close()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
+def test_curl_http2_over_tls(condure, handler_factory, pki, tmp_path) -> None:
+    from conftest import get_free_port, wait_for_port
+
+    ca, directory = pki
+    port = get_free_port()
+    c = condure("--listen", f"127.0.0.1:{port},stream,tls,default-cert=localhost",
+                "--tls-identities-dir", directory)
+    wait_for_port(port, c.proc, c.log_path)
+    h = handler_factory(c.base)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    proc = subprocess.Popen(["curl", "-s", "-i", "--http2", "--cacert", str(ca_file),
+                             f"https://localhost:{port}/tls"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        req = h.recv_request()
+        assert req[b"uri"] == f"https://localhost:{port}/tls".encode()
+        h.respond(req, 200, b"OK", [CT], b"over h2\n")
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert out.startswith(b"HTTP/2 200"), (out, err)
+    assert out.endswith(b"\r\n\r\nover h2\n")
+
+
+# ---------------------------------------------------------------------------
+# flow control end to end
+
+
+def _send_body(cl: H2Client, sid: int, body: bytes) -> None:
+    """DATA within the server's windows, waiting for its WINDOW_UPDATEs."""
+    view = memoryview(body)
+    while view:
+        n = min(len(view), cl.conn.local_flow_control_window(sid), cl.conn.max_outbound_frame_size)
+        if n == 0:
+            cl.pump()
+            continue
+        cl.conn.send_data(sid, bytes(view[:n]), end_stream=n == len(view))
+        cl.flush()
+        view = view[n:]
+
+
+def test_large_request_body_under_credits_and_window(ch) -> None:
+    import threading
+
+    c, h = ch
+    body = bytes(range(256)) * 400  # 102,400 bytes: many windows of 8192
+    with H2Client(c.port) as cl:
+        sid = cl.conn.get_next_available_stream_id()
+        cl.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"),
+                                   (b":authority", b"example.com"), (b":path", b"/upload"),
+                                   (b"content-length", b"%d" % len(body))])
+        cl.flush()
+        cl.responses[sid] = {"headers": None, "body": b"", "ended": False, "reset": None}
+        sender = threading.Thread(target=_send_body, args=(cl, sid, body))
+        sender.start()
+        req = h.recv_request()
+        assert req[b"more"] is True
+        got = b""
+        h.credit(req, 8192)
+        while True:
+            d = h.recv_type(None)
+            got += d[b"body"]
+            assert len(d[b"body"]) <= 8192
+            if not d.get(b"more"):
+                break
+            h.credit(req, len(d[b"body"]))
+        sender.join(10)
+        assert got == body
+        h.respond(req, 200, b"OK", [CT], b"got it\n")
+        assert cl.response(sid)["body"] == b"got it\n"
+
+
+def test_large_streamed_response_within_the_window(ch) -> None:
+    """The client reads (and opens its window) as the handler sends; every
+    8192 bytes written come back to the handler as a credit."""
+    import threading
+
+    c, h = ch
+    chunk = b"x" * 8192
+    with H2Client(c.port) as cl:
+        sid = cl.request(b"GET", b"/download")
+        req = h.recv_request()
+        reader = threading.Thread(target=cl.response, args=(sid, 20.0))
+        reader.start()
+        h.respond(req, 200, b"OK", [CT], chunk, more=True)
+        for i in range(20):
+            assert h.recv_type(b"credit")[b"credits"] == 8192
+            h.body(req, chunk, more=i < 19)
+        reader.join(20)
+        r = cl.responses[sid]
+        assert r["ended"] and r["body"] == chunk * 21
+
+
+def test_a_shut_window_holds_the_handlers_credits(ch) -> None:
+    """The client opens no window: the response stops at its 65,535 bytes and the
+    handler gets no credit for what could not be sent."""
+    c, h = ch
+    chunk = b"y" * 8192
+    with H2Client(c.port) as cl:
+        sid = cl.request(b"GET", b"/stuck")
+        req = h.recv_request()
+        h.respond(req, 200, b"OK", [CT], chunk, more=True)
+        credited = 8192
+        h.recv_type(b"credit")
+        while True:
+            h.body(req, chunk, more=True)
+            try:
+                h.recv_type(b"credit", timeout=1.0)
+            except AssertionError:
+                break
+            credited += 8192
+        assert credited < 65535 + 8192
+        # the client read it all but opened nothing (it does not acknowledge here)
+        received = 0
+        cl.sock.settimeout(0.5)
+        try:
+            while True:
+                data = cl.sock.recv(65536)
+                if not data:
+                    break
+                for ev in cl.conn.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived):
+                        received += len(ev.data)
+        except socket.timeout:
+            pass
+        assert received == 65535
+        # now open it: the rest flows, and the credit comes back
+        cl.conn.acknowledge_received_data(received, sid)
+        cl.flush()
+        assert h.recv_type(b"credit")[b"credits"] == 8192
