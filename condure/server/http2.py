@@ -84,6 +84,41 @@ def serve(conn: Connection) -> None:
     H2Connection(conn).run()
 
 
+# --- Upgrade: h2c (RFC 7540 3.2) -------------------------------------------------------
+
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+# the fields of the upgrade, hop by hop: not forwarded with the request of stream 1
+_UPGRADE_FIELDS = frozenset([b"connection", b"upgrade", b"http2-settings"])
+
+
+def wants_upgrade(head: RequestHead) -> bool:
+    """`Upgrade: h2c` that we take: HTTP/1.1, no body (RFC 7540 3.2 lets the
+    server ignore the others; they are served as HTTP/1), one HTTP2-Settings
+    field, named in Connection."""
+    if b"h2c" not in head.upgrade or head.version != b"1.1" or head.has_body:
+        return False
+    if b"http2-settings" not in head.connection:
+        return False
+    return sum(1 for n, _ in head.headers if n.lower() == b"http2-settings") == 1
+
+
+def upgrade(conn: Connection, head: RequestHead) -> bool:
+    """Switch `conn` to HTTP/2 and serve `head` as its stream 1; False: the
+    connection ends with the HTTP/2 connection."""
+    settings = head.header(b"http2-settings")
+    assert settings is not None
+    conn.end_session()  # stream 1 gets a session of its own
+    head.headers = [(n, v) for n, v in head.headers if n.lower() not in _UPGRADE_FIELDS]
+    head.connection = head.upgrade = ()
+    head.version = b"2"
+    try:
+        conn.write(SWITCHING)
+    except CondureError:
+        return False
+    H2Connection(conn).run(upgrade=(head, settings))
+    return False
+
+
 # --- the request head -------------------------------------------------------------
 
 
@@ -450,20 +485,23 @@ class H2Stream:
 
     # --- the stream's greenlet ---------------------------------------------------------------
 
-    def run(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+    def run(self, headers: list[tuple[bytes, bytes]], ended: bool,
+            head: RequestHead | None = None) -> None:
+        """`head`: the request already parsed (that of an `Upgrade: h2c`)."""
         server = self.server
         now = time.monotonic()
         self.session = Session(server.registry.new_id(self.owner.conn.slot), now,
                                server.keepalive_interval)
         try:
-            try:
-                head = request_head(headers, ended)
-            except BadRequest as e:
-                server.metrics.parse_errors += 1
-                self.log.info("bad request: %s", e)
-                self.answer_and_close(e.status or 400, e.text)
-                return
-            server.metrics.requests += 1
+            if head is None:  # (an upgrade's head was counted as an HTTP/1 one)
+                try:
+                    head = request_head(headers, ended)
+                except BadRequest as e:
+                    server.metrics.parse_errors += 1
+                    self.log.info("bad request: %s", e)
+                    self.answer_and_close(e.status or 400, e.text)
+                    return
+                server.metrics.requests += 1
             self.arm()
             H2Exchange(self, self, server, head, self.session).run()
         except Exception:
@@ -497,7 +535,10 @@ class H2Connection:
         """Apply `action` to h2 and write what it produced (under the lock,
         so frames keep h2's order)."""
         with self._wlock:
-            action(self.h2)
+            try:
+                action(self.h2)
+            except h2.exceptions.ProtocolError as e:  # a stream (or h2) closed meanwhile
+                raise ClientGone(f"HTTP/2: {e}") from None
             data = self.h2.data_to_send()
             if data:
                 self.conn.write(data)
@@ -515,12 +556,14 @@ class H2Connection:
     def acknowledge(self, sid: int, size: int) -> None:
         try:
             self.send(lambda h2c: h2c.acknowledge_received_data(size, sid))
-        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
-            pass
+        except ClientGone:
+            pass  # the stream is closed: h2 has opened the connection's window
 
     # --- the read loop -----------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, upgrade: tuple[RequestHead, bytes] | None = None) -> None:
+        """`upgrade`: the request of an `Upgrade: h2c` and its HTTP2-Settings;
+        it becomes stream 1, and the client's preface follows in full."""
         conn = self.conn
         conn.http2 = True  # Connection.stop flags it (a graceful GOAWAY, below)
         h2c = self.h2
@@ -535,11 +578,19 @@ class H2Connection:
         # before it saw our SETTINGS, and h2 refuses a window that a smaller
         # INITIAL_WINDOW_SIZE would take below zero (RFC 9113 6.9.2 allows it).
         # The connection's window bounds what all streams hold unread.
-        h2c.initiate_connection()
+        if upgrade is None:
+            h2c.initiate_connection()
+        else:
+            h2c.initiate_upgrade_connection(upgrade[1])  # stream 1: half-closed (remote)
         if conn.debug:
             conn.log.debug("HTTP/2 connection")
         try:
-            data = PREFACE_HEAD + conn.parser.leftover()
+            if upgrade is None:
+                data = PREFACE_HEAD + conn.parser.leftover()
+            else:
+                data = conn.parser.leftover()
+                self.flush()  # our preface, before stream 1's response
+                self._start(1, [], True, upgrade[0])
             while True:
                 try:
                     events = h2c.receive_data(data)
@@ -643,24 +694,28 @@ class H2Connection:
                 return False
         return True
 
-    def _start(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+    def _start(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool,
+               head: RequestHead | None = None) -> None:
         if self.draining and sid > self.last_stream:
             self.send(lambda h2c: h2c.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM))
             return
         st = self.streams[sid] = H2Stream(self, sid)
         if ended:
             st.on_end()
-        g = gevent.spawn(st.run, headers, ended)
+        g = gevent.spawn(st.run, headers, ended, head)
         self.greenlets.add(g)
         g.link(self.greenlets.discard)
 
     def stream_done(self, st: H2Stream) -> None:
         """The stream's exchange is over: a stream we did not end is reset."""
         self.streams.pop(st.sid, None)
+        unread = sum(map(len, st._pending))
+        if unread:  # a body the exchange left unread: its share of the connection window
+            self.acknowledge(st.sid, unread)
         if self.draining and not self.streams:
             self.conn._wake_soon()  # the read loop ends the connection
         if not st._closed and not st._gone:
             try:
                 self.send(lambda h2c: h2c.reset_stream(st.sid, h2.errors.ErrorCodes.CANCEL))
-            except (CondureError, h2.exceptions.ProtocolError):
+            except CondureError:
                 pass

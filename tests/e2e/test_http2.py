@@ -521,3 +521,88 @@ def test_a_shut_window_holds_the_handlers_credits(ch) -> None:
         cl.conn.acknowledge_received_data(received, sid)
         cl.flush()
         assert h.recv_type(b"credit")[b"credits"] == 8192
+
+
+# ---------------------------------------------------------------------------
+# Upgrade: h2c (RFC 7540 3.2)
+
+
+def _upgrade_request(path: bytes = b"/up", extra: bytes = b"") -> tuple:
+    """A client h2 set up for the upgrade, and the HTTP/1.1 request to send."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding=None))
+    settings = conn.initiate_upgrade_connection()
+    return conn, (b"GET " + path + b" HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\n"
+                  b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: "
+                  + settings + b"\r\n" + extra + b"\r\n")
+
+
+def test_upgrade_h2c_serves_the_request_as_stream_1(ch) -> None:
+    c, h = ch
+    conn, request = _upgrade_request()
+    with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
+        s.sendall(request)
+        req = h.recv_request()
+        # the HTTP/1.1 request, without the fields of the upgrade
+        assert req[b"uri"] == b"http://example.com/up"
+        assert req[b"headers"] == [[b"Host", b"example.com"], [b"X-A", b"1"]]
+        h.respond(req, 200, b"OK", [CT], b"upgraded\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        cl = H2Client.__new__(H2Client)
+        cl.sock, cl.conn, cl.scheme = s, conn, b"http"
+        cl.responses = {1: {"headers": None, "body": b"", "ended": False, "reset": None}}
+        cl.events, cl.terminated = [], None
+        s.sendall(conn.data_to_send())  # the client's preface and SETTINGS
+        if rest:
+            for ev in conn.receive_data(rest):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    cl.responses[1]["headers"] = ev.headers
+                elif isinstance(ev, h2.events.DataReceived):
+                    cl.responses[1]["body"] += ev.data
+                elif isinstance(ev, h2.events.StreamEnded):
+                    cl.responses[1]["ended"] = True
+        r = cl.response(1)
+        assert r["headers"][0] == (b":status", b"200")
+        assert r["body"] == b"upgraded\n"
+        # the connection goes on in HTTP/2
+        sid = cl.request(b"GET", b"/after")
+        req2 = h.recv_request()
+        assert req2[b"headers"] == [[b"host", b"example.com"]]
+        h.respond(req2, 200, b"OK", [CT], b"h2\n")
+        assert cl.response(sid)["body"] == b"h2\n"
+
+
+def test_upgrade_h2c_with_a_body_stays_http1(ch) -> None:
+    c, h = ch
+    conn, request = _upgrade_request(b"/body", b"Content-Length: 2\r\n")
+    with Client(c.port) as client:
+        client.send(request + b"hi")
+        req = h.recv_request()
+        assert [b"Upgrade", b"h2c"] in req[b"headers"]
+        h.credit(req, 8192)
+        h.recv_type(None)
+        h.respond(req, 200, b"OK", [CT], b"plain\n")
+        assert client.read_response().status == 200
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
+def test_curl_http2_upgrade(ch) -> None:
+    c, h = ch
+    proc = subprocess.Popen(["curl", "-s", "-i", "--http2", f"http://127.0.0.1:{c.port}/curl-up"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        req = h.recv_request()
+        assert req[b"uri"] == f"http://127.0.0.1:{c.port}/curl-up".encode()
+        h.respond(req, 200, b"OK", [CT], b"via upgrade\n")
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert out.startswith(b"HTTP/1.1 101 Switching Protocols"), (out, err)
+    assert b"HTTP/2 200" in out
+    assert out.endswith(b"\r\n\r\nvia upgrade\n")
