@@ -606,3 +606,41 @@ def test_curl_http2_upgrade(ch) -> None:
     assert out.startswith(b"HTTP/1.1 101 Switching Protocols"), (out, err)
     assert b"HTTP/2 200" in out
     assert out.endswith(b"\r\n\r\nvia upgrade\n")
+
+
+def test_early_response_gives_the_unread_body_window_back(ch) -> None:
+    """The handler answers without reading the body: the stream's response
+    ends it, the bytes it never took (and those that come after) do not keep
+    the connection's window shut, so the next stream's body still flows."""
+    import threading
+
+    c, h = ch
+    body = b"z" * 200_000  # more than the connection's window
+    with H2Client(c.port) as cl:
+        sid = cl.conn.get_next_available_stream_id()
+        cl.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"),
+                                   (b":authority", b"example.com"), (b":path", b"/early"),
+                                   (b"content-length", b"%d" % len(body))])
+        cl.flush()
+        cl.responses[sid] = {"headers": None, "body": b"", "ended": False, "reset": None}
+        sender = threading.Thread(target=_send_body, args=(cl, sid, body), daemon=True)
+        sender.start()
+        req = h.recv_request()
+        h.respond(req, 413, b"Too Large", [CT], b"no\n")
+        sender.join(10)
+        assert not sender.is_alive()
+        r = cl.response(sid)
+        assert r["headers"][0] == (b":status", b"413") and r["body"] == b"no\n"
+        # a second stream with a body on the same connection
+        sid2 = cl.conn.get_next_available_stream_id()
+        cl.conn.send_headers(sid2, [(b":method", b"POST"), (b":scheme", b"http"),
+                                    (b":authority", b"example.com"), (b":path", b"/next"),
+                                    (b"content-length", b"4")])
+        cl.conn.send_data(sid2, b"next", end_stream=True)
+        cl.flush()
+        cl.responses[sid2] = {"headers": None, "body": b"", "ended": False, "reset": None}
+        req2 = h.recv_request()
+        h.credit(req2, 8192)
+        assert h.recv_type(None)[b"body"] == b"next"
+        h.respond(req2, 200, b"OK", [CT], b"ok\n")
+        assert cl.response(sid2)["body"] == b"ok\n"
