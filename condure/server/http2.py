@@ -69,6 +69,10 @@ log = logging.getLogger("condure.http2")
 PREFACE_HEAD = b"PRI * HTTP/2.0\r\n\r\n"  # what the HTTP/1 parser took of the preface
 MAX_CONCURRENT_STREAMS = 100
 JOIN_TIME = 5.0  # seconds the streams get to end after the connection did
+# rapid reset (CVE-2023-44487): more client resets than this within RESET_PERIOD
+# seconds end the connection with GOAWAY(ENHANCE_YOUR_CALM)
+RESETS_MAX = 200
+RESET_PERIOD = 1.0
 
 # fields HTTP/2 forbids (RFC 9113 8.2.2), dropped from the handler's response
 _CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connection",
@@ -527,6 +531,8 @@ class H2Connection:
         self.greenlets: set[gevent.Greenlet] = set()
         self._wlock = Semaphore()
         self.draining = False  # shutting down: GOAWAY sent, the streams finish
+        self._resets = 0  # client resets since _reset_start
+        self._reset_start = 0.0
         self.last_stream = 0  # the last stream served once draining
 
     # --- output --------------------------------------------------------------------
@@ -685,6 +691,11 @@ class H2Connection:
                 st = self.streams.get(ev.stream_id)
                 if st is not None:
                     st.on_gone()
+                if ev.remote_reset and self._too_many_resets():
+                    self.conn.log.info("HTTP/2: more than %d stream resets in %g s",
+                                       RESETS_MAX, RESET_PERIOD)
+                    self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+                    return False
             elif t is ev_.WindowUpdated or t is ev_.RemoteSettingsChanged:
                 sid = getattr(ev, "stream_id", 0)
                 for st in ([self.streams[sid]] if sid in self.streams else
@@ -693,6 +704,13 @@ class H2Connection:
             elif t is ev_.ConnectionTerminated:
                 return False
         return True
+
+    def _too_many_resets(self) -> bool:
+        now = time.monotonic()
+        if now - self._reset_start > RESET_PERIOD:
+            self._reset_start, self._resets = now, 0
+        self._resets += 1
+        return self._resets > RESETS_MAX
 
     def _start(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool,
                head: RequestHead | None = None) -> None:

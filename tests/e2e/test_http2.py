@@ -644,3 +644,39 @@ def test_early_response_gives_the_unread_body_window_back(ch) -> None:
         assert h.recv_type(None)[b"body"] == b"next"
         h.respond(req2, 200, b"OK", [CT], b"ok\n")
         assert cl.response(sid2)["body"] == b"ok\n"
+
+
+def test_rapid_reset_ends_the_connection(ch) -> None:
+    """CVE-2023-44487: streams opened and reset at once, past 200 a second."""
+    c, h = ch
+    with H2Client(c.port) as cl:
+        for _ in range(300):
+            sid = cl.conn.get_next_available_stream_id()
+            cl.conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"http"),
+                                       (b":authority", b"example.com"), (b":path", b"/r")],
+                                 end_stream=True)
+            cl.conn.reset_stream(sid)
+        try:
+            cl.flush()
+            while cl.terminated is None:
+                cl.pump()
+        except (ConnectionError, OSError):
+            pass
+        assert cl.terminated is not None
+        assert cl.terminated.error_code == 11  # ENHANCE_YOUR_CALM
+
+
+def test_a_few_resets_are_fine(ch) -> None:
+    c, h = ch
+    with H2Client(c.port) as cl:
+        for _ in range(20):
+            sid = cl.request(b"GET", b"/r")
+            cl.conn.reset_stream(sid)
+        cl.flush()
+        sid = cl.request(b"GET", b"/after")
+        while True:
+            req = h.recv_request()
+            if req[b"uri"].endswith(b"/after"):
+                break
+        h.respond(req, 200, b"OK", [CT], b"fine\n")
+        assert cl.response(sid)["body"] == b"fine\n"
