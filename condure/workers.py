@@ -137,9 +137,8 @@ class Parent:
     # --- set-up -------------------------------------------------------------
 
     def start(self) -> None:
-        # the sockets of our own first: a failure here must come before the
-        # proxy threads use the ZeroMQ context (destroying it under them can
-        # crash the process)
+        # the sockets of our own first: a failure here stops the start before
+        # any proxy thread runs
         if self.cfg.prometheus:
             self.metrics = MetricsServer(self.cfg.prometheus, self.dir, self.count)
         if self.cfg.debug_socket is not None:
