@@ -119,9 +119,11 @@ class App:
         if zr is not None:
             zr.start(server.on_req_message)
         self.greenlets.append(gevent.spawn(run_sweeper, server.wheel, server.on_expired))
-        self._listen(server)
+        # metrics first: once a client port accepts, the metrics port does too
+        # (a probe that waits for the client port may scrape at once)
         if cfg.prometheus:
             self._serve_metrics(server)
+        self._listen(server)
 
     def _debug_socket(self) -> None:
         """--debug-socket: bound here; in a worker of --workers N, the line to

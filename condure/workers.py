@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 import tnetstring
 import zmq
@@ -57,7 +58,7 @@ from .debuglog import DebugSocket, DebugSocketError, WorkerFeeds, queue_limit, w
 from .metrics import (NAMESPACE, Aggregate, Family, Metrics, SnapshotError, exposition, merge,
                       parse_snapshot, process_families, process_start_time, render)
 from .server.listener import ListenError, bind
-from .zhttp.sockets import attach, setting_specs
+from .zhttp.sockets import attach, setting_specs, terminate
 
 log = logging.getLogger("condure.workers")
 
@@ -122,6 +123,7 @@ class Parent:
         self.count = cfg.workers
         self.dir = tempfile.mkdtemp(prefix="condure-w")
         self.ctx = zmq.Context()
+        self._loose: list[zmq.Socket] = []  # sockets no proxy thread owns (yet)
         self.listen_socks: list = []
         self.children: dict[int, subprocess.Popen] = {}
         self.starting: dict[int, int] = {}  # worker index -> its ready pipe, until it reports
@@ -135,9 +137,8 @@ class Parent:
     # --- set-up -------------------------------------------------------------
 
     def start(self) -> None:
-        # the sockets of our own first: a failure here must come before the
-        # proxy threads use the ZeroMQ context (destroying it under them can
-        # crash the process)
+        # the sockets of our own first: a failure here stops the start before
+        # any proxy thread runs
         if self.cfg.prometheus:
             self.metrics = MetricsServer(self.cfg.prometheus, self.dir, self.count)
         if self.cfg.debug_socket is not None:
@@ -179,7 +180,7 @@ class Parent:
 
     def _external(self, kind: int, endpoints: list[str], hwm: int,
                   identity: bytes | None = None) -> zmq.Socket:
-        s = self.ctx.socket(kind)
+        s = self._socket(kind)
         if identity is not None:
             s.setsockopt(zmq.IDENTITY, identity)
         s.setsockopt(zmq.LINGER, 0)
@@ -189,8 +190,22 @@ class Parent:
             attach(s, ep, self.cfg.zclient_connect, self.cfg.ipc_file_mode)
         return s
 
-    def _internal(self, kind: int, endpoint: str) -> zmq.Socket:
+    def _socket(self, kind: int) -> zmq.Socket:
+        """A socket of the parent's context, closed by `close` until a thread owns it."""
         s = self.ctx.socket(kind)
+        self._loose.append(s)
+        return s
+
+    def _thread(self, target: Callable[..., None], *socks: zmq.Socket) -> None:
+        """Start `target(*socks)` in a thread that owns them from now on: it
+        closes them when the context is terminated (closing them here, under
+        a thread still in zmq.proxy, could crash the process)."""
+        for sock in socks:
+            self._loose.remove(sock)
+        threading.Thread(target=target, args=socks, daemon=True).start()
+
+    def _internal(self, kind: int, endpoint: str) -> zmq.Socket:
+        s = self._socket(kind)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RCVHWM, 0)
@@ -212,7 +227,7 @@ class Parent:
         mode = "connect" if cfg.zclient_connect else "bind"
         log.info("zhttp client %s %s", mode, " ".join(" ".join(e) for e in ends))
         for front, back in pairs:
-            threading.Thread(target=_proxy, args=(front, back), daemon=True).start()
+            self._thread(_proxy, front, back)
 
     def _req_forwarder(self) -> None:
         cfg = self.cfg
@@ -221,7 +236,7 @@ class Parent:
         inner = self._internal(zmq.ROUTER, internal_req_endpoint(self.dir))
         mode = "connect" if cfg.zclient_connect else "bind"
         log.info("zhttp client %s req %s", mode, " ".join(cfg.zclient_req))
-        threading.Thread(target=_req_forward, args=(inner, dealer), daemon=True).start()
+        self._thread(_req_forward, inner, dealer)
 
     def _worker_listeners(self) -> list:
         """A worker's listening sockets: its own on each TCP port, the shared Unix ones."""
@@ -372,7 +387,10 @@ class Parent:
                     os.unlink(spec.path)
                 except OSError:
                     pass
-        self.ctx.destroy(0)
+        for sock in self._loose:
+            sock.close(0)
+        # the threads' blocking calls end with ETERM and they close their own sockets
+        terminate(self.ctx)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -468,6 +486,8 @@ def _proxy(front: zmq.Socket, back: zmq.Socket) -> None:
         try:
             zmq.proxy(front, back)
         except zmq.ContextTerminated:
+            front.close(0)
+            back.close(0)
             return
         except zmq.ZMQError as e:
             # e.g. a message that arrived where none is expected: it is dropped
@@ -490,7 +510,8 @@ def _req_forward(inner: zmq.Socket, dealer: zmq.Socket) -> None:
                     if target is not None:
                         inner.send_multipart([target, *frames])
     except zmq.ContextTerminated:
-        return
+        inner.close(0)
+        dealer.close(0)
 
 
 def _reply_worker(frames: list[bytes]) -> bytes | None:

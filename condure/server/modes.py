@@ -48,7 +48,7 @@ def _invalid_websocket(conn: Connection, head: RequestHead) -> bool:
         if http1.is_websocket(head):
             scheme = b"wss" if scheme == b"https" else b"ws"
         access.write(conn.peer, head, access.request_uri(head, scheme), 400,
-                     len(INVALID_WEBSOCKET) + 1, conn.last_io, access.CONDURE,
+                     len(http1.error_body(400, INVALID_WEBSOCKET)), conn.last_io, access.CONDURE,
                      "InvalidWebSocketRequest")
     conn.answer_and_close(400, INVALID_WEBSOCKET)
     return False
