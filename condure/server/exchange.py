@@ -222,13 +222,18 @@ class Exchange:
             self.started = True
             if self.continue_pending and not self.body_ended:
                 self.continue_pending = False
-                self.stream.write(CONTINUE)
+                self._send_continue()
             if self.flow is not None:
                 self._pull_body()
         handler = self.HANDLERS.get(pkt.type)
         if handler is None:
             raise BadMessage(f"unexpected packet type {pkt.type_name}")
         handler(self, pkt)
+
+    def _send_continue(self) -> None:
+        """The interim `100 Continue` a client that sent `Expect: 100-continue`
+        waits for, once the handler has answered (it wants the body)."""
+        self.stream.write(CONTINUE)
 
     def _on_data(self, pkt: zp.Packet) -> None:
         if self.flow is not None:  # as _on_credit, without the call: every response comes here

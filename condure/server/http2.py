@@ -226,6 +226,9 @@ class H2Exchange(Exchange):
             stream.write_data(data, last)
         self._after_write(pkt.body, pkt.more)
 
+    def _send_continue(self) -> None:
+        self.stream.send_headers([(b":status", b"100")], end=False)  # RFC 9113 8.1
+
     def _write_body(self, data: bytes, more: bool) -> None:
         if len(data) > self.stream.buffer_size:
             raise BufferExceeded("handler sent more than its credits")

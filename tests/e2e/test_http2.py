@@ -611,3 +611,72 @@ def test_a_few_resets_are_fine(ch) -> None:
                 break
         h.respond(req, 200, b"OK", [CT], b"fine\n")
         assert cl.response(sid)["body"] == b"fine\n"
+
+
+def test_expect_100_continue_gets_an_interim_100_headers(ch) -> None:
+    """RFC 9113 8.1: the interim response is a HEADERS :status 100 before the
+    final one; sent as on HTTP/1.1, once the handler answers (credits)."""
+    c, h = ch
+    with H2Client(c.port) as cl:
+        sid = cl.conn.get_next_available_stream_id()
+        cl.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"),
+                                   (b":authority", b"example.com"), (b":path", b"/up"),
+                                   (b"expect", b"100-continue"), (b"content-length", b"4")])
+        cl.flush()
+        cl.responses[sid] = {"headers": None, "body": b"", "ended": False, "reset": None}
+        req = h.recv_request()
+        assert req[b"more"] is True
+        informational = [e for e in cl.events if isinstance(e, h2.events.InformationalResponseReceived)]
+        assert informational == []  # nothing before the handler's word
+        h.credit(req, 8192)
+        deadline = time.monotonic() + 5
+        while not informational:
+            assert time.monotonic() < deadline, cl.events
+            cl.pump()
+            informational = [e for e in cl.events
+                             if isinstance(e, h2.events.InformationalResponseReceived)]
+        assert informational[0].headers == [(b":status", b"100")]
+        cl.conn.send_data(sid, b"ping", end_stream=True)
+        cl.flush()
+        assert h.recv_type(None)[b"body"] == b"ping"
+        h.respond(req, 200, b"OK", [CT], b"pong")
+        r = cl.response(sid)
+        assert r["headers"][0] == (b":status", b"200") and r["body"] == b"pong"
+
+
+def test_handoff_midstream_to_a_second_handler(ch, handler_factory) -> None:
+    """A stream's session is handed off as an HTTP/1 one: handoff-proceed,
+    the new owner goes on with the same seq, the old one hears nothing."""
+    c, h1 = ch
+    h2_ = handler_factory(c.base, identity=b"second-handler", pull=False)
+    with H2Client(c.port) as cl:
+        sid = cl.request(b"GET", b"/handoff")
+        req = h1.recv_request()
+        rid = req[b"id"]
+        h1.respond(req, 200, b"OK", [CT], more=True)
+        h1.body(req, b"from h1\n", more=True)
+        assert h1.recv_type(b"credit")[b"seq"] == 1
+        h1.packet(req, b"handoff-start")
+        p = h1.recv_type(b"handoff-proceed")
+        assert (p[b"id"], p[b"seq"]) == (rid, 2)
+        h2_.seq[rid] = h1.seq[rid]
+        h2_.body(req, b"from h2\n", more=True)
+        p = h2_.recv_type(b"credit")
+        assert (p[b"id"], p[b"seq"]) == (rid, 3)
+        h2_.body(req, b"", more=False)
+        r = cl.response(sid)
+        assert r["body"] == b"from h1\nfrom h2\n" and r["ended"]
+        h1.expect_nothing(0.2)
+        # a later reset of another handed-off stream: the cancel goes to the new owner
+        sid2 = cl.request(b"GET", b"/after")
+        r2 = h1.recv_request()
+        h1.respond(r2, 200, b"OK", [CT], more=True)
+        h1.packet(r2, b"handoff-start")
+        h1.recv_type(b"handoff-proceed")
+        h2_.seq[r2[b"id"]] = h1.seq[r2[b"id"]]
+        h2_.packet(r2, b"keep-alive")
+        cl.conn.reset_stream(sid2)
+        cl.flush()
+        p = h2_.recv_type(b"cancel")
+        assert p[b"id"] == r2[b"id"]
+        h1.expect_nothing(0.2)
