@@ -128,7 +128,8 @@ def upgrade(conn: Connection, head: RequestHead) -> bool:
 
 def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
     """The head an HTTP/1.1 request with these fields would have: `:authority`
-    as the first field, `host` (replacing any `host` field, RFC 9113 8.3.1),
+    as the first field, `host` (replacing a `host` field that agrees with it;
+    one that does not is a 400, RFC 9113 8.3.1),
     `cookie` fields joined with "; " where the first was (RFC 9113 8.2.3),
     the other fields in order as received. The pseudo-fields were checked
     by h2. `ended`: END_STREAM came with the HEADERS (no body); a body
@@ -156,6 +157,11 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
         joined = b"; ".join(cookies)
         fields = [(n, joined) if n == b"cookie" else (n, v) for n, v in fields]
     if authority is not None:
+        # RFC 9113 8.3.1: a host field naming another entity makes the request
+        # malformed (compared without case, as host names are)
+        low = authority.lower()
+        if any(n == b"host" and v.lower() != low for n, v in fields):
+            raise BadRequest("host field and :authority disagree")
         fields = [(b"host", authority)] + [(n, v) for n, v in fields if n != b"host"]
     head = check_head(method, path, b"1.1", fields)
     head.version = b"2"

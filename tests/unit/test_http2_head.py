@@ -24,9 +24,15 @@ def test_authority_is_the_first_field_host() -> None:
     assert not head.has_body
 
 
-def test_authority_replaces_a_host_field() -> None:
-    head = request_head(hs((b"host", b"other.example"), (b"a", b"1")), True)
+def test_authority_replaces_a_host_field_that_agrees() -> None:
+    head = request_head(hs((b"a", b"1"), (b"host", b"Example.COM")), True)
     assert head.headers == [(b"host", b"example.com"), (b"a", b"1")]
+
+
+def test_a_host_field_that_disagrees_with_authority_is_400() -> None:
+    with pytest.raises(BadRequest) as e:
+        request_head(hs((b"host", b"other.example"), (b"a", b"1")), True)
+    assert e.value.status == 400
 
 
 def test_host_field_without_authority() -> None:
