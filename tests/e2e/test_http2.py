@@ -312,6 +312,32 @@ def test_tls_alpn_h2(condure, handler_factory, pki) -> None:
         assert r["body"] == b"secure\n"
 
 
+
+def test_tls_post_streamed_response_and_reset(condure, handler_factory, pki) -> None:
+    """Over TLS as over h2c: a body under credits, a streamed response, and a
+    reset stream that the handler hears of as `cancel`, on one connection."""
+    c, port, tls = _tls_listener(condure, pki)
+    h = handler_factory(c.base)
+    with H2Client(port, sock=tls, scheme=b"https") as cl:
+        sid = cl.request(b"POST", b"/up", [(b"content-length", b"5")], body=b"hello",
+                         authority=b"localhost")
+        req = h.recv_request()
+        assert req[b"uri"] == b"https://localhost/up" and req[b"more"] is True
+        h.credit(req, 8192)
+        assert h.recv_type(None)[b"body"] == b"hello"
+        h.respond(req, 200, b"OK", [CT], b"one,", more=True)
+        assert h.recv_type(b"credit")[b"credits"] == 4
+        h.body(req, b"two", more=False)
+        r = cl.response(sid)
+        assert r["body"] == b"one,two" and r["ended"]
+        sid2 = cl.request(b"GET", b"/held", authority=b"localhost")
+        req2 = h.recv_request()
+        h.packet(req2, b"keep-alive")  # the handler's address: where a cancel can go
+        time.sleep(0.1)
+        cl.conn.reset_stream(sid2)
+        cl.flush()
+        assert h.recv_type(b"cancel")[b"id"] == req2[b"id"]
+
 def test_tls_listener_without_http2_offers_no_alpn(condure, handler_factory, pki) -> None:
     c, port, tls = _tls_listener(condure, pki, "no-http2")
     assert tls.selected_alpn_protocol() is None
