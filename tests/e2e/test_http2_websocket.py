@@ -10,7 +10,9 @@ with the one the same upgrade over HTTP/1.1 produces.
 from __future__ import annotations
 
 import base64
+import signal
 import socket
+import ssl
 import time
 
 import h2.errors
@@ -593,3 +595,90 @@ def test_frames_to_the_client_wait_for_its_window(ch) -> None:
             rest += h.recv_type(b"credit")[b"credits"]
         assert credited + rest == 12 * 8000
 
+
+
+# ---------------------------------------------------------------------------
+# as any stream session: handoff, shutdown; wss over TLS
+
+
+def test_handoff_to_a_second_handler(ch, handler_factory) -> None:
+    c, h1 = ch
+    h2 = handler_factory(c.base, identity=b"second-handler", pull=False)
+    with H2Client(c.port) as cl:
+        ws = H2WebSocket(cl)
+        req = accept(h1, ws)
+        rid = req[b"id"]
+        h1.packet(req, "handoff-start")
+        p = h1.recv_type(b"handoff-proceed")
+        assert p[b"id"] == rid and p[b"seq"] == 1
+        ws.send("held")  # nothing goes out until the new owner's first packet
+        h1.expect_nothing(0.3)
+        h2.seq[rid] = h1.seq[rid]
+        h2.body(req, b"from h2", content_type="text")
+        assert ws.message() == (Opcode.TEXT, "from h2")
+        # the held message and the credit for "from h2", in either order
+        got = sorted([h2.recv(), h2.recv()], key=lambda p: p.get(b"type", b""))
+        assert [p[b"id"] for p in got] == [rid, rid]
+        assert (got[0].get(b"type"), got[0][b"body"]) == (None, b"held")
+        assert (got[1][b"type"], got[1][b"credits"]) == (b"credit", 7)
+        h1.expect_nothing(0.2)
+
+
+def test_shutdown_closes_with_1001(condure, handler_factory) -> None:
+    """D12 as over HTTP/1.1: the WebSocket is closed with 1001 at once; the
+    connection gets its GOAWAY and ends."""
+    c = condure("--shutdown-timeout", "5")
+    h = handler_factory(c.base)
+    with H2Client(c.port) as cl:
+        ws = H2WebSocket(cl)
+        req = accept(h, ws)
+        c.proc.send_signal(signal.SIGTERM)
+        assert h.recv_type(b"cancel")[b"id"] == req[b"id"]
+        # the client's h2 takes nothing after a GOAWAY: the frames, read raw
+        data = b""
+        while chunk := cl.sock.recv(65536):
+            data += chunk
+    frames = []
+    while data:
+        n, kind, sid = int.from_bytes(data[:3], "big"), data[3], int.from_bytes(data[5:9], "big")
+        frames.append((kind, sid, data[9:9 + n]))
+        data = data[9 + n:]
+    goaway = [f for f in frames if f[0] == 7]
+    assert goaway and int.from_bytes(goaway[0][2][4:8], "big") == 0  # NO_ERROR
+    assert (0, ws.sid, b"\x88\x02\x03\xe9") in frames  # DATA: the close frame, 1001
+    assert (3, ws.sid, b"\x00\x00\x00\x08") in frames  # RST_STREAM: CANCEL
+    assert c.proc.wait(10) == 0
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    d = tmp_path_factory.mktemp("identities")
+    cert = ca.issue_cert("localhost", common_name="localhost")
+    (d / "localhost.crt").write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+    (d / "localhost.key").write_bytes(cert.private_key_pem.bytes())
+    return ca, str(d)
+
+
+def test_wss_over_tls(condure, handler_factory, pki) -> None:
+    from conftest import get_free_port, wait_for_port
+
+    ca, directory = pki
+    port = get_free_port()
+    c = condure("--listen", f"127.0.0.1:{port},stream,tls,default-cert=localhost",
+                "--tls-identities-dir", directory)
+    wait_for_port(port, c.proc, c.log_path)
+    h = handler_factory(c.base)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(ctx)
+    ctx.set_alpn_protocols(["h2"])
+    tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                          server_hostname="localhost")
+    assert tls.selected_alpn_protocol() == "h2"
+    with H2Client(port, sock=tls, scheme=b"https") as cl:
+        ws = H2WebSocket(cl, authority=b"localhost")
+        req = accept(h, ws)
+        assert req[b"uri"] == b"wss://localhost/ws"
+        ws.send(b"secure")
+        assert recv_message(h, req) == (b"binary", b"secure")
