@@ -405,6 +405,43 @@ def test_compressed_messages_both_ways(condure, handler_factory) -> None:
         assert h.recv_type(b"credit")[b"credits"] == len(text)  # the plain bytes
 
 
+def test_protocol_violation_closes_with_1002_d2(ch) -> None:
+    c, h = ch
+    with H2Client(c.port) as cl:
+        ws = H2WebSocket(cl)
+        req = accept(h, ws)
+        ws.send_raw(b"\x81\x02hi")  # an unmasked client frame
+        p = h.recv_type(b"close")
+        assert p[b"id"] == req[b"id"] and p[b"code"] == 1002
+        f = ws.next_frame()
+        assert f.opcode == Opcode.CLOSE and f.payload[0] == 1002
+
+
+def test_inflation_is_bounded_as_over_http1_d18(condure, handler_factory) -> None:
+    """A compressed message past --compression-message-max closes with 1009
+    (D18); the handler got no more than the limit, a piece at a time."""
+    limit = 100_000
+    c = condure("--compression", "--compression-message-max", str(limit))
+    h = handler_factory(c.base)
+    with H2Client(c.port) as cl:
+        ws = H2WebSocket(cl, deflate=b"permessage-deflate")
+        req = accept(h, ws, credits=65536)
+        raw = bytes(ws.frames.send_data(b"\0" * (limit + 1)))
+        assert len(raw) < 1000
+        ws.send_raw(raw)
+        total = 0
+        while True:
+            p = h.recv()
+            if p.get(b"type") == b"close":
+                break
+            assert p.get(b"type") is None, p
+            total += len(p.get(b"body", b""))
+            h.credit(req, len(p.get(b"body", b"")))
+        assert p[b"code"] == 1009 and total <= limit
+        f = ws.next_frame()
+        assert f.opcode == Opcode.CLOSE and f.payload[0] == 1009
+
+
 # ---------------------------------------------------------------------------
 # endings
 
