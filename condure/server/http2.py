@@ -53,7 +53,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from ..errors import (INVALID_WEBSOCKET, BadHandlerResponse, BadRequest, BufferExceeded,
-                      ClientGone, CondureError)
+                      ClientGone, CondureError, Stopped)
 from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
@@ -324,6 +324,13 @@ class H2WsHandshake(WsHandshake, H2Exchange):
         stream.send_headers(headers, end=not pkt.body)
         if pkt.body:
             stream.write_data(pkt.body, True)
+
+    def _fail(self, e: CondureError) -> None:
+        super()._fail(e)  # shutdown: WsHandshake's 1001 close
+        if isinstance(e, Stopped) and self.ws is not None:
+            # then END_STREAM, where HTTP/1.1 closes the socket (a FIN, RFC 8441
+            # 7); the other failures reset the stream (H2Connection.stream_done)
+            self.stream.close_gracefully()
 
 
 # --- a stream -------------------------------------------------------------------------
@@ -607,8 +614,10 @@ class H2Stream:
 
     def close_gracefully(self) -> None:
         """A WebSocket's close ends the stream (END_STREAM); a response ended
-        it already. The connection goes on."""
-        if self.websocket and not self._closed and not self._gone:
+        it already. The connection goes on. Frames still queued (the peer's
+        window stayed shut) are not cut short by an END_STREAM: the stream
+        is reset then (stream_done)."""
+        if self.websocket and not self._closed and not self._gone and not self._out:
             try:
                 self.write_data(b"", True)
             except CondureError:
