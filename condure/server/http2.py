@@ -33,7 +33,9 @@ output is taken and written under it, so frames keep h2's order.
 """
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,7 +52,8 @@ import hyperframe.frame
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from ..errors import BadHandlerResponse, BadRequest, BufferExceeded, ClientGone, CondureError
+from ..errors import (INVALID_WEBSOCKET, BadHandlerResponse, BadRequest, BufferExceeded,
+                      ClientGone, CondureError, Stopped)
 from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
@@ -60,6 +63,8 @@ from .exchange import Exchange
 from .ports import Inbound
 from .request import END, NEED_DATA, Body, RequestHead, check_head
 from .timers import KeepAlives
+from .wshandshake import WsHandshake
+from .wshead import valid_upgrade
 
 if TYPE_CHECKING:
     from ..context import Server
@@ -135,7 +140,7 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
     by h2. `ended`: END_STREAM came with the HEADERS (no body); a body
     without content-length is marked `chunked` (its length unknown)."""
     method = path = b""
-    authority = None
+    authority = protocol = None
     fields: list[tuple[bytes, bytes]] = []
     cookies: list[bytes] = []
     for name, value in headers:
@@ -146,6 +151,8 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
                 path = value
             elif name == b":authority":
                 authority = value
+            elif name == b":protocol":  # h2 lets it through with CONNECT only
+                protocol = value
             continue
         if name == b"cookie":
             if not cookies:
@@ -163,12 +170,42 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
         if any(n == b"host" and v.lower() != low for n, v in fields):
             raise BadRequest("host field and :authority disagree")
         fields = [(b"host", authority)] + [(n, v) for n, v in fields if n != b"host"]
+    if protocol is not None:  # an extended CONNECT (RFC 8441)
+        return websocket_head(protocol, path, fields, ended)
     head = check_head(method, path, b"1.1", fields)
     head.version = b"2"
     if not ended and head.content_length is None:
         head.chunked = True  # a body of unknown length (DATA until END_STREAM)
     elif ended and head.content_length:
         raise BadRequest("content-length without a body")  # RFC 9113 8.1.1
+    return head
+
+
+def websocket_head(protocol: bytes, path: bytes, fields: list[tuple[bytes, bytes]],
+                   ended: bool) -> RequestHead:
+    """The head of the HTTP/1.1 upgrade an extended CONNECT (RFC 8441 4)
+    stands for: `GET path`, `fields` (from `request_head`: `host` first) with
+    the fields only an HTTP/1.1 client sends put after `host`: `upgrade:
+    websocket`, `connection: Upgrade` (h2 refuses both in a request: they
+    are connection-specific) and a `sec-websocket-key` of 16 random bytes
+    unless the client sent one (RFC 8441 drops it: no Sec-WebSocket-Accept
+    is answered). The handler so gets the request packet of an HTTP/1.1
+    upgrade, names lower case, and accepts it as it accepts one.
+
+    A `:protocol` other than `websocket` is refused with 501 as a plain
+    CONNECT is (nothing else has a ZHTTP mapping); a CONNECT that ended its
+    stream at once has no session to carry: 400. Whether the upgrade is
+    valid (version 13, extensions) is for the caller (`valid_upgrade`)."""
+    if protocol != b"websocket":
+        raise BadRequest(f"CONNECT :protocol {protocol.decode('latin-1')!r} is not supported", 501)
+    if ended:
+        raise BadRequest("extended CONNECT without a stream (END_STREAM)")
+    added = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+    if not any(n == b"sec-websocket-key" for n, _ in fields):
+        added.append((b"sec-websocket-key", base64.b64encode(os.urandom(16))))
+    at = 1 if fields and fields[0][0] == b"host" else 0
+    head = check_head(b"GET", path, b"1.1", fields[:at] + added + fields[at:])
+    head.version = b"2"
     return head
 
 
@@ -245,6 +282,66 @@ class H2Exchange(Exchange):
         self._after_write(data, more)
 
 
+# --- WebSocket over HTTP/2 (RFC 8441) ---------------------------------------------------
+
+# handler fields the answer to an extended CONNECT loses: the connection-specific
+# ones, and those of the HTTP/1.1 handshake condure writes itself there (wshead's list)
+_WS_DROPPED = _CONNECTION_SPECIFIC | frozenset([b"sec-websocket-accept",
+                                               b"sec-websocket-extensions", b"content-length"])
+
+
+def _fields(headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes]
+            ) -> list[tuple[bytes, bytes]]:
+    """The handler's fields lower case, without `dropped`, after the checks
+    the HTTP/1.1 head makes of all of them (D9, D17)."""
+    http1.header_lines(headers, dropped)
+    return [(n.lower(), v) for n, v in headers if n.lower() not in dropped]
+
+
+def accept_headers(reason: bytes, headers: list[tuple[bytes, bytes]],
+                   extension: bytes | None) -> list[tuple[bytes, bytes]]:
+    """The HEADERS that accept an extended CONNECT (RFC 8441 5): `:status 200`
+    where HTTP/1.1 has the 101, the handler's fields as the 101 carries
+    them, and the permessage-deflate answer negotiated as for HTTP/1.1."""
+    http1.status_line(b"2", 101, reason, interim=True)  # the 101's check of the reason
+    out = [(b":status", b"200")] + _fields(headers, _WS_DROPPED)
+    if extension:
+        out.append((b"sec-websocket-extensions", extension))
+    return out
+
+
+class H2WsHandshake(WsHandshake, H2Exchange):
+    """`WsHandshake` on an HTTP/2 stream: the accept is a 200 HEADERS, a
+    rejection HEADERS and DATA. A non-101 answer is the plain response of
+    `H2Exchange` (WsHandshake's `_plain_response` reaches it through the
+    method order: WsHandshake, H2Exchange, Exchange). After the accept the
+    `WebSocketSession` runs unchanged on the stream (`H2Stream.upgraded`)."""
+
+    def _write_accept(self, pkt: zp.Packet, extension: bytes | None) -> None:
+        headers = accept_headers(pkt.reason, pkt.headers, extension)
+        self.written = True
+        self.code = 101  # what the handler answered (the access log's, as over HTTP/1.1)
+        self.stream.send_headers(headers, end=False)
+
+    def _write_rejection(self, code: int, pkt: zp.Packet) -> None:
+        http1.status_line(b"2", code, pkt.reason)  # a final status (D17), the reason's check
+        headers = [(b":status", b"%d" % code)] + _fields(pkt.headers, _WS_DROPPED)
+        headers.append((b"content-length", b"%d" % len(pkt.body)))
+        self.written = True
+        self.code = code
+        stream = self.stream
+        stream.send_headers(headers, end=not pkt.body)
+        if pkt.body:
+            stream.write_data(pkt.body, True)
+
+    def _fail(self, e: CondureError) -> None:
+        super()._fail(e)  # shutdown: WsHandshake's 1001 close
+        if isinstance(e, Stopped) and self.ws is not None:
+            # then END_STREAM, where HTTP/1.1 closes the socket (a FIN, RFC 8441
+            # 7); the other failures reset the stream (H2Connection.stream_done)
+            self.stream.close_gracefully()
+
+
 # --- a stream -------------------------------------------------------------------------
 
 
@@ -282,6 +379,20 @@ class StreamBody:
         pass
 
 
+def _take(chunks: deque[bytes], limit: int) -> bytes:
+    """Up to `limit` bytes from the front of `chunks` (a chunk split if need be)."""
+    out: list[bytes] = []
+    n = 0
+    while chunks and n < limit:
+        c = chunks.popleft()
+        if n + len(c) > limit:
+            c, rest = c[:limit - n], c[limit - n:]
+            chunks.appendleft(rest)
+        out.append(c)
+        n += len(c)
+    return b"".join(out)
+
+
 class H2Stream:
     """One HTTP/2 request stream: its exchange's `ClientStream` and
     `HandlerLink`, and what the timer wheel and the SUB reader call (as for a
@@ -297,6 +408,12 @@ class H2Stream:
     _ended = False  # END_STREAM received (the body is complete)
     _closed = False  # we sent END_STREAM or RST_STREAM
     _logger: ConnLogger | None = None
+    websocket = False  # upgraded (RFC 8441): the DATA both ways are WebSocket frames
+    # the write queue of a WebSocket (`queue_write`), made by its first use as
+    # in outqueue.py: frames wait here for the peer's windows
+    _out: deque[bytes] = ()  # type: ignore[assignment]
+    _out_done: deque[tuple[int, Callable[[], None]]] = ()  # type: ignore[assignment]
+    _out_total = _out_sent = 0
 
     def __init__(self, owner: H2Connection, sid: int) -> None:
         conn = owner.conn
@@ -355,15 +472,23 @@ class H2Stream:
     # --- ClientStream: waiting and reading ---------------------------------------------
 
     def _readable(self) -> bool:
-        return bool(self._pending) or self._gone or (self._ended and not self.parser._ended)
+        # a WebSocket reads the end of the stream as a TCP close (recv_now's b"")
+        return bool(self._pending) or self._gone or (
+            self._ended and (self.websocket or not self.parser._ended))
 
     def wait(self, read: bool) -> bool:
+        # cleared first: whatever set it is looked at below (a window that
+        # opened by the queue's flush, which may switch greenlets as it writes)
+        self._wake.clear()
+        if self._out and not self._gone:
+            self._flush_out()
         if self._inbox or self._timeout or self._gone:
             return False
         if read and self._readable():
             return True
-        self._wake.clear()
         self._wake.wait()
+        if self._out and not self._gone:
+            self._flush_out()  # woken by a WINDOW_UPDATE, perhaps
         return read and self._readable()
 
     def check_timeout(self) -> None:
@@ -382,13 +507,19 @@ class H2Stream:
     def recv_now(self) -> bytes:
         if self._gone:
             return b""
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
+        pending = self._pending
+        if pending:
+            if self.websocket:  # a buffer at most, as an HTTP/1.1 read: the window
+                data = _take(pending, self.buffer_size)  # opens no faster than credits
+            else:
+                data = b"".join(pending)
+                pending.clear()
             self.owner.acknowledge(self.sid, len(data))  # the window opens as the body is taken
-            if self._ended:
+            if self._ended and not pending:
                 self.parser.end()
             return data
+        if self.websocket:
+            return b""  # END_STREAM without a close frame: as a TCP close (ClientGone)
         return END_MARK  # wait() said readable: the end of the stream, without data
 
     # --- ClientStream: writing -------------------------------------------------------
@@ -427,19 +558,79 @@ class H2Stream:
     def write(self, data: bytes) -> None:
         self.write_data(data, False)
 
-    def queue_write(self, data: bytes, on_written: Callable[[], None] | None = None) -> None:
-        self.write(data)  # WebSocket over HTTP/2 (RFC 8441) is not there yet
-        if on_written is not None:
-            on_written()
+    # --- the write queue (a WebSocket's frames) -------------------------------------
 
-    queued_pieces = 0
-    queued_bytes_sent = 0
+    def queue_write(self, data: bytes, on_written: Callable[[], None] | None = None) -> None:
+        """DATA without waiting: what the peer's windows do not take now goes
+        out as they open (`wait` flushes); `on_written` runs once `data` is out,
+        so a WebSocket's credits go back to its handler only for frames sent."""
+        if type(self._out) is tuple:  # the class default: first use
+            self._out = deque()
+            self._out_done = deque()
+        if data:
+            self._out.append(data)
+            self._out_total += len(data)
+        if on_written is not None:
+            self._out_done.append((self._out_total, on_written))
+        self._flush_out()
+
+    def _flush_out(self) -> None:
+        """Send what the windows take now (one lock, one socket write), then
+        run the callbacks of what got out."""
+        out, sid = self._out, self.sid
+        sent = 0
+
+        def action(h2c: h2.connection.H2Connection) -> None:
+            nonlocal sent
+            while out:
+                n = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+                if n <= 0:
+                    return
+                piece = out[0]
+                if len(piece) > n:
+                    piece, out[0] = piece[:n], piece[n:]
+                else:
+                    out.popleft()
+                h2c.send_data(sid, piece)
+                sent += len(piece)
+
+        if out:
+            self.owner.send(action)
+            if sent:
+                self._out_sent += sent
+                self.last_io = time.monotonic()
+        done = self._out_done
+        while done and done[0][0] <= self._out_sent:
+            done.popleft()[1]()
+
+    @property
+    def queued_pieces(self) -> int:
+        return len(self._out_done)
+
+    @property
+    def queued_bytes_sent(self) -> int:
+        return self._out_sent
 
     def flush_all(self) -> None:
-        pass
+        """Wait until the write queue is out (within the windows as they open)."""
+        while self._out:
+            self._wake.clear()  # before the flush: a window opened while it writes wakes us
+            self._flush_out()
+            if not self._out:
+                break
+            self.check_timeout()  # ClientGone once reset, the stream timeout
+            self._wake.wait()
 
     def close_gracefully(self) -> None:
-        pass  # the response ended the stream; the connection goes on
+        """A WebSocket's close ends the stream (END_STREAM); a response ended
+        it already. The connection goes on. Frames still queued (the peer's
+        window stayed shut) are not cut short by an END_STREAM: the stream
+        is reset then (stream_done)."""
+        if self.websocket and not self._closed and not self._gone and not self._out:
+            try:
+                self.write_data(b"", True)
+            except CondureError:
+                pass
 
     def answer_and_close(self, status: int, text: str | None = None) -> None:
         """condure's own answer on this stream (the HTTP/1 one's status and body)."""
@@ -452,7 +643,11 @@ class H2Stream:
             pass
 
     def upgraded(self) -> None:
-        raise NotImplementedError("WebSocket over HTTP/2")
+        """The stream carries a WebSocket from now on (RFC 8441). A shutdown
+        that began meanwhile reaches it as it reaches an HTTP/1.1 one (D12)."""
+        self.websocket = True
+        if self.owner.draining:
+            self.flag("stopped")
 
     def end_session(self) -> None:
         s = self.session
@@ -516,7 +711,15 @@ class H2Stream:
                     return
                 server.metrics.requests += 1
             self.arm()
-            H2Exchange(self, self, server, head, self.session).run()
+            # h2 refuses an `upgrade` field in a request: only an extended
+            # CONNECT (websocket_head) makes this head a WebSocket one
+            if not http1.is_websocket(head):
+                H2Exchange(self, self, server, head, self.session).run()
+            elif not valid_upgrade(head):  # as HTTP/1.1's invalid upgrade (D1)
+                self.log.debug("process error: InvalidWebSocketRequest")
+                self.answer_and_close(400, INVALID_WEBSOCKET)
+            else:
+                H2WsHandshake(self, self, server, head, self.session).run()
         except Exception:
             self.log.exception("stream failed")
         finally:
@@ -588,6 +791,7 @@ class H2Connection:
         h2c.local_settings = h2.settings.Settings(client=False, initial_values={
             codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             codes.ENABLE_PUSH: 0,
+            codes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSocket over HTTP/2 (RFC 8441)
         })
         # the windows stay at the default 65,535: a client may send that much
         # before it saw our SETTINGS, and h2 refuses a window that a smaller
@@ -674,7 +878,10 @@ class H2Connection:
         except CondureError:
             pass
         for st in list(self.streams.values()):
-            st.on_window()  # nothing to do; their exchanges see `stopping`
+            if st.websocket:
+                st.flag("stopped")  # closed with 1001, as an HTTP/1.1 WebSocket (D12)
+            else:
+                st.on_window()  # nothing to do; their exchanges see `stopping`
 
     def _dispatch(self, events: list[Any]) -> bool:
         """h2's events to the streams; False when the connection ends."""
