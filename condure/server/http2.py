@@ -778,6 +778,7 @@ class H2Connection:
                         # RFC 9113 4.3: COMPRESSION_ERROR (h2 queued a PROTOCOL_ERROR)
                         self._raw_goaway(h2.errors.ErrorCodes.COMPRESSION_ERROR,
                                          h2c.highest_inbound_stream_id, replace=True)
+                        self._linger()
                     else:  # h2's GOAWAY (ENHANCE_YOUR_CALM for an HPACK bomb)
                         self._goaway(h2.errors.ErrorCodes.PROTOCOL_ERROR)
                     return
@@ -822,7 +823,15 @@ class H2Connection:
         try:
             self.send(close)
         except CondureError:
-            pass
+            return
+        self._linger()
+
+    def _linger(self) -> None:
+        """Before the close: a client still sending (a flood, say) would get an
+        RST that can destroy the GOAWAY before it reads it; its input is read
+        and dropped for a while first, as after an early HTTP/1 answer
+        (`ClientIO.close_gracefully`: at most 64 KiB, for at most a second)."""
+        self.conn.close_gracefully()
 
     def _calm(self, why: str) -> None:
         """A flood: GOAWAY(ENHANCE_YOUR_CALM), and the connection ends."""
