@@ -30,6 +30,13 @@ only after that, so a client that does not open its window slows its handler.
 
 Writes from all the greenlets of a connection go through one lock: h2's
 output is taken and written under it, so frames keep h2's order.
+
+Safety (D34): the stream limit and --stream-maxconn are checked in
+`H2Connection._start`; a request head is bounded as an HTTP/1 one
+(`request_head`, `H2Connection.head_capacity`); h2's HPACK decoder stops at
+`list_max`; `FrameGuard` reads the frame headers before h2 parses them
+(CONTINUATION and control-frame floods); each stream has the timers of an
+HTTP/1 request. The constants below say why their numbers.
 """
 from __future__ import annotations
 
