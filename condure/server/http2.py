@@ -749,6 +749,9 @@ class H2Connection:
         }
         h2c.local_settings = h2.settings.Settings(client=False, initial_values=settings)
         h2c.decoder.max_header_list_size = self.list_max
+        # the dynamic table a client may make us keep: what we announce (h2's
+        # default, 4096); a size update past it is a COMPRESSION_ERROR (run)
+        h2c.decoder.max_allowed_table_size = h2c.local_settings.header_table_size
         # the windows stay at the default 65,535: a client may send that much
         # before it saw our SETTINGS, and h2 refuses a window that a smaller
         # INITIAL_WINDOW_SIZE would take below zero (RFC 9113 6.9.2 allows it).

