@@ -272,6 +272,20 @@ def test_a_dynamic_table_larger_than_announced_is_a_compression_error(ch) -> Non
     h.expect_nothing(0.3)
 
 
+def test_our_encoder_table_stays_small_whatever_the_client_offers(ch) -> None:
+    """A client offering a 1 MiB table: our encoder keeps to 4096 (it tells
+    the client's decoder so with a table size update)."""
+    c, h = ch
+    with H2Client(c.port) as cl:
+        cl.conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: 1 << 20})
+        cl.flush()
+        sid = cl.request(b"GET", b"/table")
+        req = h.recv_request()
+        h.respond(req, 200, b"OK", [CT, (b"X-Big", b"b" * 3000)], b"t\n")
+        assert cl.response(sid)["body"] == b"t\n"
+        assert cl.conn.decoder.header_table_size == 4096
+
+
 # ---------------------------------------------------------------------------
 # CONTINUATION flood (CVE-2024-27316)
 
