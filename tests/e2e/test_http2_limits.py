@@ -399,6 +399,50 @@ def test_a_few_pings_and_settings_are_fine(ch) -> None:
         assert cl.terminated is None
 
 
+def _server_recv_queue(server_port: int, client_port: int) -> int:
+    """Bytes the kernel holds for condure on its side of this connection
+    (/proc/net/tcp rx_queue): what condure has not read."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            local, remote = parts[1], parts[2]
+            if (int(local.split(":")[1], 16) == server_port
+                    and int(remote.split(":")[1], 16) == client_port):
+                return int(parts[4].split(":")[1], 16)
+    raise AssertionError("connection not found in /proc/net/tcp")
+
+
+def test_a_client_that_does_not_read_stops_our_reading(ch) -> None:
+    """Our output waits for the client: with the socket full (a response the
+    client does not read), the ACKs of its PINGs (sent under the flood
+    bound) cannot go out, and condure reads no more of what it sends; the
+    kernel holds it (back-pressure), condure queues nothing."""
+    c, h = ch
+    codes = h2.settings.SettingCodes
+    with H2Client(c.port) as cl:
+        cl.conn.update_settings({codes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        cl.conn.increment_flow_control_window(2**31 - 1 - 65535)
+        cl.flush()
+        cl.request(b"GET", b"/fill")
+        req = h.recv_request()
+        chunk = b"f" * 8192
+        h.respond(req, 200, b"OK", [CT], chunk, more=True)
+        for _ in range(5000):  # until the socket is full: no credit comes back
+            try:
+                h.recv_type(b"credit", timeout=1.0)
+            except AssertionError:
+                break
+            h.body(req, chunk, more=True)
+        else:
+            raise AssertionError("the socket never filled")
+        ping = PingFrame(0, b"12345678").serialize()
+        for _ in range(2):  # 800 a second: under CONTROL_MAX
+            cl.sock.sendall(ping * 800)
+            time.sleep(1.1)
+        assert _server_recv_queue(c.port, cl.local_port) > 8 * 1024
+        assert c.alive()
+
+
 # ---------------------------------------------------------------------------
 # stalls: a shut window, a body that never comes, a handler that never answers
 
