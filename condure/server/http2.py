@@ -59,7 +59,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from ..errors import (BadHandlerResponse, BadRequest, BufferExceeded, ClientGone, CondureError,
-                      HeadTooLarge)
+                      HeadTooLarge, Timeout)
 from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
@@ -800,6 +800,8 @@ class H2Connection:
                     return
         except CondureError as e:
             conn.log.debug("HTTP/2 connection ended: %s", type(e).__name__)
+            if isinstance(e, Timeout):  # the connection's stream timeout: an idle client
+                self._goaway_nowait(h2.errors.ErrorCodes.NO_ERROR)
         finally:
             for st in list(self.streams.values()):
                 st.on_gone()
@@ -835,6 +837,19 @@ class H2Connection:
         except CondureError:
             return
         self._linger()
+
+    def _goaway_nowait(self, code: int) -> None:
+        """A GOAWAY if the socket takes it at once: never waits (a client that
+        timed out may not read), nor while a stream's write holds the lock."""
+        if not self._wlock.acquire(blocking=False):
+            return
+        try:
+            self.h2.close_connection(code)
+            self.conn._send_now(bytearray(self.h2.data_to_send()))
+        except (h2.exceptions.ProtocolError, CondureError):
+            pass
+        finally:
+            self._wlock.release()
 
     def _linger(self) -> None:
         """Before the close: a client still sending (a flood, say) would get an

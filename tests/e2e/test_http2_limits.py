@@ -561,3 +561,13 @@ def test_handler_cancel_resets_only_its_stream(ch) -> None:
         assert cl.response(s2)["body"] == b"two\n"
         assert cl.terminated is None
 
+
+def test_an_idle_connection_gets_goaway_at_its_stream_timeout(condure) -> None:
+    """No client bytes for --stream-timeout: GOAWAY(NO_ERROR), then the close."""
+    c = condure("--stream-timeout", "1")
+    with Raw(c.port) as raw:
+        started = time.monotonic()
+        goaway = raw.goaway()
+        assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+        assert time.monotonic() - started > 0.5
+        assert raw.sock.recv(100) == b""
