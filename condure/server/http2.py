@@ -839,8 +839,9 @@ class H2Connection:
         self._linger()
 
     def _goaway_nowait(self, code: int) -> None:
-        """A GOAWAY if the socket takes it at once: never waits (a client that
-        timed out may not read), nor while a stream's write holds the lock."""
+        """A GOAWAY if the socket takes it at once: it does not wait for a
+        client that may not read (TLS: gevent's send waits for a full socket,
+        up to the io timeout), nor while a stream's write holds the lock."""
         if not self._wlock.acquire(blocking=False):
             return
         try:
