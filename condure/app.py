@@ -196,7 +196,7 @@ class App:
     def _listen(self, server: Server) -> None:
         cfg, w = self.config, self.worker
         limits = {True: ConnectionLimit(cfg.stream_maxconn), False: ConnectionLimit(cfg.req_maxconn)}
-        modes = {True: stream_mode(cfg), False: req_mode(cfg)}
+        modes = {True: stream_mode(cfg, limits[True]), False: req_mode(cfg)}
         for i, spec in enumerate(cfg.listen):
             sock = None if w is None else inherited_socket(w.fds[i], spec)
             mode = modes[spec.stream]

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..blocks import BlockBudget
 from ..errors import (BadRequest, BufferExceeded, ClientGone, CondureError, HeadTooLarge,
@@ -39,6 +39,16 @@ INBOX_MAX = 1024  # handler packets queued for one connection before it is abort
 INF = float("inf")
 
 
+class Slots(Protocol):
+    """The count of a mode's maxconn (listener.ConnectionLimit): HTTP/2
+    streams take slots of it too (server/http2.py)."""
+
+    size: int
+    active: int
+
+    def leave(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Mode:
     """What a listener's connections do with a request head (server/modes.py)."""
@@ -53,6 +63,9 @@ class Mode:
     # prior knowledge, server/http2.py); None: the preface gets the 505 any
     # unknown version gets (req mode, or HTTP/2 off)
     http2: Callable[[Connection], None] | None = None
+    # the listeners' shared maxconn count (stream mode: each concurrent
+    # HTTP/2 stream past a connection's first takes a slot of it)
+    limit: Slots | None = None
 
 
 def _refresh_debug() -> None:

@@ -30,6 +30,13 @@ only after that, so a client that does not open its window slows its handler.
 
 Writes from all the greenlets of a connection go through one lock: h2's
 output is taken and written under it, so frames keep h2's order.
+
+Safety (D34): the stream limit and --stream-maxconn are checked in
+`H2Connection._start`; a request head is bounded as an HTTP/1 one
+(`request_head`, `H2Connection.head_capacity`); h2's HPACK decoder stops at
+`list_max`; `FrameGuard` reads the frame headers before h2 parses them
+(CONTINUATION and control-frame floods); each stream has the timers of an
+HTTP/1 request. The constants below say why their numbers.
 """
 from __future__ import annotations
 
@@ -48,12 +55,13 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import hyperframe.frame
 from gevent.event import Event
 from gevent.lock import Semaphore
 
 from ..errors import (INVALID_WEBSOCKET, BadHandlerResponse, BadRequest, BufferExceeded,
-                      ClientGone, CondureError, Stopped)
+                      ClientGone, CondureError, HeadTooLarge, Stopped, Timeout)
 from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
@@ -61,7 +69,7 @@ from . import http1
 from .connection import Connection, flagged
 from .exchange import Exchange
 from .ports import Inbound
-from .request import END, NEED_DATA, Body, RequestHead, check_head
+from .request import END, MAX_HEADERS, NEED_DATA, Body, RequestHead, check_head
 from .timers import KeepAlives
 from .wshandshake import WsHandshake
 from .wshead import valid_upgrade
@@ -72,12 +80,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("condure.http2")
 
 PREFACE_HEAD = b"PRI * HTTP/2.0\r\n\r\n"  # what the HTTP/1 parser took of the preface
+PREFACE_SIZE = 24  # the client's whole preface, PREFACE_HEAD + b"SM\r\n\r\n"
+# streams a connection may have open at once (announced); the next is refused
+# with RST_STREAM(REFUSED_STREAM) and its handler never hears of it. 100 is
+# what RFC 9113 6.5.2 recommends as the least, and what most servers announce.
 MAX_CONCURRENT_STREAMS = 100
+# h2's own limit is checked before the HEADERS are decoded and ends the whole
+# connection (TooManyStreamsError: GOAWAY(PROTOCOL_ERROR), every stream lost);
+# RFC 9113 5.1.2 makes it a stream error. h2's limit is therefore set out of
+# reach once our SETTINGS are queued, and ours is checked in `_start`, after
+# the decoding (the HPACK context stays in step), with REFUSED_STREAM.
+H2_STREAMS_CAP = 2**31 - 1
 JOIN_TIME = 5.0  # seconds the streams get to end after the connection did
-# rapid reset (CVE-2023-44487): more client resets than this within RESET_PERIOD
-# seconds end the connection with GOAWAY(ENHANCE_YOUR_CALM)
+# rapid reset (CVE-2023-44487): more resets than this within RESET_PERIOD
+# seconds end the connection with GOAWAY(ENHANCE_YOUR_CALM). Counted: the
+# client's RST_STREAMs, and the streams we refuse (over the limits above):
+# both cost a request head decoded and a stream set up for nothing.
 RESETS_MAX = 200
 RESET_PERIOD = 1.0
+# SETTINGS/PING floods and the like (CVE-2019-9512, -9515, -9518): frames that
+# cost us work, often an answer, and carry no request data - SETTINGS and PING
+# (each gets an ACK), PRIORITY, RST_STREAM, an empty DATA without END_STREAM,
+# an empty CONTINUATION, a frame of an unknown type - more than CONTROL_MAX of
+# them within CONTROL_PERIOD seconds end the connection with
+# GOAWAY(ENHANCE_YOUR_CALM). A client sends a few per connection (its
+# SETTINGS, an ACK, a keep-alive PING now and then; browsers a PRIORITY per
+# stream at most, 100 streams at once): 1000 a second leaves them ten times
+# that, and bounds the ACKs a flood makes us write to about 17 KB a second
+# (nghttp2 allows 1000 queued control frames). WINDOW_UPDATE is not counted:
+# it makes no answer, and a client reading a fast download legitimately sends
+# one for every DATA frame or two (h2 refuses an increment of 0 itself).
+CONTROL_MAX = 1000
+CONTROL_PERIOD = 1.0
+# HPACK: the dynamic table we announce (HEADER_TABLE_SIZE, h2's default), and
+# the most our encoder keeps for a client, whatever larger table it offers
+# (the responses' fields would otherwise stay in memory for the connection's
+# life, up to 4 GiB of table).
+ENCODER_TABLE_MAX = 4096
 
 # fields HTTP/2 forbids (RFC 9113 8.2.2), dropped from the handler's response
 _CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connection",
@@ -131,14 +170,19 @@ def upgrade(conn: Connection, head: RequestHead) -> bool:
 # --- the request head -------------------------------------------------------------
 
 
-def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
+def request_head(headers: list[tuple[bytes, bytes]], ended: bool,
+                 capacity: Callable[[int], int] | None = None) -> RequestHead:
     """The head an HTTP/1.1 request with these fields would have: `:authority`
     as the first field, `host` (replacing a `host` field that agrees with it;
     one that does not is a 400, RFC 9113 8.3.1),
     `cookie` fields joined with "; " where the first was (RFC 9113 8.2.3),
     the other fields in order as received. The pseudo-fields were checked
     by h2. `ended`: END_STREAM came with the HEADERS (no body); a body
-    without content-length is marked `chunked` (its length unknown)."""
+    without content-length is marked `chunked` (its length unknown).
+
+    `capacity(size)`: the most an HTTP/1 head of `size` bytes could grow to
+    now (`H2Connection.head_capacity`); a request whose HTTP/1.1 head would
+    be larger is refused as that head is (`HeadTooLarge`, 431)."""
     method = path = b""
     authority = protocol = None
     fields: list[tuple[bytes, bytes]] = []
@@ -170,6 +214,11 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
         if any(n == b"host" and v.lower() != low for n, v in fields):
             raise BadRequest("host field and :authority disagree")
         fields = [(b"host", authority)] + [(n, v) for n, v in fields if n != b"host"]
+    if capacity is not None:
+        size = head_size(method, path, fields)
+        reached = capacity(size)
+        if size > reached:
+            raise HeadTooLarge(reached)
     if protocol is not None:  # an extended CONNECT (RFC 8441)
         return websocket_head(protocol, path, fields, ended)
     head = check_head(method, path, b"1.1", fields)
@@ -179,6 +228,12 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
     elif ended and head.content_length:
         raise BadRequest("content-length without a body")  # RFC 9113 8.1.1
     return head
+
+
+def head_size(method: bytes, path: bytes, fields: list[tuple[bytes, bytes]]) -> int:
+    """The bytes of the HTTP/1.1 head of this request (`M P HTTP/1.1`, a
+    `name: value` line per field, the empty line): what --buffer-size bounds."""
+    return len(method) + len(path) + 14 + sum(len(n) + len(v) + 4 for n, v in fields)
 
 
 def websocket_head(protocol: bytes, path: bytes, fields: list[tuple[bytes, bytes]],
@@ -703,7 +758,7 @@ class H2Stream:
         try:
             if head is None:  # (an upgrade's head was counted as an HTTP/1 one)
                 try:
-                    head = request_head(headers, ended)
+                    head = request_head(headers, ended, self.owner.head_capacity)
                 except BadRequest as e:
                     server.metrics.parse_errors += 1
                     self.log.info("bad request: %s", e)
@@ -728,6 +783,85 @@ class H2Stream:
             self.owner.stream_done(self)
 
 
+# --- the frames a client sends, before h2 sees them -----------------------------------
+
+
+class FrameGuard:
+    """Reads the frame headers of what a client sends, before h2 parses it,
+    for two floods h2 does not stop soon enough:
+
+    - CONTINUATION (CVE-2024-27316): h2 buffers a header block until
+      END_HEADERS and refuses only the 65th CONTINUATION frame, by then up
+      to 1 MiB (64 frames of 16 KiB); here the block's bytes are bounded by
+      `block_max`;
+    - control frames (`CONTROL_MAX` within `CONTROL_PERIOD`, see there).
+
+    `feed` returns what is wrong (the connection then ends with
+    GOAWAY(ENHANCE_YOUR_CALM)) or None. It only reads the 9-byte headers,
+    skipping the payloads; h2 still checks everything else."""
+
+    __slots__ = ("block_max", "_skip", "_partial", "_block", "_count", "_start")
+
+    def __init__(self, block_max: int, skip: int = PREFACE_SIZE) -> None:
+        self.block_max = block_max
+        self._skip = skip  # bytes before the next frame header (the preface first)
+        self._partial = b""  # the first bytes of a frame header cut by a read
+        self._block = -1  # bytes of the header block being received (-1: none)
+        self._count = 0  # control frames since _start
+        self._start = 0.0
+
+    def feed(self, data: bytes) -> str | None:
+        n = len(data)
+        skip = self._skip
+        if skip >= n:
+            self._skip = skip - n
+            return None
+        if self._partial:
+            data = self._partial + data
+            n = len(data)
+        i = skip
+        control = 0
+        fault = None
+        while i + 9 <= n:
+            length = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
+            kind = data[i + 3]
+            flags = data[i + 4]
+            i += 9 + length
+            if kind == 0:  # DATA: empty, and not the end of its stream
+                if length == 0 and not flags & 1:
+                    control += 1
+            elif kind == 1 or kind == 9:  # HEADERS, CONTINUATION
+                if kind == 1:
+                    self._block = length
+                else:
+                    if length == 0:
+                        control += 1
+                    if self._block >= 0:
+                        self._block += length
+                if flags & 4:  # END_HEADERS
+                    self._block = -1
+                elif self._block > self.block_max:
+                    fault = f"a header block over {self.block_max} bytes (CONTINUATION flood)"
+                    break
+            elif kind == 4 or kind == 6:  # SETTINGS, PING: an ACK is not counted
+                if not flags & 1:
+                    control += 1
+            elif kind == 2 or kind == 3 or kind > 9:  # PRIORITY, RST_STREAM, unknown
+                control += 1
+        if i >= n:
+            self._skip, self._partial = i - n, b""
+        else:
+            self._skip, self._partial = 0, data[i:]
+        if control and fault is None:
+            now = time.monotonic()
+            if now - self._start > CONTROL_PERIOD:
+                self._start, self._count = now, 0
+            self._count += control
+            if self._count > CONTROL_MAX:
+                fault = f"more than {CONTROL_MAX} control frames in {CONTROL_PERIOD:g} s"
+        return fault
+
+
 # --- the connection -----------------------------------------------------------------------
 
 
@@ -746,6 +880,21 @@ class H2Connection:
         self._resets = 0  # client resets since _reset_start
         self._reset_start = 0.0
         self.last_stream = 0  # the last stream served once draining
+        # the request head bound of HTTP/1 (--buffer-size, more with spare
+        # blocks: blocks.py), announced as SETTINGS_MAX_HEADER_LIST_SIZE
+        # (advisory) and applied to each request as its HTTP/1.1 head size
+        # (`request_head`: a 431 as for HTTP/1)
+        blocks = conn.mode.blocks
+        self.head_max = (blocks.max_capacity if blocks is not None and blocks.spare
+                         else conn.buffer_size)
+        # HPACK bombs: h2's decoder stops (GOAWAY(ENHANCE_YOUR_CALM), the
+        # list never built whole) at twice that in RFC 9113's measure, which
+        # counts 32 bytes more per field than a field line: room for every
+        # head that could pass the bound (and its 64 fields) to get its 431.
+        # The encoded header block is held to the same (FrameGuard): a block
+        # longer than that could not decode to less, bar a perverse Huffman
+        # coding.
+        self.list_max = 2 * self.head_max + 32 * (MAX_HEADERS + 4)
 
     # --- output --------------------------------------------------------------------
 
@@ -771,6 +920,22 @@ class H2Connection:
         except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
             raise ClientGone("stream closed") from None
 
+    def head_capacity(self, size: int) -> int:
+        """What a request head of `size` bytes could grow to now, as an
+        HTTP/1 one (`Connection._grow_head`): spare blocks borrowed one at a
+        time, and given back at once (the head is parsed already)."""
+        cap = self.conn.buffer_size
+        blocks = self.conn.mode.blocks
+        if size <= cap or blocks is None:
+            return cap
+        while size > cap:
+            grown = blocks.grow(cap)
+            if grown == cap:
+                break
+            cap = grown
+        blocks.release(cap)
+        return cap
+
     def acknowledge(self, sid: int, size: int) -> None:
         try:
             self.send(lambda h2c: h2c.acknowledge_received_data(size, sid))
@@ -788,11 +953,17 @@ class H2Connection:
         codes = h2.settings.SettingCodes
         # announced by initiate_connection and in force at once: the stream
         # limit (a client that opens more before it saw it gets them refused)
-        h2c.local_settings = h2.settings.Settings(client=False, initial_values={
+        settings = {
             codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             codes.ENABLE_PUSH: 0,
             codes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSocket over HTTP/2 (RFC 8441)
-        })
+            codes.MAX_HEADER_LIST_SIZE: self.head_max,
+        }
+        h2c.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+        h2c.decoder.max_header_list_size = self.list_max
+        # the dynamic table a client may make us keep: what we announce (h2's
+        # default, 4096); a size update past it is a COMPRESSION_ERROR (run)
+        h2c.decoder.max_allowed_table_size = h2c.local_settings.header_table_size
         # the windows stay at the default 65,535: a client may send that much
         # before it saw our SETTINGS, and h2 refuses a window that a smaller
         # INITIAL_WINDOW_SIZE would take below zero (RFC 9113 6.9.2 allows it).
@@ -801,6 +972,11 @@ class H2Connection:
             h2c.initiate_connection()
         else:
             h2c.initiate_upgrade_connection(upgrade[1])  # stream 1: half-closed (remote)
+        # our SETTINGS are queued: h2's own stream limit out of reach (see H2_STREAMS_CAP)
+        h2c.local_settings = h2.settings.Settings(client=False, initial_values={
+            **settings, codes.MAX_CONCURRENT_STREAMS: H2_STREAMS_CAP})
+        self._clamp_encoder()
+        guard = FrameGuard(self.list_max)
         if conn.debug:
             conn.log.debug("HTTP/2 connection")
         try:
@@ -811,11 +987,22 @@ class H2Connection:
                 self.flush()  # our preface, before stream 1's response
                 self._start(1, [], True, upgrade[0])
             while True:
+                fault = guard.feed(data)
+                if fault is not None:
+                    self._calm(fault)
+                    return
                 try:
                     events = h2c.receive_data(data)
                 except h2.exceptions.ProtocolError as e:
                     conn.log.info("HTTP/2 protocol error: %s", e)
-                    self._goaway(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                    if (isinstance(e.__cause__, hpack.HPACKError)
+                            and not isinstance(e, h2.exceptions.DenialOfServiceError)):
+                        # RFC 9113 4.3: COMPRESSION_ERROR (h2 queued a PROTOCOL_ERROR)
+                        self._raw_goaway(h2.errors.ErrorCodes.COMPRESSION_ERROR,
+                                         h2c.highest_inbound_stream_id, replace=True)
+                        self._linger()
+                    else:  # h2's GOAWAY (ENHANCE_YOUR_CALM for an HPACK bomb)
+                        self._goaway(h2.errors.ErrorCodes.PROTOCOL_ERROR)
                     return
                 if not self._dispatch(events):
                     return
@@ -825,6 +1012,8 @@ class H2Connection:
                     return
         except CondureError as e:
             conn.log.debug("HTTP/2 connection ended: %s", type(e).__name__)
+            if isinstance(e, Timeout):  # the connection's stream timeout: an idle client
+                self._goaway_nowait(h2.errors.ErrorCodes.NO_ERROR)
         finally:
             for st in list(self.streams.values()):
                 st.on_gone()
@@ -858,7 +1047,52 @@ class H2Connection:
         try:
             self.send(close)
         except CondureError:
+            return
+        self._linger()
+
+    def _goaway_nowait(self, code: int) -> None:
+        """A GOAWAY if the socket takes it at once: it does not wait for a
+        client that may not read (TLS: gevent's send waits for a full socket,
+        up to the io timeout), nor while a stream's write holds the lock."""
+        if not self._wlock.acquire(blocking=False):
+            return
+        try:
+            self.h2.close_connection(code)
+            self.conn._send_now(bytearray(self.h2.data_to_send()))
+        except (h2.exceptions.ProtocolError, CondureError):
             pass
+        finally:
+            self._wlock.release()
+
+    def _linger(self) -> None:
+        """Before the close: a client still sending (a flood, say) would get an
+        RST that can destroy the GOAWAY before it reads it; its input is read
+        and dropped for a while first, as after an early HTTP/1 answer
+        (`ClientIO.close_gracefully`: at most 64 KiB, for at most a second)."""
+        self.conn.close_gracefully()
+
+    def _calm(self, why: str) -> None:
+        """A flood: GOAWAY(ENHANCE_YOUR_CALM), and the connection ends."""
+        self.conn.log.info("HTTP/2: %s", why)
+        self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def _raw_goaway(self, code: int, last: int, replace: bool = False) -> None:
+        """A GOAWAY of our own after what h2 queued (`replace`: instead of it)."""
+        frame = hyperframe.frame.GoAwayFrame(0)
+        frame.last_stream_id = last
+        frame.error_code = code
+        raw = frame.serialize()
+        try:
+            with self._wlock:
+                data = self.h2.data_to_send()
+                self.conn.write(raw if replace else data + raw)
+        except CondureError:
+            pass
+
+    def _clamp_encoder(self) -> None:
+        encoder = self.h2.encoder
+        if encoder.header_table_size > ENCODER_TABLE_MAX:
+            encoder.header_table_size = ENCODER_TABLE_MAX
 
     def _drain(self) -> None:
         """Shutdown (D12): GOAWAY naming the last stream we serve, as a frame of
@@ -867,16 +1101,7 @@ class H2Connection:
         last one is done."""
         self.draining = True
         self.last_stream = self.h2.highest_inbound_stream_id
-        frame = hyperframe.frame.GoAwayFrame(0)
-        frame.last_stream_id = self.last_stream
-        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
-        raw = frame.serialize()
-        try:
-            with self._wlock:
-                data = self.h2.data_to_send()
-                self.conn.write(data + raw)
-        except CondureError:
-            pass
+        self._raw_goaway(h2.errors.ErrorCodes.NO_ERROR, self.last_stream)
         for st in list(self.streams.values()):
             if st.websocket:
                 st.flag("stopped")  # closed with 1001, as an HTTP/1.1 WebSocket (D12)
@@ -889,7 +1114,10 @@ class H2Connection:
         for ev in events:
             t = type(ev)
             if t is ev_.RequestReceived:
-                self._start(ev.stream_id, ev.headers, ev.stream_ended is not None)
+                if not self._start(ev.stream_id, ev.headers, ev.stream_ended is not None):
+                    self._calm(f"more than {RESETS_MAX} streams refused or reset "
+                               f"in {RESET_PERIOD:g} s")
+                    return False
             elif t is ev_.DataReceived:
                 st = self.streams.get(ev.stream_id)
                 padding = ev.flow_controlled_length - len(ev.data)
@@ -908,11 +1136,11 @@ class H2Connection:
                 if st is not None:
                     st.on_gone()
                 if ev.remote_reset and self._too_many_resets():
-                    self.conn.log.info("HTTP/2: more than %d stream resets in %g s",
-                                       RESETS_MAX, RESET_PERIOD)
-                    self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+                    self._calm(f"more than {RESETS_MAX} stream resets in {RESET_PERIOD:g} s")
                     return False
             elif t is ev_.WindowUpdated or t is ev_.RemoteSettingsChanged:
+                if t is ev_.RemoteSettingsChanged:
+                    self._clamp_encoder()
                 sid = getattr(ev, "stream_id", 0)
                 for st in ([self.streams[sid]] if sid in self.streams else
                            list(self.streams.values()) if not sid else []):
@@ -929,27 +1157,52 @@ class H2Connection:
         return self._resets > RESETS_MAX
 
     def _start(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool,
-               head: RequestHead | None = None) -> None:
-        if self.draining and sid > self.last_stream:
-            self.send(lambda h2c: h2c.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM))
-            return
+               head: RequestHead | None = None) -> bool:
+        """A new stream's exchange, or its refusal (REFUSED_STREAM: shutting
+        down, MAX_CONCURRENT_STREAMS, --stream-maxconn); False: too many
+        refusals and resets (the connection ends)."""
+        refuse = (self.draining and sid > self.last_stream
+                  or len(self.streams) >= MAX_CONCURRENT_STREAMS)
+        limit = self.conn.mode.limit
+        if not refuse and self.streams and limit is not None:
+            # --stream-maxconn: the connection's slot is its first stream's;
+            # each stream beside it takes one more (given back in stream_done)
+            if limit.active >= limit.size:
+                refuse = True
+            else:
+                limit.active += 1
+        if refuse:
+            try:
+                self.send(lambda h2c: h2c.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM))
+            except ClientGone:
+                pass  # reset by the client already (h2 read its RST_STREAM with the HEADERS)
+            return not self._too_many_resets()
         st = self.streams[sid] = H2Stream(self, sid)
         if ended:
             st.on_end()
         g = gevent.spawn(st.run, headers, ended, head)
         self.greenlets.add(g)
         g.link(self.greenlets.discard)
+        return True
 
     def stream_done(self, st: H2Stream) -> None:
-        """The stream's exchange is over: a stream we did not end is reset."""
-        self.streams.pop(st.sid, None)
+        """The stream's exchange is over: a stream we did not end is reset
+        (CANCEL); one whose request the client did not finish is reset too
+        (NO_ERROR, RFC 9113 8.1), or h2 would keep it for the connection's life."""
+        if self.streams.pop(st.sid, None) is None:
+            return
+        limit = self.conn.mode.limit
+        if limit is not None and self.streams:
+            limit.leave()  # it was not the connection's only stream: a slot of its own
         unread = sum(map(len, st._pending))
         if unread:  # a body the exchange left unread: its share of the connection window
             self.acknowledge(st.sid, unread)
         if self.draining and not self.streams:
             self.conn._wake_soon()  # the read loop ends the connection
-        if not st._closed and not st._gone:
-            try:
-                self.send(lambda h2c: h2c.reset_stream(st.sid, h2.errors.ErrorCodes.CANCEL))
-            except CondureError:
-                pass
+        if st._gone or (st._closed and st._ended):
+            return
+        code = h2.errors.ErrorCodes.NO_ERROR if st._closed else h2.errors.ErrorCodes.CANCEL
+        try:
+            self.send(lambda h2c: h2c.reset_stream(st.sid, code))
+        except CondureError:
+            pass

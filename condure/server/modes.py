@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..blocks import BlockBudget
 from ..errors import INVALID_WEBSOCKET
 from . import access, http1, http2
-from .connection import Connection, Mode
+from .connection import Connection, Mode, Slots
 from .exchange import Exchange
 from .request import RequestHead
 from .req import ReqExchange
@@ -60,12 +60,14 @@ def req_exchange(conn: Connection, head: RequestHead) -> bool:
     return ReqExchange(conn, conn, conn.server, head, session).run()
 
 
-def stream_mode(config: Config) -> Mode:
-    """One per worker: its stream listeners share the spare blocks (req mode has none)."""
+def stream_mode(config: Config, limit: Slots | None = None) -> Mode:
+    """One per worker: its stream listeners share the spare blocks (req mode
+    has none) and `limit`, their --stream-maxconn count (HTTP/2 streams take
+    slots of it)."""
     blocks = BlockBudget.for_config(config.buffer_size, config.stream_maxconn,
                                     config.blocks_max, config.connection_blocks_max)
     return Mode("stream", stream_exchange, StreamTimers, float(config.stream_timeout), blocks,
-                http2.serve)
+                http2.serve, limit)
 
 
 def req_mode(config: Config) -> Mode:

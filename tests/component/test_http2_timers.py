@@ -49,13 +49,16 @@ def test_handler_silence_ends_the_stream_with_504_not_the_connection(app):
         h.request()
         r = cl.response(silent)
         assert dict(r["headers"])[b":status"] == b"504"
+        assert r["body"] == b"Gateway Timeout\n"
         assert r["ended"] and r["reset"] is None
+        assert app.server.metrics.handler_timeouts == 1
         # the connection goes on: a new stream is served
         sid = cl.request(b"GET", b"/next")
         req = h.request()
         h.send({b"id": req[b"id"], b"seq": 0, b"code": 200, b"reason": b"OK", b"body": b"hi"})
         r = cl.response(sid)
         assert dict(r["headers"])[b":status"] == b"200" and r["body"] == b"hi"
+        assert cl.terminated is None
     h.close()
 
 
