@@ -28,8 +28,14 @@ streams of a connection hold unread is bounded by the connection's window. Respo
 window; `write` waits for it to open, and the handler's credits come back
 only after that, so a client that does not open its window slows its handler.
 
-Writes from all the greenlets of a connection go through one lock: h2's
-output is taken and written under it, so frames keep h2's order.
+Writes are batched: the greenlets of a connection only act on h2 (which
+never waits), and the connection's greenlet takes h2's output and writes it
+when it runs next (`H2Connection.flush`, once per hub turn: the frames of
+all the streams that answered meanwhile in one socket write), through the
+connection's write queue (`OutputQueue`: what the socket does not take goes
+out as it becomes writable, while the connection goes on reading). Frames
+keep h2's order. Response DATA waits while more than `OUT_HIGH` bytes are
+queued unwritten, so a client that does not read holds its streams back.
 """
 from __future__ import annotations
 
@@ -48,7 +54,6 @@ import h2.exceptions
 import h2.settings
 import hyperframe.frame
 from gevent.event import Event
-from gevent.lock import Semaphore
 
 from ..errors import BadHandlerResponse, BadRequest, BufferExceeded, ClientGone, CondureError
 from ..log import ConnLogger
@@ -73,6 +78,7 @@ JOIN_TIME = 5.0  # seconds the streams get to end after the connection did
 # seconds end the connection with GOAWAY(ENHANCE_YOUR_CALM)
 RESETS_MAX = 200
 RESET_PERIOD = 1.0
+OUT_HIGH = 65536  # bytes queued for the socket beyond which response DATA waits
 
 # fields HTTP/2 forbids (RFC 9113 8.2.2), dropped from the handler's response
 _CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connection",
@@ -400,6 +406,11 @@ class H2Stream:
             if self._gone:
                 raise ClientGone("stream reset by the client")
             self.check_timeout()
+            if owner.backlog() > OUT_HIGH:  # the client does not read: wait for room
+                owner.wait_room(self)
+                self._wake.clear()
+                self._wake.wait()
+                continue
             n = min(len(view), owner.window(self.sid))
             if n or not view:
                 piece = bytes(view[:n])
@@ -529,7 +540,8 @@ class H2Connection:
             client_side=False, header_encoding=None))
         self.streams: dict[int, H2Stream] = {}
         self.greenlets: set[gevent.Greenlet] = set()
-        self._wlock = Semaphore()
+        self._flush_queued = False  # h2 has output the connection greenlet will flush
+        self._room_waiters: list[H2Stream] = []  # streams waiting for the write queue to drain
         self.draining = False  # shutting down: GOAWAY sent, the streams finish
         self._resets = 0  # client resets since _reset_start
         self._reset_start = 0.0
@@ -538,19 +550,34 @@ class H2Connection:
     # --- output --------------------------------------------------------------------
 
     def send(self, action: Callable[[h2.connection.H2Connection], None]) -> None:
-        """Apply `action` to h2 and write what it produced (under the lock,
-        so frames keep h2's order)."""
-        with self._wlock:
-            try:
-                action(self.h2)
-            except h2.exceptions.ProtocolError as e:  # a stream (or h2) closed meanwhile
-                raise ClientGone(f"HTTP/2: {e}") from None
-            data = self.h2.data_to_send()
-            if data:
-                self.conn.write(data)
+        """Apply `action` to h2; what it produced goes out with the connection
+        greenlet's next `flush` (woken for it if it waits)."""
+        try:
+            action(self.h2)
+        except h2.exceptions.ProtocolError as e:  # a stream (or h2) closed meanwhile
+            raise ClientGone(f"HTTP/2: {e}") from None
+        if not self._flush_queued:
+            self._flush_queued = True
+            self.conn._wake_soon()
 
     def flush(self) -> None:
-        self.send(lambda h2c: None)
+        """(The connection greenlet) h2's output to the write queue, written
+        as far as the socket takes it now; streams waiting for room woken."""
+        self._flush_queued = False
+        data = self.h2.data_to_send()
+        if data:
+            self.conn.queue_write(data)
+        if self._room_waiters and len(self.conn._out) <= OUT_HIGH:
+            waiters, self._room_waiters = self._room_waiters, []
+            for st in waiters:
+                st.on_window()
+
+    def backlog(self) -> int:
+        """Bytes queued for the socket and not written yet."""
+        return len(self.conn._out)
+
+    def wait_room(self, st: H2Stream) -> None:
+        self._room_waiters.append(st)
 
     def window(self, sid: int) -> int:
         """How many DATA bytes may go out on `sid` now (0: wait)."""
@@ -606,13 +633,17 @@ class H2Connection:
                     return
                 if not self._dispatch(events):
                     return
-                self.flush()
+                self.flush()  # our answers to the client's frames (SETTINGS ACK, ...)
                 data = self._read()
                 if not data:
                     return
         except CondureError as e:
             conn.log.debug("HTTP/2 connection ended: %s", type(e).__name__)
         finally:
+            try:  # what the streams answered last, as far as the socket takes it
+                self.flush()
+            except CondureError:
+                pass
             for st in list(self.streams.values()):
                 st.on_gone()
             if self.greenlets:
@@ -625,6 +656,8 @@ class H2Connection:
         wake this loop as they wake an HTTP/1 one."""
         conn = self.conn
         while True:
+            while self._flush_queued:  # (a TLS write may let a stream send meanwhile)
+                self.flush()
             if conn._timeout == "stopped" and not self.draining:
                 conn._timeout = None  # the first stop: finish the streams we have
                 self._drain()
@@ -644,6 +677,8 @@ class H2Connection:
                 pass  # closed already: h2 queued its GOAWAY
         try:
             self.send(close)
+            self.flush()
+            self.conn.flush_all()  # waits (under the stream timeout): the close follows
         except CondureError:
             pass
 
@@ -659,9 +694,8 @@ class H2Connection:
         frame.error_code = h2.errors.ErrorCodes.NO_ERROR
         raw = frame.serialize()
         try:
-            with self._wlock:
-                data = self.h2.data_to_send()
-                self.conn.write(data + raw)
+            self.flush()  # h2's frames first
+            self.conn.queue_write(raw)
         except CondureError:
             pass
         for st in list(self.streams.values()):
