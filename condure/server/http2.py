@@ -53,8 +53,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import hyperframe.frame
-from gevent.event import Event
 
+from .. import private
 from ..errors import BadHandlerResponse, BadRequest, BufferExceeded, ClientGone, CondureError
 from ..log import ConnLogger
 from ..zhttp import packet as zp
@@ -311,7 +311,8 @@ class H2Stream:
         self.parser = StreamBody()
         self._pending: deque[bytes] = deque()  # DATA not yet taken by the exchange
         self._inbox: deque[Inbound] = deque()
-        self._wake = Event()
+        self._hub = private.hub()
+        self._greenlet: Any = None  # the stream's greenlet, once it runs
 
     @property
     def stopping(self) -> bool:
@@ -328,6 +329,31 @@ class H2Stream:
         self._logger.conn_id = self.session.id if self.session is not None else b""
         return self._logger
 
+    # --- waking (as ClientIO's: a hub callback resumes the parked greenlet) ------------
+
+    _parked = False
+    _wake_queued = False
+
+    def _wake(self) -> None:
+        """From any greenlet: resume the stream's greenlet if it is parked (it
+        checks again what it waits for; a wake-up while it runs is not kept)."""
+        if self._parked and not self._wake_queued:
+            self._wake_queued = True
+            self._hub.loop.run_callback(self._resume)
+
+    def _resume(self) -> None:
+        self._wake_queued = False
+        if self._parked:
+            self._parked = False
+            self._greenlet.switch()
+
+    def _park(self) -> None:
+        self._parked = True
+        try:
+            private.park(self._hub)
+        finally:
+            self._parked = False
+
     # --- from the connection greenlet ----------------------------------------------
 
     def on_data(self, data: bytes, ended: bool) -> None:
@@ -336,18 +362,18 @@ class H2Stream:
         if ended:
             self._ended = True
         self.last_io = time.monotonic()
-        self._wake.set()
+        self._wake()
 
     def on_end(self) -> None:
         self._ended = True
-        self._wake.set()
+        self._wake()
 
     def on_gone(self) -> None:
         self._gone = True
-        self._wake.set()
+        self._wake()
 
     def on_window(self) -> None:
-        self._wake.set()
+        self._wake()
 
     # --- ClientStream: waiting and reading ---------------------------------------------
 
@@ -359,8 +385,7 @@ class H2Stream:
             return False
         if read and self._readable():
             return True
-        self._wake.clear()
-        self._wake.wait()
+        self._park()
         return read and self._readable()
 
     def check_timeout(self) -> None:
@@ -408,8 +433,7 @@ class H2Stream:
             self.check_timeout()
             if owner.backlog() > OUT_HIGH:  # the client does not read: wait for room
                 owner.wait_room(self)
-                self._wake.clear()
-                self._wake.wait()
+                self._park()
                 continue
             n = min(len(view), owner.window(self.sid))
             if n or not view:
@@ -423,8 +447,7 @@ class H2Stream:
                 if not view:
                     return
                 continue
-            self._wake.clear()
-            self._wake.wait()
+            self._park()
 
     def write(self, data: bytes) -> None:
         self.write_data(data, False)
@@ -479,7 +502,7 @@ class H2Stream:
     def deliver(self, rid: bytes, pkt: zp.Packet, seq: int | None) -> None:
         """Called by the SUB reader for each packet addressed to this stream."""
         self._inbox.append((rid, pkt, seq))
-        self._wake.set()
+        self._wake()
 
     # --- timers (as Connection's) ---------------------------------------------------------
 
@@ -496,7 +519,7 @@ class H2Stream:
 
     def flag(self, reason: str) -> None:
         self._timeout = reason
-        self._wake.set()
+        self._wake()
 
     # --- the stream's greenlet ---------------------------------------------------------------
 
@@ -504,6 +527,7 @@ class H2Stream:
             head: RequestHead | None = None) -> None:
         """`head`: the request already parsed (that of an `Upgrade: h2c`)."""
         server = self.server
+        self._greenlet = private.current()
         now = time.monotonic()
         self.session = Session(server.registry.new_id(self.owner.conn.slot), now,
                                server.keepalive_interval)
