@@ -79,6 +79,10 @@ JOIN_TIME = 5.0  # seconds the streams get to end after the connection did
 RESETS_MAX = 200
 RESET_PERIOD = 1.0
 OUT_HIGH = 65536  # bytes queued for the socket beyond which response DATA waits
+# finished stream greenlets a connection keeps for its next streams (each holds its
+# saved stack, a few KB, until the connection ends)
+IDLE_STREAM_GREENLETS = 16
+_NEXT = object()  # marks the switch that hands an idle stream greenlet its next stream
 
 # fields HTTP/2 forbids (RFC 9113 8.2.2), dropped from the handler's response
 _CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connection",
@@ -566,6 +570,9 @@ class H2Connection:
         self.greenlets: set[gevent.Greenlet] = set()
         self._flush_queued = False  # h2 has output the connection greenlet will flush
         self._room_waiters: list[H2Stream] = []  # streams waiting for the write queue to drain
+        self._idle: list[Any] = []  # stream greenlets waiting for a stream
+        self._hub = private.hub()
+        self._keep = IDLE_STREAM_GREENLETS if private.HUB_OK else 0
         self.draining = False  # shutting down: GOAWAY sent, the streams finish
         self._resets = 0  # client resets since _reset_start
         self._reset_start = 0.0
@@ -670,6 +677,9 @@ class H2Connection:
                 pass
             for st in list(self.streams.values()):
                 st.on_gone()
+            self._keep = 0
+            if self._idle:  # nothing more for them to serve
+                gevent.killall(list(self._idle), block=False)
             if self.greenlets:
                 gevent.joinall(list(self.greenlets), timeout=JOIN_TIME)
                 gevent.killall(list(self.greenlets), block=False)
@@ -778,9 +788,35 @@ class H2Connection:
         st = self.streams[sid] = H2Stream(self, sid)
         if ended:
             st.on_end()
-        g = gevent.spawn(st.run, headers, ended, head)
+        if self._idle:
+            private.run_callback(self._idle.pop().switch, _NEXT, st, headers, ended, head)
+            return
+        g = gevent.spawn(self._serve_streams, st, headers, ended, head)
         self.greenlets.add(g)
         g.link(self.greenlets.discard)
+
+    def _serve_streams(self, st: H2Stream, headers: list[tuple[bytes, bytes]], ended: bool,
+                       head: RequestHead | None) -> None:
+        """A stream greenlet. Once its stream is done it waits for the next one
+        of the connection (while fewer than IDLE_STREAM_GREENLETS wait), as
+        the listener's connection greenlets do: making a greenlet per stream
+        costs more than this."""
+        me = private.current()
+        while True:
+            st.run(headers, ended, head)
+            if len(self._idle) >= self._keep:
+                return
+            self._idle.append(me)
+            try:
+                while True:
+                    resumed = private.park(self._hub)
+                    if type(resumed) is tuple and resumed[0] is _NEXT:
+                        break
+                    # anything else is a stray wake-up: keep waiting
+            except BaseException:
+                self._idle.remove(me)  # killed while waiting: never hand it a stream
+                raise
+            _, st, headers, ended, head = resumed
 
     def stream_done(self, st: H2Stream) -> None:
         """The stream's exchange is over: a stream we did not end is reset."""
