@@ -59,7 +59,7 @@ from ..errors import BadHandlerResponse, BadRequest, BufferExceeded, ClientGone,
 from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
-from . import http1
+from . import access, http1
 from .connection import Connection, flagged
 from .exchange import Exchange
 from .ports import Inbound
@@ -328,9 +328,11 @@ class H2Stream:
 
     @property
     def log(self) -> ConnLogger:
+        """Lines prefixed `conn <session id> stream <HTTP/2 stream id>: `."""
         if self._logger is None:
             self._logger = ConnLogger(log, "")
-        self._logger.conn_id = self.session.id if self.session is not None else b""
+        self._logger.conn_id = (self.session.id if self.session is not None else b"-") + \
+            b" stream %d" % self.sid
         return self._logger
 
     # --- waking (as ClientIO's: a hub callback resumes the parked greenlet) ------------
@@ -531,25 +533,34 @@ class H2Stream:
             head: RequestHead | None = None) -> None:
         """`head`: the request already parsed (that of an `Upgrade: h2c`)."""
         server = self.server
+        metrics = server.metrics
         self._greenlet = private.current()
         now = time.monotonic()
         self.session = Session(server.registry.new_id(self.owner.conn.slot), now,
                                server.keepalive_interval)
+        metrics.h2_streams += 1
         try:
             if head is None:  # (an upgrade's head was counted as an HTTP/1 one)
                 try:
                     head = request_head(headers, ended)
                 except BadRequest as e:
-                    server.metrics.parse_errors += 1
+                    metrics.parse_errors += 1
                     self.log.info("bad request: %s", e)
-                    self.answer_and_close(e.status or 400, e.text)
+                    status = e.status or 400
+                    if server.access_log:
+                        access.own_answer(self.peer, None, None, status, now, e, self.sid)
+                    self.answer_and_close(status, e.text)
                     return
-                server.metrics.requests += 1
+                metrics.requests += 1
+                metrics.h2_requests += 1
             self.arm()
-            H2Exchange(self, self, server, head, self.session).run()
+            ex = H2Exchange(self, self, server, head, self.session)
+            ex.h2_stream = self.sid
+            ex.run()
         except Exception:
             self.log.exception("stream failed")
         finally:
+            metrics.h2_streams -= 1
             self.end_session()
             server.wheel.remove(self)
             self.owner.stream_done(self)
@@ -630,6 +641,9 @@ class H2Connection:
         it becomes stream 1, and the client's preface follows in full."""
         conn = self.conn
         conn.http2 = True  # Connection.stop flags it (a graceful GOAWAY, below)
+        gauges = conn.server.metrics.connections  # counted as h2 while served here
+        gauges[(conn.mode.name, "http")] -= 1
+        gauges[(conn.mode.name, "h2")] += 1
         h2c = self.h2
         codes = h2.settings.SettingCodes
         # announced by initiate_connection and in force at once: the stream
@@ -677,6 +691,8 @@ class H2Connection:
                 pass
             for st in list(self.streams.values()):
                 st.on_gone()
+            gauges[(conn.mode.name, "h2")] -= 1
+            gauges[(conn.mode.name, "http")] += 1  # (the listener takes it off there)
             self._keep = 0
             if self._idle:  # nothing more for them to serve
                 gevent.killall(list(self._idle), block=False)
@@ -709,6 +725,7 @@ class H2Connection:
                 h2c.close_connection(code)
             except h2.exceptions.ProtocolError:
                 pass  # closed already: h2 queued its GOAWAY
+        self.conn.server.metrics.h2_goaways_sent += 1
         try:
             self.send(close)
             self.flush()
@@ -727,6 +744,7 @@ class H2Connection:
         frame.last_stream_id = self.last_stream
         frame.error_code = h2.errors.ErrorCodes.NO_ERROR
         raw = frame.serialize()
+        self.conn.server.metrics.h2_goaways_sent += 1
         try:
             self.flush()  # h2's frames first
             self.conn.queue_write(raw)
@@ -759,6 +777,8 @@ class H2Connection:
                 st = self.streams.get(ev.stream_id)
                 if st is not None:
                     st.on_gone()
+                if ev.remote_reset:
+                    self.conn.server.metrics.h2_resets_received += 1
                 if ev.remote_reset and self._too_many_resets():
                     self.conn.log.info("HTTP/2: more than %d stream resets in %g s",
                                        RESETS_MAX, RESET_PERIOD)
