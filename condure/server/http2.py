@@ -706,7 +706,9 @@ class H2Connection:
         wake this loop as they wake an HTTP/1 one."""
         conn = self.conn
         while True:
-            while self._flush_queued:  # (a TLS write may let a stream send meanwhile)
+            # h2's output to the socket, and room for the streams waiting for it (the
+            # write queue drains in `conn.wait`); a TLS write may let a stream send meanwhile
+            while self._flush_queued or (self._room_waiters and self.backlog() <= OUT_HIGH):
                 self.flush()
             if conn._timeout == "stopped" and not self.draining:
                 conn._timeout = None  # the first stop: finish the streams we have

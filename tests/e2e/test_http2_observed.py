@@ -13,10 +13,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import h2.errors
+import h2.settings
 
 from conftest import get_free_port
 from h2client import H2Client
@@ -229,3 +231,55 @@ def test_h2load_bounded_run_all_succeed(condure) -> None:
     text = scrape(mport)
     assert value(text, 'condure_requests_by_protocol_total{protocol="h2"}') == 200
     assert value(text, 'condure_requests_by_protocol_total{protocol="http1"}') == 0
+
+
+# --- writes: batched, and held back for a client that does not read ----------------------
+
+
+def test_response_waits_for_a_client_that_does_not_read(condure, handler_factory) -> None:
+    """The client opens its windows wide (so flow control does not stop the
+    response) but does not read its socket: condure's write queue fills, the
+    stream's DATA waits, and the handler's credits stop; once the client
+    reads, the rest flows and the whole body arrives."""
+    c = condure()
+    h = handler_factory(c.base)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", c.port))
+    cl = H2Client(c.port, sock=s, timeout=10)
+    cl.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
+    cl.conn.increment_flow_control_window(2 ** 30)
+    cl.flush()
+    sid = cl.request(b"GET", b"/big")
+    req = h.recv_request()
+    piece = b"y" * 8000
+    h.respond(req, 200, b"OK", [CT], piece, more=True)
+    sent = len(piece)
+    stalled = False
+    while sent < 4_000_000:
+        try:
+            h.recv_type(b"credit", timeout=1.0)
+        except AssertionError:  # no credit: the response is held back
+            stalled = True
+            break
+        h.body(req, piece, more=True)
+        sent += len(piece)
+    assert stalled, f"{sent} bytes written to a client that reads nothing"
+    got: dict = {}
+
+    def read() -> None:
+        try:
+            got["r"] = cl.response(sid, timeout=20)
+        except Exception as e:  # reported by the assert below
+            got["e"] = e
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    h.recv_type(b"credit", timeout=10)  # the client reads: the stream goes on
+    h.body(req, piece)  # the last piece
+    sent += len(piece)
+    reader.join(30)
+    s.close()
+    assert "r" in got, got
+    assert len(got["r"]["body"]) == sent
