@@ -419,10 +419,10 @@ def measure_idle_rss(stack: Stack, proto: str, conns: int) -> dict:
     return res
 
 
-def run_h2load(port: int, conns: int, streams: int, duration: float) -> dict:
-    """`h2load -cC -mM -DD` (h2c with prior knowledge) against the port."""
+def run_h2load(port: int, conns: int, streams: int, duration: float, h1: bool = False) -> dict:
+    """`h2load -cC -mM -DD` (h2c with prior knowledge; `h1`: HTTP/1.1) against the port."""
     cmd = [H2LOAD, f"-c{conns}", f"-m{streams}", "-D", str(max(1, round(duration))),
-           f"http://127.0.0.1:{port}/"]
+           *(["--h1"] if h1 else []), f"http://127.0.0.1:{port}/"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     out = p.stdout
     m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
@@ -520,16 +520,21 @@ def sc_rss(proto: str) -> Callable:
     return run
 
 
-def sc_h2load(conns: int, streams: int) -> Callable:
+def sc_h2load(conns: int, streams: int, h1: tuple[int, int] | None = None) -> Callable:
     """h2load against ours (with bench_handler) or hypercorn; with the server's
     CPU time per request (its whole process tree, the handler not included:
-    the handler's is given apart)."""
+    the handler's is given apart). `h1`: (connections, requests in flight per
+    connection) of an `h2load --h1` run instead, in the column whose label
+    ends with "h1"."""
     def run(stack: Stack, a: argparse.Namespace) -> dict:
+        c, m, use_h1 = conns, streams, False
+        if h1 is not None and stack.label.endswith("h1"):
+            (c, m), use_h1 = h1, True
         server = stack.server.pid
         handler = stack.handler.pid if stack.handler is not None else None
         cpu0 = tree_cpu_s(server)
         hcpu0 = tree_cpu_s(handler) if handler else 0.0
-        r = run_h2load(stack.port, conns, streams, a.duration)
+        r = run_h2load(stack.port, c, m, a.duration, use_h1)
         cpu = tree_cpu_s(server) - cpu0
         n = max(r["succeeded"], 1)
         r["cpu_us_per_req"] = cpu / n * 1e6
@@ -594,6 +599,13 @@ SCENARIOS = [
               Metric("handler_cpu_us_per_req", "handler CPU/req", "us", None, False)],
              sc_h2load(10, 10), impls=((OURS, OURS, 1), (HYPERCORN, HYPERCORN, 1)),
              ref_label="hypercorn"),
+    # what an HTTP/2 request costs ours next to an HTTP/1.1 one, at the same
+    # concurrency (100 requests in flight): h2load --h1 -c100 -m1 in the second column
+    Scenario("h2_vs_h1", "ours: h2c h2load -c10 -m10 vs HTTP/1.1 h2load --h1 -c100 -m1",
+             [Metric("rps", "req/s", "req/s", None),
+              Metric("cpu_us_per_req", "server CPU/req", "us", None, False)],
+             sc_h2load(10, 10, h1=(100, 1)), impls=(("ours-h2", OURS, 1), ("ours-h1", OURS, 1)),
+             ref_label="ours HTTP/1.1"),
     Scenario("rss_h2_1k", "RSS per idle h2c connection (preface + SETTINGS) vs HTTP/1.1",
              [Metric("kb_per_conn", "RSS/conn", "KB", None, False)], sc_rss_h2,
              impls=(("ours-h2", OURS, 1), ("ours-http1", OURS, 1)),
@@ -736,8 +748,8 @@ def print_table(rows: list[dict]) -> None:
     print("medians over the rounds; ratio = ours / condure; the 'workers' rows compare "
           "--workers 2 (ours column) with --workers 1 (condure column), of ours and of condure;\n"
           "h2_c10m10 compares with hypercorn (condure column), server CPU/req in us "
-          "(the server's process tree; ours' handler apart); rss_h2_1k compares idle h2c "
-          "(ours column) with idle HTTP/1.1 (condure column) connections of ours.")
+          "(the server's process tree; ours' handler apart); h2_vs_h1 and rss_h2_1k compare "
+          "ours over h2c (ours column) with ours over HTTP/1.1 (condure column).")
     for r in rows:
         if r["notes"]:
             print(f"  {r['scenario']} {r['metric']}: " + "; ".join(r["notes"])[:400])
@@ -792,10 +804,11 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if not wanted or s.name in wanted]
 
     if not os.path.exists(WRK) and any(
-            s.name not in ("ws_echo50", "rss_http10k", "rss_ws10k", "h2_c10m10", "rss_h2_1k")
+            s.name not in ("ws_echo50", "rss_http10k", "rss_ws10k", "h2_c10m10", "h2_vs_h1",
+                           "rss_h2_1k")
             for s in scenarios):
         ap.error("wrk not found (sudo apt-get install wrk)")
-    if not os.path.exists(H2LOAD) and any(s.name == "h2_c10m10" for s in scenarios):
+    if not os.path.exists(H2LOAD) and any(s.name in ("h2_c10m10", "h2_vs_h1") for s in scenarios):
         ap.error("h2load not found (sudo apt-get install nghttp2-client)")
     have_rust = os.path.exists(RUST_CONDURE) and not args.no_condure
     soft, hard = raise_nofile()
