@@ -575,8 +575,12 @@ class H2Connection:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # h2's checks of the fields we send are skipped: `response_headers` sends
+        # `:status` first and alone among pseudo-fields, the handler's field names
+        # checked as tokens and without the connection-specific ones (what those
+        # checks look for); h2 still normalizes them (whitespace, never-indexed)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None))
+            client_side=False, header_encoding=None, validate_outbound_headers=False))
         self.streams: dict[int, H2Stream] = {}
         self.greenlets: set[gevent.Greenlet] = set()
         self._flush_queued = False  # h2 has output the connection greenlet will flush
