@@ -28,8 +28,14 @@ streams of a connection hold unread is bounded by the connection's window. Respo
 window; `write` waits for it to open, and the handler's credits come back
 only after that, so a client that does not open its window slows its handler.
 
-Writes from all the greenlets of a connection go through one lock: h2's
-output is taken and written under it, so frames keep h2's order.
+Writes are batched: the greenlets of a connection only act on h2 (which
+never waits), and the connection's greenlet takes h2's output and writes it
+when it runs next (`H2Connection.flush`, once per hub turn: the frames of
+all the streams that answered meanwhile in one socket write), through the
+connection's write queue (`OutputQueue`: what the socket does not take goes
+out as it becomes writable, while the connection goes on reading). Frames
+keep h2's order. Response DATA waits while more than `OUT_HIGH` bytes are
+queued unwritten, so a client that does not read holds its streams back.
 
 Safety (D34): the stream limit and --stream-maxconn are checked in
 `H2Connection._start`; a request head is bounded as an HTTP/1 one
@@ -57,15 +63,14 @@ import h2.exceptions
 import h2.settings
 import hpack
 import hyperframe.frame
-from gevent.event import Event
-from gevent.lock import Semaphore
 
+from .. import private
 from ..errors import (INVALID_WEBSOCKET, BadHandlerResponse, BadRequest, BufferExceeded,
                       ClientGone, CondureError, HeadTooLarge, Stopped, Timeout)
 from ..log import ConnLogger
 from ..zhttp import packet as zp
 from ..zhttp.session import Session
-from . import http1
+from . import access, http1
 from .connection import Connection, flagged
 from .exchange import Exchange
 from .ports import Inbound
@@ -117,6 +122,11 @@ CONTROL_PERIOD = 1.0
 # (the responses' fields would otherwise stay in memory for the connection's
 # life, up to 4 GiB of table).
 ENCODER_TABLE_MAX = 4096
+OUT_HIGH = 65536  # bytes queued for the socket beyond which response DATA waits
+# finished stream greenlets a connection keeps for its next streams (each holds its
+# saved stack, a few KB, until the connection ends)
+IDLE_STREAM_GREENLETS = 16
+_NEXT = object()  # marks the switch that hands an idle stream greenlet its next stream
 
 # fields HTTP/2 forbids (RFC 9113 8.2.2), dropped from the handler's response
 _CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connection",
@@ -486,7 +496,8 @@ class H2Stream:
         self.parser = StreamBody()
         self._pending: deque[bytes] = deque()  # DATA not yet taken by the exchange
         self._inbox: deque[Inbound] = deque()
-        self._wake = Event()
+        self._hub = private.hub()
+        self._greenlet: Any = None  # the stream's greenlet, once it runs
 
     @property
     def stopping(self) -> bool:
@@ -498,10 +509,37 @@ class H2Stream:
 
     @property
     def log(self) -> ConnLogger:
+        """Lines prefixed `conn <session id> stream <HTTP/2 stream id>: `."""
         if self._logger is None:
             self._logger = ConnLogger(log, "")
-        self._logger.conn_id = self.session.id if self.session is not None else b""
+        self._logger.conn_id = (self.session.id if self.session is not None else b"-") + \
+            b" stream %d" % self.sid
         return self._logger
+
+    # --- waking (as ClientIO's: a hub callback resumes the parked greenlet) ------------
+
+    _parked = False
+    _wake_queued = False
+
+    def _wake(self) -> None:
+        """From any greenlet: resume the stream's greenlet if it is parked (it
+        checks again what it waits for; a wake-up while it runs is not kept)."""
+        if self._parked and not self._wake_queued:
+            self._wake_queued = True
+            self._hub.loop.run_callback(self._resume)
+
+    def _resume(self) -> None:
+        self._wake_queued = False
+        if self._parked:
+            self._parked = False
+            self._greenlet.switch()
+
+    def _park(self) -> None:
+        self._parked = True
+        try:
+            private.park(self._hub)
+        finally:
+            self._parked = False
 
     # --- from the connection greenlet ----------------------------------------------
 
@@ -511,18 +549,18 @@ class H2Stream:
         if ended:
             self._ended = True
         self.last_io = time.monotonic()
-        self._wake.set()
+        self._wake()
 
     def on_end(self) -> None:
         self._ended = True
-        self._wake.set()
+        self._wake()
 
     def on_gone(self) -> None:
         self._gone = True
-        self._wake.set()
+        self._wake()
 
     def on_window(self) -> None:
-        self._wake.set()
+        self._wake()
 
     # --- ClientStream: waiting and reading ---------------------------------------------
 
@@ -532,16 +570,13 @@ class H2Stream:
             self._ended and (self.websocket or not self.parser._ended))
 
     def wait(self, read: bool) -> bool:
-        # cleared first: whatever set it is looked at below (a window that
-        # opened by the queue's flush, which may switch greenlets as it writes)
-        self._wake.clear()
         if self._out and not self._gone:
             self._flush_out()
         if self._inbox or self._timeout or self._gone:
             return False
         if read and self._readable():
             return True
-        self._wake.wait()
+        self._park()
         if self._out and not self._gone:
             self._flush_out()  # woken by a WINDOW_UPDATE, perhaps
         return read and self._readable()
@@ -595,6 +630,10 @@ class H2Stream:
             if self._gone:
                 raise ClientGone("stream reset by the client")
             self.check_timeout()
+            if owner.backlog() > OUT_HIGH:  # the client does not read: wait for room
+                owner.wait_room(self)
+                self._park()
+                continue
             n = min(len(view), owner.window(self.sid))
             if n or not view:
                 piece = bytes(view[:n])
@@ -607,8 +646,7 @@ class H2Stream:
                 if not view:
                     return
                 continue
-            self._wake.clear()
-            self._wake.wait()
+            self._park()
 
     def write(self, data: bytes) -> None:
         self.write_data(data, False)
@@ -630,8 +668,10 @@ class H2Stream:
         self._flush_out()
 
     def _flush_out(self) -> None:
-        """Send what the windows take now (one lock, one socket write), then
-        run the callbacks of what got out."""
+        """Hand h2 what the windows take now, then run the callbacks of what
+        got out: the bytes are in the connection's write queue, which holds
+        at most about OUT_HIGH (past it the frames wait here, as the DATA of
+        `write_data` does), so credits still follow a client that reads."""
         out, sid = self._out, self.sid
         sent = 0
 
@@ -650,6 +690,9 @@ class H2Stream:
                 sent += len(piece)
 
         if out:
+            if self.owner.backlog() > OUT_HIGH:  # the client does not read: wait for room
+                self.owner.wait_room(self)
+                return
             self.owner.send(action)
             if sent:
                 self._out_sent += sent
@@ -669,12 +712,11 @@ class H2Stream:
     def flush_all(self) -> None:
         """Wait until the write queue is out (within the windows as they open)."""
         while self._out:
-            self._wake.clear()  # before the flush: a window opened while it writes wakes us
             self._flush_out()
             if not self._out:
                 break
             self.check_timeout()  # ClientGone once reset, the stream timeout
-            self._wake.wait()
+            self._park()  # until a WINDOW_UPDATE or room in the write queue
 
     def close_gracefully(self) -> None:
         """A WebSocket's close ends the stream (END_STREAM); a response ended
@@ -727,7 +769,7 @@ class H2Stream:
     def deliver(self, rid: bytes, pkt: zp.Packet, seq: int | None) -> None:
         """Called by the SUB reader for each packet addressed to this stream."""
         self._inbox.append((rid, pkt, seq))
-        self._wake.set()
+        self._wake()
 
     # --- timers (as Connection's) ---------------------------------------------------------
 
@@ -744,7 +786,7 @@ class H2Stream:
 
     def flag(self, reason: str) -> None:
         self._timeout = reason
-        self._wake.set()
+        self._wake()
 
     # --- the stream's greenlet ---------------------------------------------------------------
 
@@ -752,32 +794,43 @@ class H2Stream:
             head: RequestHead | None = None) -> None:
         """`head`: the request already parsed (that of an `Upgrade: h2c`)."""
         server = self.server
+        metrics = server.metrics
+        self._greenlet = private.current()
         now = time.monotonic()
         self.session = Session(server.registry.new_id(self.owner.conn.slot), now,
                                server.keepalive_interval)
+        metrics.h2_streams += 1
         try:
             if head is None:  # (an upgrade's head was counted as an HTTP/1 one)
                 try:
                     head = request_head(headers, ended, self.owner.head_capacity)
                 except BadRequest as e:
-                    server.metrics.parse_errors += 1
+                    metrics.parse_errors += 1
                     self.log.info("bad request: %s", e)
-                    self.answer_and_close(e.status or 400, e.text)
+                    status = e.status or 400
+                    if server.access_log:
+                        access.own_answer(self.peer, None, None, status, now, e, self.sid)
+                    self.answer_and_close(status, e.text)
                     return
-                server.metrics.requests += 1
+                metrics.requests += 1
+                metrics.h2_requests += 1
             self.arm()
             # h2 refuses an `upgrade` field in a request: only an extended
             # CONNECT (websocket_head) makes this head a WebSocket one
             if not http1.is_websocket(head):
-                H2Exchange(self, self, server, head, self.session).run()
+                ex: H2Exchange = H2Exchange(self, self, server, head, self.session)
             elif not valid_upgrade(head):  # as HTTP/1.1's invalid upgrade (D1)
                 self.log.debug("process error: InvalidWebSocketRequest")
                 self.answer_and_close(400, INVALID_WEBSOCKET)
+                return
             else:
-                H2WsHandshake(self, self, server, head, self.session).run()
+                ex = H2WsHandshake(self, self, server, head, self.session)
+            ex.h2_stream = self.sid
+            ex.run()
         except Exception:
             self.log.exception("stream failed")
         finally:
+            metrics.h2_streams -= 1
             self.end_session()
             server.wheel.remove(self)
             self.owner.stream_done(self)
@@ -871,11 +924,19 @@ class H2Connection:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # h2's checks of the fields we send are skipped: `response_headers` sends
+        # `:status` first and alone among pseudo-fields, the handler's field names
+        # checked as tokens and without the connection-specific ones (what those
+        # checks look for); h2 still normalizes them (whitespace, never-indexed)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None))
+            client_side=False, header_encoding=None, validate_outbound_headers=False))
         self.streams: dict[int, H2Stream] = {}
         self.greenlets: set[gevent.Greenlet] = set()
-        self._wlock = Semaphore()
+        self._flush_queued = False  # h2 has output the connection greenlet will flush
+        self._room_waiters: list[H2Stream] = []  # streams waiting for the write queue to drain
+        self._idle: list[Any] = []  # stream greenlets waiting for a stream
+        self._hub = private.hub()
+        self._keep = IDLE_STREAM_GREENLETS if private.HUB_OK else 0
         self.draining = False  # shutting down: GOAWAY sent, the streams finish
         self._resets = 0  # client resets since _reset_start
         self._reset_start = 0.0
@@ -899,19 +960,34 @@ class H2Connection:
     # --- output --------------------------------------------------------------------
 
     def send(self, action: Callable[[h2.connection.H2Connection], None]) -> None:
-        """Apply `action` to h2 and write what it produced (under the lock,
-        so frames keep h2's order)."""
-        with self._wlock:
-            try:
-                action(self.h2)
-            except h2.exceptions.ProtocolError as e:  # a stream (or h2) closed meanwhile
-                raise ClientGone(f"HTTP/2: {e}") from None
-            data = self.h2.data_to_send()
-            if data:
-                self.conn.write(data)
+        """Apply `action` to h2; what it produced goes out with the connection
+        greenlet's next `flush` (woken for it if it waits)."""
+        try:
+            action(self.h2)
+        except h2.exceptions.ProtocolError as e:  # a stream (or h2) closed meanwhile
+            raise ClientGone(f"HTTP/2: {e}") from None
+        if not self._flush_queued:
+            self._flush_queued = True
+            self.conn._wake_soon()
 
     def flush(self) -> None:
-        self.send(lambda h2c: None)
+        """(The connection greenlet) h2's output to the write queue, written
+        as far as the socket takes it now; streams waiting for room woken."""
+        self._flush_queued = False
+        data = self.h2.data_to_send()
+        if data:
+            self.conn.queue_write(data)
+        if self._room_waiters and len(self.conn._out) <= OUT_HIGH:
+            waiters, self._room_waiters = self._room_waiters, []
+            for st in waiters:
+                st.on_window()
+
+    def backlog(self) -> int:
+        """Bytes queued for the socket and not written yet."""
+        return len(self.conn._out)
+
+    def wait_room(self, st: H2Stream) -> None:
+        self._room_waiters.append(st)
 
     def window(self, sid: int) -> int:
         """How many DATA bytes may go out on `sid` now (0: wait)."""
@@ -949,6 +1025,9 @@ class H2Connection:
         it becomes stream 1, and the client's preface follows in full."""
         conn = self.conn
         conn.http2 = True  # Connection.stop flags it (a graceful GOAWAY, below)
+        gauges = conn.server.metrics.connections  # counted as h2 while served here
+        gauges[(conn.mode.name, "http")] -= 1
+        gauges[(conn.mode.name, "h2")] += 1
         h2c = self.h2
         codes = h2.settings.SettingCodes
         # announced by initiate_connection and in force at once: the stream
@@ -1006,7 +1085,7 @@ class H2Connection:
                     return
                 if not self._dispatch(events):
                     return
-                self.flush()
+                self.flush()  # our answers to the client's frames (SETTINGS ACK, ...)
                 data = self._read()
                 if not data:
                     return
@@ -1015,8 +1094,17 @@ class H2Connection:
             if isinstance(e, Timeout):  # the connection's stream timeout: an idle client
                 self._goaway_nowait(h2.errors.ErrorCodes.NO_ERROR)
         finally:
+            try:  # what the streams answered last, as far as the socket takes it
+                self.flush()
+            except CondureError:
+                pass
             for st in list(self.streams.values()):
                 st.on_gone()
+            gauges[(conn.mode.name, "h2")] -= 1
+            gauges[(conn.mode.name, "http")] += 1  # (the listener takes it off there)
+            self._keep = 0
+            if self._idle:  # nothing more for them to serve
+                gevent.killall(list(self._idle), block=False)
             if self.greenlets:
                 gevent.joinall(list(self.greenlets), timeout=JOIN_TIME)
                 gevent.killall(list(self.greenlets), block=False)
@@ -1027,6 +1115,10 @@ class H2Connection:
         wake this loop as they wake an HTTP/1 one."""
         conn = self.conn
         while True:
+            # h2's output to the socket, and room for the streams waiting for it (the
+            # write queue drains in `conn.wait`); a TLS write may let a stream send meanwhile
+            while self._flush_queued or (self._room_waiters and self.backlog() <= OUT_HIGH):
+                self.flush()
             if conn._timeout == "stopped" and not self.draining:
                 conn._timeout = None  # the first stop: finish the streams we have
                 self._drain()
@@ -1034,6 +1126,11 @@ class H2Connection:
                 self._goaway(h2.errors.ErrorCodes.NO_ERROR)
                 return b""
             conn.check_timeout()  # a second stop (forced), a stream timeout
+            if self.backlog() > OUT_HIGH:
+                # the client does not read what we write: nor do we read it until it
+                # does (its PINGs and SETTINGS would queue ACKs without bound)
+                conn.wait(read=False)
+                continue
             if conn.wait(read=True):
                 return conn.recv_now()
 
@@ -1044,25 +1141,24 @@ class H2Connection:
                 h2c.close_connection(code)
             except h2.exceptions.ProtocolError:
                 pass  # closed already: h2 queued its GOAWAY
+        self.conn.server.metrics.h2_goaways_sent += 1
         try:
             self.send(close)
+            self.flush()
+            self.conn.flush_all()  # waits (under the stream timeout): the close follows
         except CondureError:
             return
         self._linger()
 
     def _goaway_nowait(self, code: int) -> None:
-        """A GOAWAY if the socket takes it at once: it does not wait for a
-        client that may not read (TLS: gevent's send waits for a full socket,
-        up to the io timeout), nor while a stream's write holds the lock."""
-        if not self._wlock.acquire(blocking=False):
-            return
+        """A GOAWAY, written as far as the socket takes it at once: it does
+        not wait for a client that may not read."""
+        self.conn.server.metrics.h2_goaways_sent += 1
         try:
             self.h2.close_connection(code)
-            self.conn._send_now(bytearray(self.h2.data_to_send()))
+            self.flush()  # the write queue: as far as the socket takes it now
         except (h2.exceptions.ProtocolError, CondureError):
             pass
-        finally:
-            self._wlock.release()
 
     def _linger(self) -> None:
         """Before the close: a client still sending (a flood, say) would get an
@@ -1082,10 +1178,13 @@ class H2Connection:
         frame.last_stream_id = last
         frame.error_code = code
         raw = frame.serialize()
+        self.conn.server.metrics.h2_goaways_sent += 1
         try:
-            with self._wlock:
-                data = self.h2.data_to_send()
-                self.conn.write(raw if replace else data + raw)
+            if replace:
+                self.h2.data_to_send()  # dropped
+            else:
+                self.flush()  # h2's frames first
+            self.conn.queue_write(raw)
         except CondureError:
             pass
 
@@ -1135,6 +1234,8 @@ class H2Connection:
                 st = self.streams.get(ev.stream_id)
                 if st is not None:
                     st.on_gone()
+                if ev.remote_reset:
+                    self.conn.server.metrics.h2_resets_received += 1
                 if ev.remote_reset and self._too_many_resets():
                     self._calm(f"more than {RESETS_MAX} stream resets in {RESET_PERIOD:g} s")
                     return False
@@ -1180,10 +1281,36 @@ class H2Connection:
         st = self.streams[sid] = H2Stream(self, sid)
         if ended:
             st.on_end()
-        g = gevent.spawn(st.run, headers, ended, head)
+        if self._idle:
+            private.run_callback(self._idle.pop().switch, _NEXT, st, headers, ended, head)
+            return True
+        g = gevent.spawn(self._serve_streams, st, headers, ended, head)
         self.greenlets.add(g)
         g.link(self.greenlets.discard)
         return True
+
+    def _serve_streams(self, st: H2Stream, headers: list[tuple[bytes, bytes]], ended: bool,
+                       head: RequestHead | None) -> None:
+        """A stream greenlet. Once its stream is done it waits for the next one
+        of the connection (while fewer than IDLE_STREAM_GREENLETS wait), as
+        the listener's connection greenlets do: making a greenlet per stream
+        costs more than this."""
+        me = private.current()
+        while True:
+            st.run(headers, ended, head)
+            if len(self._idle) >= self._keep:
+                return
+            self._idle.append(me)
+            try:
+                while True:
+                    resumed = private.park(self._hub)
+                    if type(resumed) is tuple and resumed[0] is _NEXT:
+                        break
+                    # anything else is a stray wake-up: keep waiting
+            except BaseException:
+                self._idle.remove(me)  # killed while waiting: never hand it a stream
+                raise
+            _, st, headers, ended, head = resumed
 
     def stream_done(self, st: H2Stream) -> None:
         """The stream's exchange is over: a stream we did not end is reset
