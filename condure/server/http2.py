@@ -928,8 +928,12 @@ class H2Connection:
         # `:status` first and alone among pseudo-fields, the handler's field names
         # checked as tokens and without the connection-specific ones (what those
         # checks look for); h2 still normalizes them (whitespace, never-indexed)
+        # h2's inbound normalization is off too: all it does is join the cookie
+        # fields, at the end of the list; `request_head` joins them where the
+        # first was, as they stand in the same request over HTTP/1.1
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_outbound_headers=False))
+            client_side=False, header_encoding=None, validate_outbound_headers=False,
+            normalize_inbound_headers=False))
         self.streams: dict[int, H2Stream] = {}
         self.greenlets: set[gevent.Greenlet] = set()
         self._flush_queued = False  # h2 has output the connection greenlet will flush

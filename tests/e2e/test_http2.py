@@ -73,6 +73,20 @@ def test_get_is_the_http1_request_packet(ch) -> None:
         assert r["body"] == b"hello\n"
 
 
+def test_split_cookies_are_joined_where_the_first_was(ch) -> None:
+    """RFC 9113 8.2.3: a client may send the cookie in pieces; the handler gets
+    the one field the same HTTP/1.1 request carries, in its place."""
+    c, h = ch
+    with H2Client(c.port) as cl:
+        sid = cl.request(b"GET", b"/c", [(b"a", b"1"), (b"cookie", b"x=1"), (b"b", b"2"),
+                                         (b"cookie", b"y=2")])
+        req = h.recv_request()
+        assert req[b"headers"] == [[b"host", b"example.com"], [b"a", b"1"],
+                                   [b"cookie", b"x=1; y=2"], [b"b", b"2"]]
+        h.respond(req, 200, b"OK", [CT], b"ok")
+        assert cl.response(sid)["body"] == b"ok"
+
+
 def test_post_with_body_is_the_http1_request_packet(ch) -> None:
     c, h = ch
     with Client(c.port) as c1:
