@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 def stream_exchange(conn: Connection, head: RequestHead) -> bool:
     session = conn.session
     assert session is not None
-    if head.upgrade and conn.mode.http2 is not None and http2.wants_upgrade(head):
+    if (head.upgrade and conn.mode.http2 is not None and not conn.tls
+            and http2.wants_upgrade(head)):  # h2c: cleartext only (RFC 7540 3.2); TLS has ALPN
         return http2.upgrade(conn, head)  # Upgrade: h2c
     if not http1.is_websocket(head):
         # a malformed Sec-WebSocket-Extensions spoils even a plain request, in

@@ -352,6 +352,35 @@ def test_tls_post_streamed_response_and_reset(condure, handler_factory, pki) -> 
         cl.flush()
         assert h.recv_type(b"cancel")[b"id"] == req2[b"id"]
 
+
+def test_upgrade_h2c_over_tls_is_ignored(condure, handler_factory, pki) -> None:
+    """h2c is for cleartext (RFC 7540 3.2): over TLS the request is served as
+    HTTP/1.1, with its Upgrade fields as sent (ALPN is the way to h2 there)."""
+    ca, directory = pki
+    from conftest import get_free_port, wait_for_port
+
+    port = get_free_port()
+    c = condure("--listen", f"127.0.0.1:{port},stream,tls,default-cert=localhost",
+                "--tls-identities-dir", directory)
+    wait_for_port(port, c.proc, c.log_path)
+    h = handler_factory(c.base)
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    ctx.set_alpn_protocols(["http/1.1"])
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                         server_hostname="localhost") as tls:
+        tls.sendall(b"GET /u HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                    b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        req = h.recv_request()
+        assert [b"upgrade", b"h2c"] in [[n.lower(), v] for n, v in req[b"headers"]]
+        h.respond(req, 200, b"OK", [CT], b"plain\n")
+        data = b""
+        while not data.endswith(b"plain\n"):
+            chunk = tls.recv(4096)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+
 def test_tls_listener_without_http2_offers_no_alpn(condure, handler_factory, pki) -> None:
     c, port, tls = _tls_listener(condure, pki, "no-http2")
     assert tls.selected_alpn_protocol() is None
