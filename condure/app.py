@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import time
 from typing import Any
 
@@ -196,11 +196,14 @@ class App:
     def _listen(self, server: Server) -> None:
         cfg, w = self.config, self.worker
         limits = {True: ConnectionLimit(cfg.stream_maxconn), False: ConnectionLimit(cfg.req_maxconn)}
-        modes = {True: stream_mode(cfg), False: req_mode(cfg)}
+        modes = {True: stream_mode(cfg, limits[True]), False: req_mode(cfg)}
         for i, spec in enumerate(cfg.listen):
             sock = None if w is None else inherited_socket(w.fds[i], spec)
+            mode = modes[spec.stream]
+            if mode.http2 is not None and (cfg.no_http2 or not spec.http2):
+                mode = replace(mode, http2=None)  # the preface gets the 505 of HTTP/1
             try:
-                listener = Listener(spec, server, limits[spec.stream], modes[spec.stream], sock)
+                listener = Listener(spec, server, limits[spec.stream], mode, sock)
             except ListenError as e:
                 raise StartupError(str(e)) from None
             self.listeners.append(listener)

@@ -154,6 +154,7 @@ class ListenSpec:
     tls: bool = False
     default_cert: str | None = None
     local: bool = False
+    http2: bool = True  # stream mode: h2c with prior knowledge (`no-http2` turns it off)
     mode: int | None = None
     user: str | None = None
     group: str | None = None
@@ -202,6 +203,7 @@ class Config:
     compression_message_max: int = COMPRESSION_MESSAGE_MAX  # 0: no limit
     client_ws_window: int = CLIENT_WS_WINDOW  # 0: --buffer-size, as condure
     deny_out_internal: bool = False
+    no_http2: bool = False  # no listener serves HTTP/2 (each may turn it off with `no-http2`)
     sizes: bool = False
     http_parser: str = "auto"
     # Pushpin's runner kills a service 4 s after SIGTERM and Docker after 10 s:
@@ -413,13 +415,15 @@ def parse_listen_connmgr(value: str) -> ListenSpec:
 def parse_listen(value: str) -> ListenSpec:
     """Parse one --listen value: `[addr:]port[,param[=value]]...` or `path,local,...`."""
     part1, *params = value.split(",")
-    opts: dict[str, Any] = {"stream": True, "tls": False, "local": False}
+    opts: dict[str, Any] = {"stream": True, "tls": False, "local": False, "http2": True}
     for part in params:
         key, _, arg = part.partition("=")
         if key in ("req", "stream"):
             opts["stream"] = key == "stream"
         elif key in ("tls", "local"):
             opts[key] = True
+        elif key == "no-http2" and not arg:
+            opts["http2"] = False
         elif key == "default-cert":
             opts["default_cert"] = arg
         elif key in ("user", "group"):
@@ -433,6 +437,7 @@ def parse_listen(value: str) -> ListenSpec:
             path=part1,
             stream=opts["stream"],
             local=True,
+            http2=opts["http2"],
             mode=opts.get("mode"),
             user=opts.get("user"),
             group=opts.get("group"),
@@ -444,4 +449,5 @@ def parse_listen(value: str) -> ListenSpec:
         stream=opts["stream"],
         tls=opts["tls"],
         default_cert=opts.get("default_cert"),
+        http2=opts["http2"],
     )

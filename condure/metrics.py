@@ -44,7 +44,7 @@ Labels = tuple[tuple[str, str], ...]  # (name, value) pairs in the family's labe
 _TYPES_IN = sorted({t.decode() or "data" for t in KNOWN_TYPES} | {"unknown"})
 _TYPES_OUT = sorted({t.decode() or "data" for t in KNOWN_TYPES} | {"request"})
 _DIRECTIONS = ("in", "out")
-_CONNECTION_KINDS = (("stream", "http"), ("stream", "websocket"), ("req", "http"))
+_CONNECTION_KINDS = (("stream", "http"), ("stream", "websocket"), ("stream", "h2"), ("req", "http"))
 
 REQUESTS_HELP = ("Request heads received from clients in server mode and parsed (stream and req "
                  "listeners, WebSocket handshakes included, also those then refused or answered "
@@ -75,13 +75,26 @@ class Metrics:
         self.parse_errors = 0
         self.ws_messages: Counter[str] = Counter()  # direction -> count
         self.bytes: Counter[str] = Counter()  # direction -> count
+        # HTTP/2 (server/http2.py); the HTTP/1 figures are derived at scrape time
+        # (requests - h2_requests), so an HTTP/1 request costs no extra count
+        self.h2_requests = 0  # included in `requests`
+        self.h2_streams = 0  # request streams open now
+        self.h2_resets_received = 0
+        self.h2_goaways_sent = 0
 
     def families(self) -> list[Family]:
         """This process's condure_* families: every one of them adds up across workers."""
         n = NAMESPACE
         return [
             Family(n + "requests_total", "counter", REQUESTS_HELP, {(): self.requests}),
-            Family(n + "connections", "gauge", "Client connections open now",
+            Family(n + "requests_by_protocol_total", "counter",
+                   "The requests of condure_requests_total by the protocol they came in: "
+                   "http1 (HTTP/1.0 and 1.1, WebSocket handshakes and Upgrade: h2c included) "
+                   "or h2 (HTTP/2 streams)",
+                   {(("protocol", "h2"),): self.h2_requests,
+                    (("protocol", "http1"),): self.requests - self.h2_requests}),
+            Family(n + "connections", "gauge",
+                   "Client connections open now (protocol h2: served as HTTP/2)",
                    _by2(self.connections, ("mode", "protocol"), _CONNECTION_KINDS)),
             Family(n + "connections_accepted_total", "counter", "Client connections accepted",
                    {(): self.accepted}),
@@ -107,6 +120,15 @@ class Metrics:
             Family(n + "bytes_total", "counter",
                    "Bytes received from (in) and sent to (out) clients",
                    _by(self.bytes, "direction", _DIRECTIONS)),
+            Family(n + "http2_streams", "gauge",
+                   "HTTP/2 request streams open now (each a ZHTTP session)",
+                   {(): self.h2_streams}),
+            Family(n + "http2_resets_received_total", "counter",
+                   "HTTP/2 streams reset by clients (RST_STREAM received)",
+                   {(): self.h2_resets_received}),
+            Family(n + "http2_goaways_sent_total", "counter",
+                   "GOAWAY frames sent to HTTP/2 clients (shutdown, protocol errors, "
+                   "too many resets)", {(): self.h2_goaways_sent}),
         ]
 
 

@@ -112,6 +112,9 @@ _OPTIONS: tuple[tuple[str, str, str, str | None, str], ...] = (
     ("deny-out-internal", "flag", "", None,
      "Block outbound connections to local/internal IP address ranges"),
     ("sizes", "flag", "", None, "Prints sizes of tasks and other objects"),
+    ("no-http2", "flag", "", None,
+     "Serve no HTTP/2 (h2c with prior knowledge) on stream listeners; one listener: "
+     "its `no-http2` param"),
     ("http-parser", "str", "|".join(HTTP_PARSERS), "auto", "HTTP/1 request parser"),
     ("prometheus", "str", "[addr:]port[,prefix=P] | path,local[,params...]", None,
      "Address/port or Unix socket to serve Prometheus metrics on"),
@@ -194,6 +197,7 @@ def parse_args(argv: Sequence[str], dialect: Dialect = CONDURE) -> Config:
         tls_identities_dir=ns.tls_identities_dir,
         compression=ns.compression,
         deny_out_internal=ns.deny_out_internal,
+        no_http2=ns.no_http2,
         sizes=ns.sizes,
         http_parser=ns.http_parser,
         prometheus=ns.prometheus,

@@ -47,11 +47,15 @@ RUST_CONDURE = "/usr/bin/condure"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 HANDLER = str(HERE / "bench_handler.py")
 WSLOAD = str(HERE / "wsload.py")
+H2LOAD = shutil.which("h2load") or "/usr/bin/h2load"
+HYPERCORN_APP = str(HERE / "hypercorn_app.py")
+HYPERCORN_PY = PY  # --hypercorn-python: the interpreter with hypercorn (loadtest/requirements.txt)
 HANDLER_ID = "bench-handler"
 NOFILE_WANT = 65536
 
 OURS = "ours"
 RUST = "condure"
+HYPERCORN = "hypercorn"
 
 
 def log(msg: str) -> None:
@@ -123,6 +127,23 @@ def rss_kb(pid: int) -> int:
         except (OSError, ValueError):
             pass
     return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """utime + stime of pid and its live descendants, in seconds (0 when gone)."""
+    total = 0
+    for p in [pid] + children_of(pid):
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / CLK_TCK
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
@@ -210,12 +231,15 @@ class Stack:
         self.server: subprocess.Popen | None = None
         self.handler: subprocess.Popen | None = None
         self.log_path = os.path.join(self.dir, "server.log")
+        self.label = impl  # the column this run is for (set by run_scenario)
 
     def server_cmd(self) -> list[str]:
         common = ["--listen", f"127.0.0.1:{self.port},stream", "--zclient-stream", self.base,
                   "--log-level", "1", "--stream-maxconn", "20000", "--workers", str(self.workers)]
         if self.impl == RUST:
             return [RUST_CONDURE] + common
+        if self.impl == HYPERCORN:  # no handler: the response is made in-process
+            return [HYPERCORN_PY, HYPERCORN_APP, "--port", str(self.port)]
         return [SERVER_PY, "-m", "condure"] + common + SERVER_ARGS
 
     def server_log(self) -> str:
@@ -245,7 +269,7 @@ class Stack:
         while True:
             if self.server.poll() is not None:
                 text = self.server_log()
-                if "not supported" in text:
+                if "not supported" in text or "not installed" in text:
                     raise Unsupported(text.strip().splitlines()[-1])
                 raise RunError(f"{self.impl} exited with {self.server.returncode}: {text}")
             try:
@@ -256,12 +280,20 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RunError(f"{self.impl} did not listen within 20 s: {self.server_log()}")
             time.sleep(0.05)
+        if self.impl == HYPERCORN:
+            self.warm_up()
+            return
         self.handler = subprocess.Popen([PY, HANDLER, "--base", self.base, "--id", HANDLER_ID],
                                         cwd=ROOT, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         if read_line(self.handler, "ready", 10) is None:
             time.sleep(0.3)  # no subscription seen: fall back to the classic wait
-        # end to end check (also warms up both processes)
+        self.warm_up()
+        if self.workers > 1:
+            time.sleep(0.5)  # let every worker's SUB subscription settle
+
+    def warm_up(self) -> None:
+        """End to end check (also warms up the processes): 20 answers 200."""
         deadline = time.monotonic() + 10
         ok = 0
         while ok < 20:
@@ -271,8 +303,6 @@ class Stack:
                 raise RunError(f"{self.impl}: no 200 answer within 10 s: {self.server_log()}")
             else:
                 time.sleep(0.05)
-        if self.workers > 1:
-            time.sleep(0.5)  # let every worker's SUB subscription settle
 
     def stop(self) -> None:
         stop_process(self.handler, 5)
@@ -389,6 +419,25 @@ def measure_idle_rss(stack: Stack, proto: str, conns: int) -> dict:
     return res
 
 
+def run_h2load(port: int, conns: int, streams: int, duration: float, h1: bool = False) -> dict:
+    """`h2load -cC -mM -DD` (h2c with prior knowledge; `h1`: HTTP/1.1) against the port."""
+    cmd = [H2LOAD, f"-c{conns}", f"-m{streams}", "-D", str(max(1, round(duration))),
+           *(["--h1"] if h1 else []), f"http://127.0.0.1:{port}/"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    out = p.stdout
+    m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+    r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if p.returncode != 0 or not m or not r:
+        raise RunError(f"h2load failed ({p.returncode}): {out[-500:]} {p.stderr[-500:]}")
+    total, _, done, ok, failed, errored, timeouts = map(int, r.groups())
+    res: dict[str, Any] = {"rps": float(m.group(3)), "requests": done, "succeeded": ok,
+                           "failed": failed, "errored": errored, "timeout": timeouts}
+    s = re.search(r"status codes: (\d+) 2xx", out)
+    res["2xx"] = int(s.group(1)) if s else 0
+    return res
+
+
 # --- scenarios -------------------------------------------------------------------
 
 
@@ -471,6 +520,49 @@ def sc_rss(proto: str) -> Callable:
     return run
 
 
+def sc_h2load(conns: int, streams: int, h1: tuple[int, int] | None = None) -> Callable:
+    """h2load against ours (with bench_handler) or hypercorn; with the server's
+    CPU time per request (its whole process tree, the handler not included:
+    the handler's is given apart). `h1`: (connections, requests in flight per
+    connection) of an `h2load --h1` run instead, in the column whose label
+    ends with "h1"."""
+    def run(stack: Stack, a: argparse.Namespace) -> dict:
+        c, m, use_h1 = conns, streams, False
+        if h1 is not None and stack.label.endswith("h1"):
+            (c, m), use_h1 = h1, True
+        server = stack.server.pid
+        handler = stack.handler.pid if stack.handler is not None else None
+        cpu0 = tree_cpu_s(server)
+        hcpu0 = tree_cpu_s(handler) if handler else 0.0
+        r = run_h2load(stack.port, c, m, a.duration, use_h1)
+        cpu = tree_cpu_s(server) - cpu0
+        n = max(r["succeeded"], 1)
+        r["cpu_us_per_req"] = cpu / n * 1e6
+        r["cpu_s"] = cpu
+        if handler:
+            r["handler_cpu_us_per_req"] = (tree_cpu_s(handler) - hcpu0) / n * 1e6
+        notes = []
+        if r["failed"] or r["errored"] or r["timeout"]:
+            notes.append(f"failed {r['failed']}, errored {r['errored']}, timeout {r['timeout']}")
+        if r["2xx"] < r["succeeded"]:  # (with -D it counts a few answers not "done" too)
+            notes.append(f"2xx {r['2xx']}/{r['succeeded']}")
+        r["note"] = "; ".join(notes)
+        return r
+    return run
+
+
+def sc_rss_h2(stack: Stack, a: argparse.Namespace) -> dict:
+    """RSS per idle connection: h2c (preface + SETTINGS) in the ours-h2 column,
+    HTTP/1.1 (one request answered) in the ours-http1 column."""
+    proto = "h2" if stack.label.endswith("h2") else "http"
+    r = measure_idle_rss(stack, proto, a.h2_idle_conns)
+    notes = [r.pop("note", "")] if r.get("note") else []
+    if r["failed"]:
+        notes.append(f"opened {r['opened']}/{r['opened'] + r['failed']}")
+    r["note"] = "; ".join(notes)
+    return r
+
+
 SCENARIOS = [
     Scenario("ka50", "keep-alive, wrk -t1 -c50",
              [Metric("rps", "req/s", "req/s", 0.5)], sc_ka(1, 50)),
@@ -499,6 +591,25 @@ SCENARIOS = [
               Metric("cpu_busy_pct", "machine CPU busy", "%", None)], sc_ka(1, 50),
              impls=(("condure-w2", RUST, 2), ("condure-w1", RUST, 1)),
              ref_label="condure --workers 1"),
+    # HTTP/2 (issue 16): ours (h2c, bench_handler behind it) against hypercorn (the
+    # pure-Python HTTP/2 server on the same h2 library, in-process ASGI app)
+    Scenario("h2_c10m10", "HTTP/2 h2c, h2load -c10 -m10 (100 streams over 10 connections)",
+             [Metric("rps", "req/s", "req/s", 1.5),
+              Metric("cpu_us_per_req", "server CPU/req", "us", None, False),
+              Metric("handler_cpu_us_per_req", "handler CPU/req", "us", None, False)],
+             sc_h2load(10, 10), impls=((OURS, OURS, 1), (HYPERCORN, HYPERCORN, 1)),
+             ref_label="hypercorn"),
+    # what an HTTP/2 request costs ours next to an HTTP/1.1 one, at the same
+    # concurrency (100 requests in flight): h2load --h1 -c100 -m1 in the second column
+    Scenario("h2_vs_h1", "ours: h2c h2load -c10 -m10 vs HTTP/1.1 h2load --h1 -c100 -m1",
+             [Metric("rps", "req/s", "req/s", None),
+              Metric("cpu_us_per_req", "server CPU/req", "us", None, False)],
+             sc_h2load(10, 10, h1=(100, 1)), impls=(("ours-h2", OURS, 1), ("ours-h1", OURS, 1)),
+             ref_label="ours HTTP/1.1"),
+    Scenario("rss_h2_1k", "RSS per idle h2c connection (preface + SETTINGS) vs HTTP/1.1",
+             [Metric("kb_per_conn", "RSS/conn", "KB", None, False)], sc_rss_h2,
+             impls=(("ours-h2", OURS, 1), ("ours-http1", OURS, 1)),
+             ref_label="ours HTTP/1.1"),
 ]
 
 
@@ -524,6 +635,7 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, have_rust: bool) -> Out
             tag = f"[{sc.name} round {rnd}/{args.rounds}] {label}"
             try:
                 with Stack(impl, workers) as stack:
+                    stack.label = label
                     res = sc.run(stack, args)
                     if not stack.alive():
                         res["note"] = ("; ".join(filter(None, [res.get("note"),
@@ -545,6 +657,13 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, have_rust: bool) -> Out
     return out
 
 
+def _spread(values: list[Any]) -> float | None:
+    vals = [v for v in values if isinstance(v, (int, float))]
+    if len(vals) < 2 or not statistics.median(vals):
+        return None
+    return (max(vals) - min(vals)) / statistics.median(vals)
+
+
 def median(values: list[float]) -> float | None:
     values = [v for v in values if isinstance(v, (int, float))]
     return statistics.median(values) if values else None
@@ -557,6 +676,8 @@ def fmt(v: float | None, unit: str) -> str:
         return f"{v:,.0f}"
     if unit == "ms":
         return f"{v:.2f}"
+    if unit == "us":
+        return f"{v:.0f}"
     return f"{v:.2f}"
 
 
@@ -587,6 +708,10 @@ def build_rows(results: list[tuple[Scenario, Outcome]], have_rust: bool) -> list
                 notes.insert(0, out.unsupported)
             if out.errors:
                 notes.append(f"{len(out.errors)} run(s) failed")
+            if sc.impls[1][1] == HYPERCORN and ratio is not None and m.key == "rps":
+                spread = {lab: _spread([r.get(m.key) for r in rs]) for lab, rs in out.runs.items()}
+                notes.append("spread (max-min)/median: " + ", ".join(
+                    f"{lab} {v:.0%}" for lab, v in spread.items() if v is not None))
             if sc.impls[1][1] == RUST and not have_rust:
                 notes.append("no /usr/bin/condure")
             rows.append({
@@ -621,7 +746,10 @@ def print_table(rows: list[dict]) -> None:
     print("\n".join(lines))
     print()
     print("medians over the rounds; ratio = ours / condure; the 'workers' rows compare "
-          "--workers 2 (ours column) with --workers 1 (condure column), of ours and of condure.")
+          "--workers 2 (ours column) with --workers 1 (condure column), of ours and of condure;\n"
+          "h2_c10m10 compares with hypercorn (condure column), server CPU/req in us "
+          "(the server's process tree; ours' handler apart); h2_vs_h1 and rss_h2_1k compare "
+          "ours over h2c (ours column) with ours over HTTP/1.1 (condure column).")
     for r in rows:
         if r["notes"]:
             print(f"  {r['scenario']} {r['metric']}: " + "; ".join(r["notes"])[:400])
@@ -639,6 +767,11 @@ def main(argv: list[str] | None = None) -> int:
                          "one of " + ", ".join(s.name for s in SCENARIOS))
     ap.add_argument("--idle-conns", type=int, default=10000,
                     help="connections for the RSS scenarios (default 10000)")
+    ap.add_argument("--h2-idle-conns", type=int, default=1000,
+                    help="connections for the rss_h2_1k scenario (default 1000)")
+    ap.add_argument("--hypercorn-python", metavar="PATH",
+                    help="interpreter with hypercorn for the h2_c10m10 reference (default: "
+                         "the venv's; pip install -r loadtest/requirements.txt)")
     ap.add_argument("--pause", type=float, default=0.5, help="pause between runs (s)")
     ap.add_argument("--no-condure", action="store_true", help="skip the Rust condure column")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -661,6 +794,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--duration must be 1..600")
     if not 1 <= args.idle_conns <= 30000:
         ap.error("--idle-conns must be 1..30000")
+    if not 1 <= args.h2_idle_conns <= 30000:
+        ap.error("--h2-idle-conns must be 1..30000")
     wanted = [n.strip() for a in args.only for n in a.split(",") if n.strip()]
     names = {s.name for s in SCENARIOS}
     for n in wanted:
@@ -668,14 +803,20 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown scenario {n!r}; known: {', '.join(sorted(names))}")
     scenarios = [s for s in SCENARIOS if not wanted or s.name in wanted]
 
-    if not os.path.exists(WRK) and any(s.name not in ("ws_echo50", "rss_http10k", "rss_ws10k")
-                                       for s in scenarios):
+    if not os.path.exists(WRK) and any(
+            s.name not in ("ws_echo50", "rss_http10k", "rss_ws10k", "h2_c10m10", "h2_vs_h1",
+                           "rss_h2_1k")
+            for s in scenarios):
         ap.error("wrk not found (sudo apt-get install wrk)")
+    if not os.path.exists(H2LOAD) and any(s.name in ("h2_c10m10", "h2_vs_h1") for s in scenarios):
+        ap.error("h2load not found (sudo apt-get install nghttp2-client)")
     have_rust = os.path.exists(RUST_CONDURE) and not args.no_condure
     soft, hard = raise_nofile()
-    global SERVER_PY
+    global SERVER_PY, HYPERCORN_PY
     if args.server_python:
         SERVER_PY = args.server_python
+    if args.hypercorn_python:
+        HYPERCORN_PY = args.hypercorn_python
     SERVER_ARGS[:] = shlex.split(args.server_args)
     version = subprocess.run([SERVER_PY, "-c", "import sys; print(sys.version.split()[0])"],
                              capture_output=True, text=True).stdout.strip()

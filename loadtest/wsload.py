@@ -8,9 +8,10 @@ Usage::
     python loadtest/wsload.py echo --url ws://127.0.0.1:8000/ --conns 50 --duration 5
 
     # open N connections (WebSocket handshake, or one HTTP keep-alive request
-    # each) and hold them idle: prints "ready <ok> <failed>" once all are
-    # open, then holds until SIGTERM/SIGINT, a line (or EOF) on stdin with
-    # --stdin, or --hold seconds; then closes everything with RST
+    # each, or with --proto h2 the h2c preface and the SETTINGS exchange) and
+    # hold them idle: prints "ready <ok> <failed>" once all are open, then
+    # holds until SIGTERM/SIGINT, a line (or EOF) on stdin with --stdin, or
+    # --hold seconds; then closes everything with RST
     python loadtest/wsload.py idle --proto ws --url ws://127.0.0.1:8000/ --conns 10000
 
 Everything is bounded: connection setup by --connect-timeout, the echo
@@ -40,6 +41,10 @@ WS_KEY = base64.b64encode(b"bench-ws-key-16b")  # 16 bytes, as the RFC wants
 WS_ACCEPT = base64.b64encode(hashlib.sha1(WS_KEY + WS_GUID).digest())
 MASK = b"\x12\x34\x56\x78"
 MAX_HEAD = 16384
+# HTTP/2 (idle h2c with prior knowledge): the preface plus an empty SETTINGS frame,
+# and the ACK of the server's SETTINGS once seen
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+H2_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
 
 
 def raise_nofile(want: int = 65536) -> int:
@@ -110,6 +115,8 @@ class Conn:
 
 
 def request_bytes(proto: str, host: str, port: int, path: str) -> bytes:
+    if proto == "h2":
+        return H2_PREFACE
     if proto == "ws":
         return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY.decode()}\r\n"
@@ -119,6 +126,8 @@ def request_bytes(proto: str, host: str, port: int, path: str) -> bytes:
 
 def head_complete(proto: str, buf: bytearray) -> tuple[bool, bool]:
     """(finished, ok) for the response read so far; leaves leftover bytes in buf."""
+    if proto == "h2":
+        return h2_settings_seen(buf)
     end = buf.find(b"\r\n\r\n")
     if end < 0:
         return (len(buf) > MAX_HEAD, False)
@@ -138,6 +147,21 @@ def head_complete(proto: str, buf: bytearray) -> tuple[bool, bool]:
         return (False, False)
     del buf[:end + 4 + length]
     return (True, 200 <= status < 300 and "close" not in headers.get("connection", "").lower())
+
+
+def h2_settings_seen(buf: bytearray) -> tuple[bool, bool]:
+    """(finished, ok): the server's first frames, up to its SETTINGS (not an ACK)."""
+    while len(buf) >= 9:
+        length = int.from_bytes(buf[:3], "big")
+        if len(buf) < 9 + length:
+            return (False, False)
+        ftype, flags = buf[3], buf[4]
+        del buf[:9 + length]
+        if ftype == 0x7:  # GOAWAY
+            return (True, False)
+        if ftype == 0x4 and not flags & 0x1:
+            return (True, True)
+    return (len(buf) > MAX_HEAD, False)
 
 
 def hard_close(sock: socket.socket) -> None:
@@ -225,6 +249,12 @@ def open_conns(proto: str, host: str, port: int, path: str, n: int, concurrency:
                     if not ok:
                         fail(c, "bad handshake/response")
                         continue
+                    if proto == "h2":
+                        try:
+                            s.send(H2_SETTINGS_ACK)
+                        except OSError as e:
+                            fail(c, f"send: {e}")
+                            continue
                     sel.unregister(s)
                     c.state = "open"
                     pending -= 1
@@ -370,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--stall", type=float, default=5.0,
                            help="abort when nothing arrives for this long (s)")
         else:
-            p.add_argument("--proto", choices=("ws", "http"), default="ws")
+            p.add_argument("--proto", choices=("ws", "http", "h2"), default="ws",
+                           help="ws: WebSocket handshake; http: one HTTP/1.1 keep-alive "
+                                "request; h2: the h2c preface and SETTINGS exchange")
             p.add_argument("--hold", type=float, default=120.0,
                            help="longest time to hold the connections (s)")
             p.add_argument("--stdin", action="store_true",

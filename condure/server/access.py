@@ -22,6 +22,8 @@ Fields, always in this order, separated by one space (logfmt):
   its drain of the client's input may take another second);
 * `by`: who answered: `handler`, `condure` (our own 400, 413, 502, 504, ...)
   or `-` (nobody);
+* `proto`, `stream`, only for a request that came over HTTP/2: `proto=HTTP/2`
+  and the HTTP/2 stream id (a line without `proto` is an HTTP/1.x request);
 * `err`, only when the exchange ended by an error: its name, as in the
   `process error:` debug lines (`Timeout`, `ClientGone`, `HandlerCancel`,
   `BadHandlerResponse`, ...).
@@ -67,11 +69,14 @@ def peer_text(peer: tuple[bytes, int] | None) -> str:
 
 def format_line(peer: tuple[bytes, int] | None, method: bytes | None, uri: bytes | None,
                 status: int | None, body_bytes: int, ms: float, by: str,
-                error: str | None = None) -> str:
-    """The access log line (pure; see the module docstring for the fields)."""
+                error: str | None = None, h2_stream: int | None = None) -> str:
+    """The access log line (pure; see the module docstring for the fields).
+    `h2_stream`: the stream id of a request that came over HTTP/2."""
     line = (f"peer={peer_text(peer)} method={value(method)} uri={value(uri)}"
             f" status={'-' if status is None else status} bytes={body_bytes}"
             f" ms={ms:.1f} by={by}")
+    if h2_stream is not None:
+        line = f"{line} proto=HTTP/2 stream={h2_stream}"
     return f"{line} err={error}" if error else line
 
 
@@ -86,17 +91,19 @@ def request_uri(head: RequestHead, scheme: bytes) -> bytes:
 
 def write(peer: tuple[bytes, int] | None, head: RequestHead | None, uri: bytes | None,
           status: int | None, body_bytes: int, started: float, by: str,
-          error: BaseException | str | None = None) -> None:
+          error: BaseException | str | None = None, h2_stream: int | None = None) -> None:
     """Log one request's line; `started` is a time.monotonic() value."""
     ms = (time.monotonic() - started) * 1000.0
     if isinstance(error, BaseException):
         error = type(error).__name__
     method = None if head is None else head.method
-    log.info("%s", format_line(peer, method, uri, status, body_bytes, ms, by, error))
+    log.info("%s", format_line(peer, method, uri, status, body_bytes, ms, by, error, h2_stream))
 
 
 def own_answer(peer: tuple[bytes, int] | None, head: RequestHead | None, uri: bytes | None,
-               status: int, started: float, error: BaseException | str | None) -> None:
+               status: int, started: float, error: BaseException | str | None,
+               h2_stream: int | None = None) -> None:
     """The line of a request condure answered itself (http1.error_response)."""
     text = error.text if isinstance(error, CondureError) else None
-    write(peer, head, uri, status, len(http1.error_body(status, text)), started, CONDURE, error)
+    write(peer, head, uri, status, len(http1.error_body(status, text)), started, CONDURE, error,
+          h2_stream)

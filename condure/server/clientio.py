@@ -70,7 +70,7 @@ class ClientIO(OutputQueue):
         self.last_io = time.monotonic()
         self._greenlet = private.current()
         self._hub = private.hub()
-        self._tls = isinstance(sock, SSLSocket)
+        self._tls = isinstance(sock, SSLSocket)  # (read as `tls` outside)
         # plain I/O that does not block goes to `_raw`; what must block goes
         # through gevent's cooperative socket (`sock`), made on first use
         self._raw: Any = None if self._tls else sock
@@ -126,6 +126,11 @@ class ClientIO(OutputQueue):
             # checks they are there (its "hub" group); a helper call per
             # wake-up and per wait would cost more than the rest of it
             self._hub.loop.run_callback(self._resume)
+
+    @property
+    def tls(self) -> bool:
+        """The connection is TLS (whatever the listener's scheme: a Unix socket's is http)."""
+        return self._tls
 
     def wait(self, read: bool) -> bool:
         """Park until a handler packet, a timeout or (if `read`) client input;

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..blocks import BlockBudget
 from ..errors import (BadRequest, BufferExceeded, ClientGone, CondureError, HeadTooLarge,
@@ -26,7 +26,7 @@ from ..zhttp.session import Session
 from . import access
 from .clientio import ClientIO
 from .parser import make_parser
-from .request import NEED_DATA, RequestHead
+from .request import NEED_DATA, Http2Preface, RequestHead
 from .ports import Inbound
 from .timers import KeepAlives
 
@@ -39,6 +39,16 @@ INBOX_MAX = 1024  # handler packets queued for one connection before it is abort
 INF = float("inf")
 
 
+class Slots(Protocol):
+    """The count of a mode's maxconn (listener.ConnectionLimit): HTTP/2
+    streams take slots of it too (server/http2.py)."""
+
+    size: int
+    active: int
+
+    def leave(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Mode:
     """What a listener's connections do with a request head (server/modes.py)."""
@@ -49,6 +59,13 @@ class Mode:
     # the spare blocks a request head may borrow (stream mode: one pool for
     # all of a worker's stream listeners); None: heads stay --buffer-size
     blocks: BlockBudget | None = None
+    # what serves a connection that opened with the HTTP/2 preface (h2c with
+    # prior knowledge, server/http2.py); None: the preface gets the 505 any
+    # unknown version gets (req mode, or HTTP/2 off)
+    http2: Callable[[Connection], None] | None = None
+    # the listeners' shared maxconn count (stream mode: each concurrent
+    # HTTP/2 stream past a connection's first takes a slot of it)
+    limit: Slots | None = None
 
 
 def _refresh_debug() -> None:
@@ -75,6 +92,7 @@ class Connection(ClientIO):
     stopping = False  # shutting down: no further requests
     websocket = False
     protocol = "http"  # "websocket" once upgraded (for the connection gauge)
+    http2 = False  # served by server/http2.py (which stop() must reach too)
 
     def __init__(self, server: Server, mode: Mode, sock: Any, peer: Any, slot: int,
                  scheme: bytes = b"http") -> None:
@@ -135,26 +153,40 @@ class Connection(ClientIO):
         if self.stopping:
             return False
         self.waiting_for_request = True
+        http2 = None
         try:
             head = self._read_head()
+        except Http2Preface as e:
+            if self.mode.http2 is None:
+                return self._refuse(e, now)
+            head = None
+            http2 = self.mode.http2  # an HTTP/2 connection: served below
         except BadRequest as e:
-            server.metrics.parse_errors += 1
-            self.log.info("bad request: %s", e)
-            status = e.status or 400
-            if server.access_log:  # before the answer's drain (up to a second)
-                access.own_answer(self.peer, None, None, status, now, e)
-            self.answer_and_close(status, e.text)
-            return False
+            return self._refuse(e, now)
         except (ClientGone, Timeout, Stopped) as e:
             self.log.debug("process error: %s", type(e).__name__)
             return False
         finally:
             self.waiting_for_request = False
         if head is None:
+            if http2 is not None:  # h2 checks the rest of the preface
+                self.end_session()
+                http2(self)  # the whole connection, all its streams
             return False
         # counted as pushpin-connmgr counts: every head parsed, whatever comes of it
         server.metrics.requests += 1
         return self.mode.exchange(self, head)
+
+    def _refuse(self, e: BadRequest, now: float) -> bool:
+        """A head refused (D1): condure's answer, and the connection ends."""
+        server = self.server
+        server.metrics.parse_errors += 1
+        self.log.info("bad request: %s", e)
+        status = e.status or 400
+        if server.access_log:  # before the answer's drain (up to a second)
+            access.own_answer(self.peer, None, None, status, now, e)
+        self.answer_and_close(status, e.text)
+        return False
 
     def _read_head(self) -> RequestHead | None:
         parser = self.parser
@@ -272,8 +304,8 @@ class Connection(ClientIO):
         """Shutdown (D12): idle connections and WebSockets end now; a request
         in flight may finish (then the connection closes) unless `force`."""
         self.stopping = True
-        if force or self.waiting_for_request or self.websocket:
-            self.flag("stopped")
+        if force or self.waiting_for_request or self.websocket or self.http2:
+            self.flag("stopped")  # HTTP/2: the first one is a graceful GOAWAY
 
 
 def flagged(reason: str) -> CondureError:

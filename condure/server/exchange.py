@@ -104,6 +104,7 @@ class Exchange:
     code = 0  # the status of the response written for the handler
     uri = b""  # as forwarded (the access log's)
     started_at = 0.0  # for the access log only
+    h2_stream: int | None = None  # the HTTP/2 stream id (H2Exchange), for the access log
 
     def __init__(self, stream: ClientStream, link: HandlerLink, server: Worker,
                  head: RequestHead, session: Session) -> None:
@@ -155,7 +156,8 @@ class Exchange:
         stream, head = self.stream, self.head
         uri = self.uri = http1.request_uri(head, stream.scheme)
         if stream.debug:
-            stream.log.debug("request: %s %s", head.method.decode("latin-1"), uri.decode("latin-1"))
+            stream.log.debug("request: %s %s%s", head.method.decode("latin-1"), uri.decode("latin-1"),
+                             " HTTP/2" if head.version == b"2" else "")
         more = head.chunked or bool(head.content_length)
         self._send_first(uri, more=more, stream=True)
 
@@ -222,13 +224,18 @@ class Exchange:
             self.started = True
             if self.continue_pending and not self.body_ended:
                 self.continue_pending = False
-                self.stream.write(CONTINUE)
+                self._send_continue()
             if self.flow is not None:
                 self._pull_body()
         handler = self.HANDLERS.get(pkt.type)
         if handler is None:
             raise BadMessage(f"unexpected packet type {pkt.type_name}")
         handler(self, pkt)
+
+    def _send_continue(self) -> None:
+        """The interim `100 Continue` a client that sent `Expect: 100-continue`
+        waits for, once the handler has answered (it wants the body)."""
+        self.stream.write(CONTINUE)
 
     def _on_data(self, pkt: zp.Packet) -> None:
         if self.flow is not None:  # as _on_credit, without the call: every response comes here
@@ -299,12 +306,14 @@ class Exchange:
         """The access log line (D21); `own_status`: condure's own answer, if it gave one."""
         uri = self.uri or access.request_uri(self.head, self.stream.scheme)
         peer, head, started = self.stream.peer, self.head, self.started_at
+        sid = self.h2_stream
         if own_status is not None:
-            access.own_answer(peer, head, uri, own_status, started, e)
+            access.own_answer(peer, head, uri, own_status, started, e, sid)
         elif self.written:
-            access.write(peer, head, uri, self.code, self._body_bytes(), started, access.HANDLER, e)
+            access.write(peer, head, uri, self.code, self._body_bytes(), started, access.HANDLER, e,
+                         sid)
         else:
-            access.write(peer, head, uri, None, 0, started, access.NOBODY, e)
+            access.write(peer, head, uri, None, 0, started, access.NOBODY, e, sid)
 
     def _body_bytes(self) -> int:
         return 0 if self.response is None else self.response.sent

@@ -57,9 +57,9 @@ def is_persistent(head: RequestHead) -> bool:
 
 
 def wants_continue(head: RequestHead) -> bool:
-    """HTTP/1.1 with a body (even Content-Length: 0) and the token
-    `100-continue`, matched case-sensitively as condure does."""
-    if head.version != b"1.1" or not head.has_body:
+    """HTTP/1.1 (or HTTP/2) with a body (even Content-Length: 0) and the
+    token `100-continue`, matched case-sensitively as condure does."""
+    if (head.version != b"1.1" and head.version != b"2") or not head.has_body:
         return False
     return any(t.strip() == b"100-continue" for v in head.expect for t in v.split(b","))
 

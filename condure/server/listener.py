@@ -188,7 +188,10 @@ class Listener:
         self.scheme = b"https" if spec.tls and not spec.local else b"http"
         self.ssl_context = None
         if self.scheme == b"https":
-            identities = Identities(server.config.tls_identities_dir)
+            # HTTP/2 offered by ALPN where the mode serves it (the client then
+            # sends the preface, which the connection recognises as for h2c)
+            alpn = None if mode.http2 is None else ["h2", "http/1.1"]
+            identities = Identities(server.config.tls_identities_dir, alpn)
             self.ssl_context = server_context(identities, spec.default_cert)
         self.owner = sock is None  # only the process that bound a Unix path removes it
         self.sock = bind(spec) if sock is None else sock

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from ..blocks import BlockBudget
 from ..errors import INVALID_WEBSOCKET
-from . import access, http1
-from .connection import Connection, Mode
+from . import access, http1, http2
+from .connection import Connection, Mode, Slots
 from .exchange import Exchange
 from .request import RequestHead
 from .req import ReqExchange
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 def stream_exchange(conn: Connection, head: RequestHead) -> bool:
     session = conn.session
     assert session is not None
+    if (head.upgrade and conn.mode.http2 is not None and not conn.tls
+            and http2.wants_upgrade(head)):  # h2c: cleartext only (RFC 7540 3.2); TLS has ALPN
+        return http2.upgrade(conn, head)  # Upgrade: h2c
     if not http1.is_websocket(head):
         # a malformed Sec-WebSocket-Extensions spoils even a plain request, in
         # condure and connmgr alike (they look at it before the upgrade)
@@ -58,11 +61,14 @@ def req_exchange(conn: Connection, head: RequestHead) -> bool:
     return ReqExchange(conn, conn, conn.server, head, session).run()
 
 
-def stream_mode(config: Config) -> Mode:
-    """One per worker: its stream listeners share the spare blocks (req mode has none)."""
+def stream_mode(config: Config, limit: Slots | None = None) -> Mode:
+    """One per worker: its stream listeners share the spare blocks (req mode
+    has none) and `limit`, their --stream-maxconn count (HTTP/2 streams take
+    slots of it)."""
     blocks = BlockBudget.for_config(config.buffer_size, config.stream_maxconn,
                                     config.blocks_max, config.connection_blocks_max)
-    return Mode("stream", stream_exchange, StreamTimers, float(config.stream_timeout), blocks)
+    return Mode("stream", stream_exchange, StreamTimers, float(config.stream_timeout), blocks,
+                http2.serve, limit)
 
 
 def req_mode(config: Config) -> Mode:

@@ -23,6 +23,14 @@ def _bad(message: str, status: int = 400, parse_error: str | None = None) -> Bad
     return BadRequest(message, status, parse_error)
 
 
+class Http2Preface(BadRequest):
+    """The head was `PRI * HTTP/2.0` with no fields: the start of the HTTP/2
+    connection preface (RFC 9113 3.4). Where HTTP/2 is off it is the 505 any
+    other unknown version gets; a connection whose mode serves HTTP/2 hands
+    itself to server/http2.py instead (the parser's leftover starts with the
+    preface's `SM\\r\\n\\r\\n`)."""
+
+
 @dataclass(slots=True)
 class RequestHead:
     method: bytes
@@ -133,6 +141,8 @@ def check_head(method: bytes, target: bytes, version: bytes,
                headers: list[tuple[bytes, bytes]]) -> RequestHead:
     """Apply the limits and rules every parser shares (D1, D16)."""
     if version not in (b"1.0", b"1.1"):
+        if version == b"2.0" and method == b"PRI" and target == b"*" and not headers:
+            raise Http2Preface("HTTP/2 connection preface", 505, "invalid HTTP version")
         raise _bad(f"unsupported HTTP version {version.decode('latin-1')}", 505,
                    "invalid HTTP version")
     if method == b"CONNECT":

@@ -4,6 +4,11 @@ condure's lookup (shared/zhttp/server.md 1.2): the SNI host lower-cased names
 the files `HOST.crt` + `HOST.key`; if they are missing, the one-level
 wildcard file `_.rest.of.domain.crt`; else the listener's `default-cert`;
 else the handshake fails. Files are reloaded when their mtime changes.
+
+ALPN (issue 16): a listener that serves HTTP/2 offers `h2` and `http/1.1`,
+in that order of preference, on its base context and on every identity's (the
+SNI callback swaps the context before ALPN is decided); one that does not
+offers nothing, as before.
 """
 from __future__ import annotations
 
@@ -28,8 +33,9 @@ log = logging.getLogger("condure.tls")
 class Identities:
     """SSL contexts per identity name, cached and reloaded on mtime change."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, alpn: list[str] | None = None) -> None:
         self.directory = directory
+        self.alpn = alpn  # the ALPN protocols offered (None: no ALPN)
         self._cache: dict[str, tuple[float, ssl.SSLContext]] = {}
         # what clients ask for decides these lines: one a second at most
         self.warning = RateLimitedWarning(log)
@@ -49,6 +55,8 @@ class Identities:
         if cached is not None and cached[0] == mtime:
             return cached[1]
         ctx = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if self.alpn:
+            ctx.set_alpn_protocols(self.alpn)
         try:
             ctx.load_cert_chain(crt, key)
         except (OSError, ssl.SSLError) as e:
@@ -96,6 +104,8 @@ def server_context(identities: Identities, default: str | None) -> ssl.SSLContex
     none the handshake fails with an alert.
     """
     base = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if identities.alpn:
+        base.set_alpn_protocols(identities.alpn)
 
     def on_sni(sock: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
         # called for every handshake, with None when the client sends no SNI

@@ -70,13 +70,8 @@ class WsHandshake(Exchange):
         stream = self.stream
         if pkt.body:
             stream.log.warning("ignoring body of a 101 response")
-        key = self.head.header(b"sec-websocket-key") or b""
         ext_header, ext = self.deflate if self.deflate is not None else (None, None)
-        # a head of any size is written (connmgr.md 3.4), as for a plain response
-        head = handshake_head(pkt.reason, pkt.headers, key, ext_header)
-        self.written = True
-        self.code = 101
-        stream.write(head)
+        self._write_accept(pkt, ext_header)  # sets `written`, `code`
         self.response = http1.ResponseBody(http1.NO_BODY, 0, True)
         # Pushpin sends no credits on accept: a buffer's worth then
         credits = self.credits or stream.buffer_size
@@ -84,6 +79,24 @@ class WsHandshake(Exchange):
                                                credits, ext)
         stream.upgraded()
         self.done = True  # the session goes on as `then`, on this connection
+
+    def _write_accept(self, pkt: zp.Packet, extension: bytes | None) -> None:
+        """The 101 (HTTP/1.1); over HTTP/2 a 200 HEADERS (server/http2.py).
+        Refused handler fields raise before anything counts as written."""
+        key = self.head.header(b"sec-websocket-key") or b""
+        # a head of any size is written (connmgr.md 3.4), as for a plain response
+        head = handshake_head(pkt.reason, pkt.headers, key, extension)
+        self.written = True
+        self.code = 101
+        self.stream.write(head)
+
+    def _write_rejection(self, code: int, pkt: zp.Packet) -> None:
+        """A `rejected` answer: an HTTP/1.1 response (over HTTP/2, HEADERS and
+        DATA); sets `written` and `code` as `_write_accept` does."""
+        out = rejection(code, pkt.reason, pkt.headers, pkt.body)  # may refuse (D9, D17): 502
+        self.written = True
+        self.code = code
+        self.stream.write(out)
 
     def _plain_response(self, pkt: zp.Packet) -> None:
         """D3: a non-101 answer is an ordinary HTTP response, then close."""
@@ -99,11 +112,8 @@ class WsHandshake(Exchange):
             # connmgr answers 500 with its text instead (D30), and cancels
             raise RejectionTooLarge(self.stream.buffer_size)
         code = 0 if pkt.code is None else pkt.code  # condure writes a missing code as 0
-        out = rejection(code, pkt.reason, pkt.headers, pkt.body)  # may refuse (D9, D17): 502
-        self.written = True
-        self.code = code
         self._rejection_bytes = len(pkt.body)
-        self.stream.write(out)
+        self._write_rejection(code, pkt)
         self.done = True
 
     # --- endings ------------------------------------------------------------------

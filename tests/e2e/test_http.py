@@ -1312,7 +1312,6 @@ REFUSED = {
     "control-in-field-value": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n", 400,
                                PARSE + b"invalid header value"),
     "http-1-2": (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505, PARSE + b"invalid HTTP version"),
-    "http2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, PARSE + b"invalid HTTP version"),
     "transfer-encoding-twice": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
                                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501,
                                 PARSE + b"unsupported transfer encoding"),

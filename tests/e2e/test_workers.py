@@ -14,6 +14,7 @@ import pytest
 import tnetstring
 import zmq
 
+from h2client import H2Client
 from zhttp_handler import nested_lists
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -139,6 +140,31 @@ def test_requests_are_spread_over_workers_with_their_own_from(workers2):
     h.close()
     assert froms == {b"condure-0", b"condure-1"}
 
+
+
+def test_http2_streams_are_served_by_each_worker(workers2):
+    """An HTTP/2 connection is served whole by the worker that accepted it:
+    every stream of it carries that worker's `from`; connections made until
+    both workers took one (bounded) get both answered."""
+    proc, port, _rport, base, _req, _log = workers2
+    h = StreamHandler(base)
+    froms: set[bytes] = set()
+    try:
+        for _attempt in range(20):
+            with H2Client(port) as cl:
+                sids = [cl.request(b"GET", b"/%d" % i) for i in range(3)]
+                seen = {h.answer() for _ in sids}
+                assert len(seen) == 1  # one connection, one worker
+                for sid in sids:
+                    r = cl.response(sid)
+                    assert r["headers"][0] == (b":status", b"200")
+                    assert r["body"] in seen
+            froms |= seen
+            if len(froms) == 2:
+                break
+    finally:
+        h.close()
+    assert froms == {b"condure-0", b"condure-1"}
 
 def _req_handler(req: str) -> tuple[zmq.Context, zmq.Socket]:
     """A req-mode handler: a ROUTER connected to the parent's req endpoint."""

@@ -17,6 +17,14 @@ def test_line_without_response_and_with_error() -> None:
         "peer=- method=- uri=- status=- bytes=0 ms=0.0 by=- err=ClientGone")
 
 
+def test_http2_request_line_names_the_protocol_and_stream_before_the_error() -> None:
+    assert format_line((b"::1", 5), b"GET", b"http://a/", 200, 5, 1.0, "handler",
+                       h2_stream=3) == ("peer=[::1]:5 method=GET uri=http://a/ status=200 bytes=5"
+                                        " ms=1.0 by=handler proto=HTTP/2 stream=3")
+    assert format_line(None, None, None, 431, 9, 0.0, "condure", "BadRequest", 5).endswith(
+        " by=condure proto=HTTP/2 stream=5 err=BadRequest")
+
+
 @pytest.mark.parametrize("peer,text", [
     ((b"127.0.0.1", 1), "127.0.0.1:1"),
     ((b"::1", 8000), "[::1]:8000"),

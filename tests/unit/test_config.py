@@ -60,6 +60,7 @@ EXPECTED_DEFAULTS = {
     "compression_message_max": 16 * 1024 * 1024,
     "client_ws_window": 200_000,
     "deny_out_internal": False,
+    "no_http2": False,
     "sizes": False,
     "http_parser": "auto",
     "shutdown_timeout": 2,
@@ -132,7 +133,7 @@ def test_option_with_space(option: str, text: str, field: str, expected: object)
 
 @pytest.mark.parametrize(
     "flag", ["zclient-connect", "zserver-connect", "compression", "deny-out-internal", "sizes",
-             "access-log"]
+             "access-log", "no-http2"]
 )
 def test_flags(flag: str) -> None:
     assert getattr(parse_args([f"--{flag}"]), flag.replace("-", "_")) is True

@@ -96,7 +96,7 @@ LAYERS = [
     ("ZHTTP core", "zhttp.session zhttp.flow zhttp.wsmap"),
     ("exchanges", "server.ports server.exchange server.wshandshake server.websocket server.req"),
     ("shells", "context timer zhttp.sockets server.listener server.tls server.modes "
-               "server.connection server.clientio server.outqueue server.timers "
+               "server.connection server.http2 server.clientio server.outqueue server.timers "
                "client.service client.session client.link client.websocket client.context "
                "client.http1 client.connect client.request"),
     ("process", "__main__ app workers sizes pushpin connmgr debuglog"),

@@ -25,8 +25,22 @@ def test_every_known_label_set_is_there_at_zero() -> None:
         assert fams[name]["samples"] == {(("direction", "in"),): 0, (("direction", "out"),): 0}
     assert set(fams["condure_connections"]["samples"]) == {
         (("mode", "req"), ("protocol", "http")), (("mode", "stream"), ("protocol", "http")),
-        (("mode", "stream"), ("protocol", "websocket"))}
+        (("mode", "stream"), ("protocol", "websocket")), (("mode", "stream"), ("protocol", "h2"))}
     assert all(v == 0 for v in fams["condure_connections"]["samples"].values())
+    assert fams["condure_requests_by_protocol_total"]["samples"] == {
+        (("protocol", "h2"),): 0, (("protocol", "http1"),): 0}
+    for name in ("condure_http2_streams", "condure_http2_resets_received_total",
+                 "condure_http2_goaways_sent_total"):
+        assert fams[name]["samples"] == {(): 0}
+
+
+def test_http1_requests_are_derived_from_the_total() -> None:
+    m = Metrics()
+    m.requests, m.h2_requests = 7, 3
+    fams = parse(scrape_text(m))
+    assert fams["condure_requests_by_protocol_total"]["samples"] == {
+        (("protocol", "h2"),): 3, (("protocol", "http1"),): 4}
+    assert fams["condure_requests_total"]["samples"] == {(): 7}
 
 
 def test_names_are_namespaced_and_prefix_is_prepended_verbatim() -> None:
