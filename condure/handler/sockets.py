@@ -60,8 +60,10 @@ class Handler:
 
     def __init__(self, app: App, bases: str | Iterable[str] = "ipc://client", *,
                  bind: bool = False, concurrency: int = 100, identity: bytes | None = None,
-                 context: Any = None) -> None:
+                 context: Any = None, take_requests: bool = True) -> None:
         self.app = app
+        # False: no PULL socket, only sessions handed over to us (`adopt`)
+        self.take_requests = take_requests
         self.bases = [bases] if isinstance(bases, str) else list(bases)
         self.bind = bind
         self.concurrency = concurrency
@@ -118,18 +120,20 @@ class Handler:
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, PULL_HWM)
         self.pull.setsockopt(zmq.LINGER, 0)
-        self._pull_endpoints = [e[0] for e in eps]
-        for out, _, _ in eps:
-            self._attach(self.pull, out)
+        self._pull_endpoints = [e[0] for e in eps] if self.take_requests else []
+        for ep in self._pull_endpoints:
+            self._attach(self.pull, ep)
         self._greenlets = [gevent.spawn(self._read_router), gevent.spawn(self._read_subscriptions),
                            gevent.spawn(self._sweep)]
-        self._pull_greenlet = gevent.spawn(self._read_pull)
+        if self.take_requests:
+            self._pull_greenlet = gevent.spawn(self._read_pull)
         log.info("handler %s %s %s", self.identity.decode(),
                  "bound to" if self.bind else "connected to", " ".join(self.bases))
 
     def serve_forever(self, stop_timeout: float = STOP_TIMEOUT) -> None:
-        """Start, then run until SIGTERM or SIGINT; then stop gracefully."""
-        self.start()
+        """Start (unless started), run until SIGTERM or SIGINT, stop gracefully."""
+        if self.pull is None:
+            self.start()
         stop = Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, stop.set)
