@@ -72,6 +72,9 @@ def environ_for(req: Any, errors: Any) -> dict[str, Any]:
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,
         "wsgi.input": req.body,
+        # the stream ends where the body ends (chunked bodies too), so an
+        # application may read it without a CONTENT_LENGTH (werkzeug's flag)
+        "wsgi.input_terminated": True,
         "wsgi.errors": errors,
         "wsgi.multithread": True,  # greenlets: several requests at once in one process
         "wsgi.multiprocess": True,
