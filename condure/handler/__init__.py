@@ -14,9 +14,10 @@ at a time): its head, `body` read under credits, `respond` or `start` /
 `cancel` and lost sessions raise `SessionEnded` exceptions in the request's
 greenlet. `ReqHandler` serves condure's req-mode (--zclient-req) interface.
 """
-from .request import Body, Cancelled, Request, SessionEnded, SessionLost
+from .errors import Cancelled, SessionEnded, SessionLost, WebSocketClosed
+from .request import Body, Request
 from .sockets import Handler, ReqHandler, ReqRequest
-from .websocket import WebSocket, WebSocketClosed
+from .websocket import WebSocket
 
 __all__ = ["Body", "Cancelled", "Handler", "ReqHandler", "ReqRequest", "Request",
            "SessionEnded", "SessionLost", "WebSocket", "WebSocketClosed"]

@@ -13,18 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 import tnetstring
 from gevent.event import Event
 
 from ..errors import CondureError
 from ..zhttp import packet as zp
+from .errors import Cancelled, SessionEnded, SessionLost
 from .session import HandlerSession
-
-if TYPE_CHECKING:
-    from .sockets import Handler
-    from .websocket import WebSocket
+from .websocket import WebSocket
 
 log = logging.getLogger("condure.handler")
 
@@ -32,18 +30,14 @@ HeaderList = Iterable[tuple[str | bytes, str | bytes]]
 HANDOFF_TIMEOUT = 10.0  # seconds to wait for condure's handoff-proceed
 
 
-class SessionEnded(Exception):
-    """The session cannot go on; raised in the request's greenlet by the next
-    library call (and set on `Request.ended`)."""
+class Owner(Protocol):
+    """What a request needs of its handler (`sockets.Handler`)."""
 
+    identity: bytes
 
-class Cancelled(SessionEnded):
-    """condure sent `cancel`: the client has gone (or condure is stopping)."""
+    def publish(self, addr: bytes, payload: bytes) -> None: ...
 
-
-class SessionLost(SessionEnded):
-    """The session broke on our side of the wire: a gap in condure's seq, or
-    condure silent past the expiry (restarted, say)."""
+    def unregister(self, req: "Request") -> None: ...
 
 
 def to_bytes(value: str | bytes | int) -> bytes:
@@ -160,7 +154,7 @@ class Request:
     with `respond`, or `start` + `write`... + `end`; a WebSocket with
     `accept_websocket` or `reject`; pass it on with `handoff`."""
 
-    def __init__(self, handler: "Handler", pkt: zp.Packet, rid: bytes, now: float) -> None:
+    def __init__(self, handler: Owner, pkt: zp.Packet, rid: bytes, now: float) -> None:
         method, uri, peer = zp.request_info(pkt)
         self.handler = handler
         self.hs = HandlerSession(rid, pkt.from_, pkt.credits, now)
@@ -389,9 +383,8 @@ class Request:
     # --- WebSocket -------------------------------------------------------------
 
     def accept_websocket(self, protocol: str | None = None,
-                         headers: HeaderList = ()) -> "WebSocket":
+                         headers: HeaderList = ()) -> WebSocket:
         """Accept a WebSocket request (101), with a subprotocol if given."""
-        from .websocket import WebSocket
         if not self.is_websocket:
             raise RuntimeError("not a WebSocket request")
         hs = list(headers)
@@ -440,7 +433,10 @@ class Request:
             b"limit": self.hs.out.limit, b"method": self.method.encode("latin-1"),
             b"uri": self.uri.encode("latin-1"), b"headers": [list(h) for h in self.headers],
             b"started": self.started, b"body-ended": self.body._ended,
-            b"granted": self.hs.granted,
+            b"granted": self.hs.granted, b"unacked": self.hs.unacked,
+            # what condure sent before it saw our handoff-start and we have not
+            # consumed: the new owner gets it first (it was counted and seq-checked here)
+            b"inbox": [p.raw for p in self.inbox], b"body-buf": bytes(self.body._buf),
         }
         if self.peer is not None:
             state[b"peer"] = [self.peer[0].encode("latin-1"), self.peer[1]]
@@ -448,7 +444,7 @@ class Request:
         return tnetstring.dumps(state)
 
     @classmethod
-    def from_handoff(cls, handler: "Handler", state: bytes, now: float) -> "Request":
+    def from_handoff(cls, handler: Owner, state: bytes, now: float) -> "Request":
         """The session `handoff` passed on, as this handler's own."""
         s = tnetstring.loads(state)
         raw = {b"id": s[b"id"], b"from": s[b"addr"], b"method": s[b"method"], b"uri": s[b"uri"],
@@ -462,7 +458,10 @@ class Request:
         req.hs.zs.in_seq = s[b"in-seq"]
         req.hs.out.limit = s[b"limit"]
         req.hs.granted = s[b"granted"]
+        req.hs.unacked = s[b"unacked"]
         req.started = s[b"started"]
+        req.inbox.extend(zp.parse(b"T" + tnetstring.dumps(m)) for m in s[b"inbox"])
+        req.body._buf += s[b"body-buf"]
         return req
 
 

@@ -36,7 +36,8 @@ from gevent.event import Event
 
 from ..config import stream_endpoints
 from ..zhttp import packet as zp
-from .request import Body, Cancelled, Request, SessionEnded
+from .errors import Cancelled, SessionEnded
+from .request import Body, Request
 
 log = logging.getLogger("condure.handler")
 

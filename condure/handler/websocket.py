@@ -9,31 +9,20 @@ under condure's credits, like an HTTP body. Pings are answered by
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..zhttp import packet as zp
-from .request import SessionEnded
-
-if TYPE_CHECKING:
-    from .request import Request
+from .errors import WebSocketClosed
 
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the client's close after ours
 NO_STATUS = 1005
 
 
-class WebSocketClosed(SessionEnded):
-    """The client closed the WebSocket (`code`, `reason`)."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"closed by the client: {code} {reason}")
-        self.code = code
-        self.reason = reason
-
-
 class WebSocket:
     """`receive()` a message (str or bytes), `send` one, `ping`, `close`."""
 
-    def __init__(self, req: "Request") -> None:
+    def __init__(self, req: Any) -> None:
+        # req: the accepted request.Request (typed loosely: request.py imports this module)
         self.request = req
         self.closed = False  # our close has gone
         self.close_code: int | None = None  # the client's close, once received

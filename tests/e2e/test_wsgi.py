@@ -21,7 +21,6 @@ from typing import Callable
 import pytest
 
 from conftest import REPO_ROOT
-from e2e.test_handler import Target, target  # noqa: F401  (the fixture, both condures)
 from rawhttp import Client, get
 
 
@@ -56,7 +55,7 @@ def gateway(processes, tmp_path: Path) -> Callable[..., Gateway]:
     return start
 
 
-def test_get(target, gateway) -> None:  # noqa: F811
+def test_get(target, gateway) -> None:
     t = target()
     gateway(t.base)
     with Client(t.port) as c:
@@ -68,7 +67,7 @@ def test_get(target, gateway) -> None:  # noqa: F811
 
 
 @pytest.mark.deadline(60)
-def test_post_large_body(target, gateway) -> None:  # noqa: F811
+def test_post_large_body(target, gateway) -> None:
     t = target()
     gateway(t.base)
     body = os.urandom(5_000_000)
@@ -82,7 +81,7 @@ def test_post_large_body(target, gateway) -> None:  # noqa: F811
         assert c.read_response().body == b"hello world\n"
 
 
-def test_chunked_post(target, gateway) -> None:  # noqa: F811
+def test_chunked_post(target, gateway) -> None:
     t = target()
     gateway(t.base)
     with Client(t.port) as c:
@@ -93,7 +92,7 @@ def test_chunked_post(target, gateway) -> None:  # noqa: F811
                                       "sha256": hashlib.sha256(b"hello world").hexdigest()}
 
 
-def test_streamed_response(target, gateway) -> None:  # noqa: F811
+def test_streamed_response(target, gateway) -> None:
     t = target()
     gateway(t.base)
     with Client(t.port, timeout=20) as c:
@@ -107,7 +106,7 @@ def test_streamed_response(target, gateway) -> None:  # noqa: F811
 
 
 @pytest.mark.deadline(60)
-def test_slow_client(target, gateway) -> None:  # noqa: F811
+def test_slow_client(target, gateway) -> None:
     """A client reading 1 MB slowly gets all of it; meanwhile the gateway
     goes on serving other clients (its greenlet waits for credits)."""
     t = target()
@@ -142,7 +141,7 @@ def test_slow_client(target, gateway) -> None:  # noqa: F811
     assert bytes(body) == want
 
 
-def test_environ(target, gateway) -> None:  # noqa: F811
+def test_environ(target, gateway) -> None:
     t = target()
     gateway(t.base)
     with Client(t.port) as c:
@@ -190,7 +189,7 @@ CLIENT_TIMEOUT = 3.0
 
 
 @pytest.mark.deadline(90)
-def test_restart_under_load(target, gateway) -> None:  # noqa: F811
+def test_restart_under_load(target, gateway) -> None:
     """Two gateways share one condure; one gets SIGTERM in the middle of a
     load of CLIENTS keep-alive connections. Precisely:
 

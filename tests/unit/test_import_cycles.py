@@ -93,7 +93,7 @@ LAYERS = [
     ("leaves", "errors log private"),
     ("codecs", "blocks config options metrics wsdeflate zhttp.packet zhttp.trace server.parser "
                "server.request server.http1 server.wshead server.access"),
-    ("ZHTTP core", "zhttp.session zhttp.flow zhttp.wsmap handler.session"),
+    ("ZHTTP core", "zhttp.session zhttp.flow zhttp.wsmap handler.session handler.errors"),
     ("exchanges", "server.ports server.exchange server.wshandshake server.websocket server.req"),
     ("shells", "context timer zhttp.sockets server.listener server.tls server.modes "
                "server.connection server.clientio server.outqueue server.timers "
