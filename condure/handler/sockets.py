@@ -291,8 +291,9 @@ class Handler:
                         req.end()
                     except SessionEnded:
                         pass
-                else:
-                    req.cancel()
+                else:  # a WebSocket the application left open: close it normally
+                    req.hs.out.other(b"close", 1000, b"")
+                    req.pump()
         finally:
             req._done()
 
