@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 
 from flask import Flask, Response, request, stream_with_context
 
 app = Flask(__name__)
+log = logging.getLogger("wsgi_apps")
 
 
 @app.get("/")
@@ -58,6 +60,8 @@ def sized():  # type: ignore[no-untyped-def]
 
 @app.get("/slowish")
 def slowish():  # type: ignore[no-untyped-def]
+    # which gateway took which request: the restart test checks its losses against these
+    log.info("took %s", request.args.get("t", "-"))
     time.sleep(0.05)  # monkey-patched: other requests run meanwhile
     return "done"
 
