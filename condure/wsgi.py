@@ -193,6 +193,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="requests served at once by this process (default 100)")
     p.add_argument("--stop-timeout", type=float, default=30.0,
                    help="seconds in-flight requests get on SIGTERM (default 30)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="N worker processes behind one holder of condure's PULL socket: "
+                        "SIGHUP restarts them without losing a request (default 0: this "
+                        "process serves)")
+    p.add_argument("--worker-of", default=None, help=argparse.SUPPRESS)  # a worker's parent
     p.add_argument("--no-monkey-patch", action="store_true",
                    help="do not patch the standard library for gevent")
     p.add_argument("--chdir", default=None, help="import the application from this directory")
@@ -201,11 +206,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.concurrency < 1:
         p.error("--concurrency must be at least 1")
+    if args.workers < 0:
+        p.error("--workers must not be negative")
+    if args.workers and args.zclient_req:
+        p.error("--workers serves the stream interface only")
     return args
 
 
+def run_dispatcher(args: argparse.Namespace, argv: list[str]) -> int:
+    """--workers N: this process holds condure's PULL and runs the workers."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    from .config import stream_endpoints
+    from .handler.prefork import Dispatcher
+    tmp = tempfile.mkdtemp(prefix="cwsgi", dir="/tmp")
+    dispatch = f"ipc://{tmp}/dispatch"
+    # the worker's command line: ours, without --workers, plus its parent
+    worker_argv: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--workers":
+            skip = True
+            continue
+        if a.startswith("--workers="):
+            continue
+        worker_argv.append(a)
+    cmd = [sys.executable, "-m", "condure.wsgi", *worker_argv, "--worker-of", dispatch]
+    bases = args.zclient_stream or ["ipc://client"]
+    try:
+        return Dispatcher([stream_endpoints(b)[0] for b in bases], dispatch, args.bind,
+                          lambda: subprocess.Popen(cmd, cwd=os.getcwd()), args.workers).run()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.workers:
+        logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                            format="[%(levelname)s] %(asctime)s [%(name)s] %(message)s")
+        return run_dispatcher(args, argv)
     if not args.no_monkey_patch:
         # blocking libraries in the application (sockets, time.sleep) must
         # yield to the other requests' greenlets, as under gunicorn's gevent worker
@@ -218,13 +264,35 @@ def main(argv: list[str] | None = None) -> int:
     from .handler import Handler, ReqHandler
     app = load_app(args.app)
     gateway = Gateway(app)
-    if args.zclient_req:
+    if args.worker_of:
+        run_worker(gateway, args)
+    elif args.zclient_req:
         ReqHandler(gateway, args.zclient_req, bind=args.bind,
                    concurrency=args.concurrency).serve_forever(args.stop_timeout)
     else:
         Handler(gateway, args.zclient_stream or ["ipc://client"], bind=args.bind,
                 concurrency=args.concurrency).serve_forever(args.stop_timeout)
     return 0
+
+
+def run_worker(gateway: Gateway, args: argparse.Namespace) -> None:
+    """A worker of --workers N: requests come from the parent, answers go to
+    condure directly (our own from, ROUTER and PUB)."""
+    import signal
+
+    import gevent
+    from gevent.event import Event
+
+    from .handler import Handler
+    from .handler.prefork import feed
+    handler = Handler(gateway, args.zclient_stream or ["ipc://client"], bind=args.bind,
+                      concurrency=args.concurrency, take_requests=False)
+    handler.start()
+    stop = Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(sig, stop.set)
+    feed(handler, args.worker_of, stop)
+    handler.stop(args.stop_timeout)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,55 @@ def test_restart_under_load(target, gateway) -> None:
     assert all(len(r["lost"]) <= 1 for r in results), results
     assert sum(r["ok"] for r in results) + len(lost) == CLIENTS * REQUESTS
     assert len(took) == CLIENTS * REQUESTS - len(lost)
+
+
+@pytest.mark.deadline(90)
+def test_rolling_restart_with_workers_loses_nothing(target, gateway) -> None:
+    """--workers 2: the parent holds condure's PULL and hands a request only to
+    a worker that asked for one; a stopping worker gives its credits back
+    and serves what was already sent to it. SIGHUP mid-load restarts both
+    workers: every request completes on its own connection, and both
+    generations served some."""
+    t = target()
+    parent = gateway(t.base, "wsgi_apps:app", "--workers", "2")
+    end = time.monotonic() + 10
+    while parent.text().count("connected to") < 2:  # both workers attached
+        assert time.monotonic() < end, parent.text()
+        time.sleep(0.05)
+    results: list[dict] = [{"ok": 0, "errors": []} for _ in range(CLIENTS)]
+    started = threading.Barrier(CLIENTS + 1)
+
+    def client(i: int) -> None:
+        res = results[i]
+        conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=10)
+        started.wait()
+        for n in range(REQUESTS):
+            try:
+                conn.request("GET", f"/slowish?t={i}.{n}")
+                r = conn.getresponse()
+                assert r.status == 200 and r.read() == b"done"
+                res["ok"] += 1
+            except (OSError, http.client.HTTPException) as e:
+                res["errors"].append(repr(e))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=10)
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for th in threads:
+        th.start()
+    started.wait()
+    time.sleep(1.0)
+    parent.proc.send_signal(signal.SIGHUP)
+    for th in threads:
+        th.join(60)
+    assert not any(th.is_alive() for th in threads)
+    assert [r["errors"] for r in results] == [[]] * CLIENTS
+    assert sum(r["ok"] for r in results) == CLIENTS * REQUESTS
+    log = parent.text()
+    assert "restarting workers" in log and log.count("exited with 0") == 2, log
+    workers = {line.split("condure-handler.")[1].split(".")[0] for line in log.splitlines()
+               if "connected to" in line}
+    assert len(workers) == 4, log  # two generations
+    parent.proc.send_signal(signal.SIGTERM)
+    assert parent.proc.wait(30) == 0, parent.text()

@@ -99,7 +99,7 @@ LAYERS = [
                "server.connection server.clientio server.outqueue server.timers "
                "client.service client.session client.link client.websocket client.context "
                "client.http1 client.connect client.request "
-               "handler.request handler.websocket handler.sockets"),
+               "handler.request handler.websocket handler.sockets handler.prefork"),
     ("process", "__main__ app workers sizes pushpin connmgr debuglog wsgi"),
 ]
 PACKAGES = {"condure", "condure.server", "condure.client", "condure.zhttp", "condure.handler"}
