@@ -61,6 +61,7 @@ class Dispatcher:
         pull.setsockopt(zmq.LINGER, 0)
         router = ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 1000)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a worker gone: an error, not a silent drop
         router.bind(self.dispatch)
         for ep in self.pull_endpoints:
             (pull.bind if self.bind else pull.connect)(ep)
@@ -92,11 +93,7 @@ class Dispatcher:
                         payload = pull.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    wid = self._next_worker()
-                    assert wid is not None  # some worker has credit (checked above)
-                    self.credits[wid] -= 1
-                    router.send_multipart([wid, payload])
-                    self.dispatched += 1
+                    self._dispatch(router, payload)
             if self._hup:
                 self._hup = False
                 old, self.procs = self.procs, [self.spawn() for _ in range(self.n)]
@@ -136,10 +133,31 @@ class Dispatcher:
                     self.credits[wid] = 0
                 self.credits[wid] += int(msg[1:])
             elif msg == b"S":  # the worker stops: nothing more to it, then the ack
-                self.credits.pop(wid, None)
-                if wid in self.order:
-                    self.order.remove(wid)
-                router.send_multipart([wid, b"A"])
+                self._forget(wid)
+                try:
+                    router.send_multipart([wid, b"A"], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass  # it has gone meanwhile
+
+    def _dispatch(self, router: Any, payload: bytes) -> None:
+        """Send a request to the next worker with credit; a worker that has
+        gone (crashed) loses its credits and the next one gets it."""
+        while (wid := self._next_worker()) is not None:
+            try:
+                router.send_multipart([wid, payload], zmq.NOBLOCK)
+            except zmq.ZMQError as e:
+                log.warning("dispatcher: worker %r unreachable (%s)", wid, e)
+                self._forget(wid)
+                continue
+            self.credits[wid] -= 1
+            self.dispatched += 1
+            return
+        log.error("dispatcher: no worker for a request; dropped")
+
+    def _forget(self, wid: bytes) -> None:
+        self.credits.pop(wid, None)
+        if wid in self.order:
+            self.order.remove(wid)
 
     def _next_worker(self) -> bytes | None:
         order = self.order
@@ -157,12 +175,19 @@ class Dispatcher:
                 alive.append(p)
             else:
                 log.info("dispatcher: worker %d exited with %s", p.pid, p.returncode)
+                # one that died without its S takes its credits along (the
+                # requests it had are lost with it)
+                self._forget(worker_identity(p.pid))
         self.procs = alive
-        # a worker that died without its S: its identity stays in `order` with
-        # credits no one uses; requests sent to it are lost (it died with them)
         if respawn:
             while len(self.procs) < self.n:
                 self.procs.append(self.spawn())
+
+
+def worker_identity(pid: int) -> bytes:
+    """A worker's identity on the dispatch socket: its pid, so that the parent
+    can forget the credits of a worker that died."""
+    return b"w%d" % pid
 
 
 def feed(handler: Any, endpoint: str, stop: Any) -> None:
@@ -173,8 +198,10 @@ def feed(handler: Any, endpoint: str, stop: Any) -> None:
     import gevent
     import zmq.green as gzmq
 
+    import os
     sock = handler.ctx.socket(gzmq.DEALER)
     sock.setsockopt(gzmq.LINGER, 1000)
+    sock.setsockopt(gzmq.IDENTITY, worker_identity(os.getpid()))
     sock.connect(endpoint)
     sock.send(b"R%d" % handler.concurrency)
 

@@ -303,3 +303,30 @@ def test_rolling_restart_with_workers_loses_nothing(target, gateway) -> None:
     assert len(workers) == 4, log  # two generations
     parent.proc.send_signal(signal.SIGTERM)
     assert parent.proc.wait(30) == 0, parent.text()
+
+
+def test_a_worker_that_dies_is_replaced(condure, gateway) -> None:
+    """A worker killed outright loses only what it had; the parent forgets its
+    credits, the next requests go to the other one, and a new worker starts."""
+    c = condure()
+    parent = gateway(c.base, "wsgi_apps:app", "--workers", "2")
+    end = time.monotonic() + 10
+    while parent.text().count("connected to") < 2:
+        assert time.monotonic() < end, parent.text()
+        time.sleep(0.05)
+    pids = [int(line.split("condure-handler.")[1].split(".")[0])
+            for line in parent.text().splitlines() if "connected to" in line]
+    os.kill(pids[0], signal.SIGKILL)  # a worker this test's parent started
+    end = time.monotonic() + 10
+    while f"worker {pids[0]} exited" not in parent.text():  # noticed within its 100 ms poll
+        assert time.monotonic() < end, parent.text()
+        time.sleep(0.05)
+    with Client(c.port, timeout=5) as client:
+        for _ in range(20):
+            client.send(get("/pid", host=b"localhost"))
+            r = client.read_response()
+            assert r.status == 200 and int(r.body) != pids[0]
+    end = time.monotonic() + 10
+    while parent.text().count("connected to") < 3:  # the replacement
+        assert time.monotonic() < end, parent.text()
+        time.sleep(0.05)
