@@ -13,7 +13,11 @@ condure's peer fields.
 Several gateway processes on one condure share the load (condure hands each
 request to one of them). On SIGTERM a process takes no more requests,
 finishes those it has, then exits; the client connections stay in condure
-and the other processes go on serving them.
+and the other processes go on serving them (but what condure had pushed
+towards the process and it had not read yet is lost with its socket). With
+`--workers N` one parent holds condure's PULL socket and N workers ask it
+for requests (condure.handler.prefork): SIGHUP restarts the workers and
+loses nothing.
 """
 from __future__ import annotations
 
