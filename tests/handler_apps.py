@@ -29,6 +29,9 @@ def event(text: str) -> None:
     log.info("EVENT %s", text)
 
 
+ACTIVE = [0]
+
+
 def general(req) -> None:  # type: ignore[no-untyped-def]
     """Paths: / hello; /echo the body's size and sha256; /stream?N&SIZE
     N writes of SIZE bytes; /big?SIZE one response of SIZE bytes; /slow a
@@ -74,6 +77,12 @@ def general(req) -> None:  # type: ignore[no-untyped-def]
             req.write(b"never\n")
         except Cancelled:
             event("cancelled")
+    elif path == "/hold":  # for the concurrency bound: how many run at once
+        ACTIVE[0] += 1
+        event(f"active {ACTIVE[0]}")
+        gevent.sleep(0.3)
+        ACTIVE[0] -= 1
+        req.respond(200, body=b"held")
     elif path == "/env":
         req.respond(200, body=f"{req.method} {req.uri} {req.peer[0] if req.peer else '-'} "
                               f"{req.header('X-Test')}".encode())

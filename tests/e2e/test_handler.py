@@ -171,6 +171,10 @@ def test_websocket_echo(target, apps) -> None:
         big = os.urandom(100_000)  # over both windows: credits both ways
         ws.send_binary(big)
         assert ws.recv() == big
+        # a fragmented message comes back whole (the library puts it together)
+        ws.send_frame(websocket.ABNF.create_frame("abc", websocket.ABNF.OPCODE_TEXT, fin=0))
+        ws.send_frame(websocket.ABNF.create_frame("déf".encode(), websocket.ABNF.OPCODE_CONT, fin=1))
+        assert ws.recv() == "abcdéf"
         ws.ping(b"pp")  # answered by the library
         op, frame = ws.recv_data_frame(control_frame=True)
         assert op == websocket.ABNF.OPCODE_PONG and frame.data == b"pp"
@@ -291,3 +295,25 @@ def test_bind_topology(condure, apps, zdir: str) -> None:
                 break
             except (socket.timeout, TimeoutError):
                 assert time.monotonic() < deadline
+
+
+def test_concurrency_bound(condure, apps) -> None:
+    """--concurrency 2: six requests at once, never more than two application
+    greenlets running; all six are answered."""
+    import threading
+    c = condure()
+    app = apps("general", c.base, "--concurrency", "2")
+    bodies: list[bytes] = []
+
+    def one() -> None:
+        with Client(c.port, timeout=10) as client:
+            client.send(get("/hold", host=b"localhost"))
+            bodies.append(client.read_response().body)
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(15)
+    assert bodies == [b"held"] * 6
+    actives = [int(e.split()[1]) for e in app.events() if e.startswith("active ")]
+    assert len(actives) == 6 and max(actives) == 2, actives
