@@ -9,7 +9,10 @@ from typing import Callable, Iterator
 
 import pytest
 
-from conftest import get_free_port, stop_process, wait_for_port
+import shutil
+import sys
+
+from conftest import REPO_ROOT, get_free_port, stop_process, wait_for_port
 
 RUST_CONDURE = "/usr/bin/condure"  # by its full path: `condure` may be either
 
@@ -59,3 +62,21 @@ def target(request: pytest.FixtureRequest, condure, zdir: str,
             stop_process(proc)
 
 
+@pytest.fixture(params=["python", "rust"])
+def target_kind_req(request: pytest.FixtureRequest, zdir: str, tmp_path: Path,
+                    processes) -> tuple[int, str]:
+    """(port, --zclient-req spec) of a condure in req mode."""
+    port = get_free_port()
+    spec = f"ipc://{zdir}/req"
+    args = ["--listen", f"127.0.0.1:{port},req", "--zclient-req", spec]
+    if request.param == "rust":
+        if not shutil.which(RUST_CONDURE):
+            pytest.skip("the Rust condure is not installed")
+        argv, cwd = [RUST_CONDURE, *args], zdir
+    else:
+        argv, cwd = [sys.executable, "-m", "condure", *args], str(REPO_ROOT)
+    log_path = tmp_path / "req-condure.log"
+    with open(log_path, "wb") as out:
+        proc = processes(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    wait_for_port(port, proc, log_path)
+    return port, spec

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,8 +17,7 @@ from typing import Callable
 import pytest
 import websocket
 
-from conftest import REPO_ROOT, get_free_port, wait_for_port
-from e2e.conftest import RUST_CONDURE
+from conftest import REPO_ROOT
 from rawhttp import Client, get
 
 APPS = str(REPO_ROOT / "tests" / "handler_apps.py")
@@ -255,26 +253,6 @@ def test_req_mode(target_kind_req, apps) -> None:
         for _ in range(2):
             c.send(post("/y", b"hello"))
             assert c.read_response().body == b"req POST 5\n"
-
-
-@pytest.fixture(params=["python", "rust"])
-def target_kind_req(request: pytest.FixtureRequest, zdir: str, tmp_path: Path,
-                    processes) -> tuple[int, str]:
-    """(port, --zclient-req spec) of a condure in req mode."""
-    port = get_free_port()
-    spec = f"ipc://{zdir}/req"
-    args = ["--listen", f"127.0.0.1:{port},req", "--zclient-req", spec]
-    if request.param == "rust":
-        if not shutil.which(RUST_CONDURE):
-            pytest.skip("the Rust condure is not installed")
-        argv, cwd = [RUST_CONDURE, *args], zdir
-    else:
-        argv, cwd = [sys.executable, "-m", "condure", *args], str(REPO_ROOT)
-    log_path = tmp_path / "req-condure.log"
-    with open(log_path, "wb") as out:
-        proc = processes(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    wait_for_port(port, proc, log_path)
-    return port, spec
 
 
 def test_bind_topology(condure, apps, zdir: str) -> None:

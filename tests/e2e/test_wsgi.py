@@ -330,3 +330,20 @@ def test_a_worker_that_dies_is_replaced(condure, gateway) -> None:
     while parent.text().count("connected to") < 3:  # the replacement
         assert time.monotonic() < end, parent.text()
         time.sleep(0.05)
+
+
+def test_req_mode_gateway(target_kind_req, gateway) -> None:
+    """--zclient-req: the gateway on condure's req interface (whole body in,
+    one response out, condure's Content-Length)."""
+    port, spec = target_kind_req
+    gateway("ipc://unused", "wsgi_apps:app", "--zclient-req", spec)
+    end = time.monotonic() + 10
+    while True:  # the ROUTER connects in the background: retry until it has
+        try:
+            with Client(port, timeout=2) as c:
+                c.send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
+                r = c.read_response()
+                break
+        except (TimeoutError, socket.timeout, AssertionError):
+            assert time.monotonic() < end
+    assert json.loads(r.body) == {"bytes": 5, "sha256": hashlib.sha256(b"hello").hexdigest()}
