@@ -183,11 +183,12 @@ class Handler:
 
     def publish(self, addr: bytes, payload: bytes) -> None:
         """Send a packet to condure `addr` (never waits: see the module docstring)."""
-        if addr in self.subscribed and not self._waiting:
+        if addr in self.subscribed and addr not in self._waiting:
             self.pub.send(addr + b" " + payload, zmq.NOBLOCK)
             return
-        self._waiting[addr].append(payload)
-        if len(self._waiting) == 1 and len(self._waiting[addr]) == 1:
+        queue = self._waiting[addr]  # in order behind what already waits for this condure
+        queue.append(payload)
+        if len(queue) == 1:
             gevent.spawn(self._wait_subscription, addr)
 
     def _wait_subscription(self, addr: bytes) -> None:
@@ -197,13 +198,16 @@ class Handler:
             self._sub_event.wait(end - time.monotonic())
         if addr not in self.subscribed:
             log.warning("no subscription from condure %r: sending anyway", addr)
-        self._flush_waiting(force=True)
+        self._flush(addr)
+
+    def _flush(self, addr: bytes) -> None:
+        for payload in self._waiting.pop(addr, ()):
+            self.pub.send(addr + b" " + payload, zmq.NOBLOCK)
 
     def _flush_waiting(self, force: bool = False) -> None:
         for addr in list(self._waiting):
             if force or addr in self.subscribed:
-                for payload in self._waiting.pop(addr):
-                    self.pub.send(addr + b" " + payload, zmq.NOBLOCK)
+                self._flush(addr)
 
     def _read_subscriptions(self) -> None:
         while True:
