@@ -13,7 +13,7 @@ log = logging.getLogger('stream_lib')
 
 def app(req):
     if req.is_websocket:
-        ws = req.accept_websocket(protocol=req.header('Sec-WebSocket-Protocol'))
+        ws = req.accept_websocket(protocol=(req.subprotocols or [None])[0])
         for message in ws:  # until the client closes
             ws.send(message)
         return

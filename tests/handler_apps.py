@@ -43,8 +43,7 @@ def general(req) -> None:  # type: ignore[no-untyped-def]
         if path == "/reject":
             req.reject(403, headers=[("Content-Type", "text/plain")], body=b"go away\n")
             return
-        offered = req.header("Sec-WebSocket-Protocol")
-        ws = req.accept_websocket(protocol=offered.split(",")[0].strip() if offered else None)
+        ws = req.accept_websocket(protocol=(req.subprotocols or [None])[0])
         try:
             while True:
                 msg = ws.receive()

@@ -193,6 +193,12 @@ class Request:
                 return v.decode("latin-1")
         return None
 
+    @property
+    def subprotocols(self) -> list[str]:
+        """The WebSocket subprotocols the client offers, in its order."""
+        return [p.strip() for n, v in self.headers if n.lower() == b"sec-websocket-protocol"
+                for p in v.decode("latin-1").split(",") if p.strip()]
+
     # --- condure's packets (the reader greenlets) -----------------------------
 
     def deliver(self, pkt: zp.Packet, seq: int | None, now: float) -> None:
