@@ -40,6 +40,15 @@ def general(req) -> None:  # type: ignore[no-untyped-def]
     path, _, query = req.uri.partition("://")[2].partition("/")[2].partition("?")
     path = "/" + path
     if req.is_websocket:
+        if path == "/push":  # sends only, never receives: learns of the close by sending
+            ws = req.accept_websocket()
+            try:
+                while True:
+                    ws.send("tick")
+                    gevent.sleep(0.05)
+            except WebSocketClosed as e:
+                event(f"push closed code={e.code}")
+            return
         if path == "/reject":
             req.reject(403, headers=[("Content-Type", "text/plain")], body=b"go away\n")
             return

@@ -64,8 +64,23 @@ class WebSocket:
             except WebSocketClosed:
                 return
 
+    def _check_closed(self) -> None:
+        """A sender that never receives still learns that the client closed:
+        a close waiting in the inbox is answered and raised here."""
+        req = self.request
+        for pkt in req.inbox:
+            if pkt.type == b"close":
+                code = NO_STATUS if pkt.code is None else pkt.code
+                self.close_code = code
+                if not self.closed:
+                    self._send_close(code if code != NO_STATUS else 1000, "")
+                req._done()
+                raise WebSocketClosed(code, pkt.body.decode("utf-8", "replace"))
+
     def send(self, message: str | bytes) -> None:
-        """A text (str) or binary (bytes) message; waits for credits."""
+        """A text (str) or binary (bytes) message; waits for credits. Raises
+        WebSocketClosed once the client has closed."""
+        self._check_closed()
         if isinstance(message, str):
             self.request.hs.out.message(b"text", message.encode("utf-8"), True)
         else:
@@ -73,6 +88,7 @@ class WebSocket:
         self.request.drain()
 
     def ping(self, payload: bytes = b"") -> None:
+        self._check_closed()
         self.request.hs.out.control(b"ping", payload)
         self.request.drain()
 

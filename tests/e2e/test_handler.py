@@ -195,6 +195,16 @@ def test_websocket_client_close(target, apps) -> None:
     app.wait_event("ws closed code=4002 reason=done")
 
 
+def test_websocket_close_reaches_a_sender(target, apps) -> None:
+    """An application that only sends learns of the client's close from its next send."""
+    t = target()
+    app = apps("general", t.base)
+    ws = websocket.create_connection(f"ws://127.0.0.1:{t.port}/push", timeout=10)
+    assert ws.recv() == "tick"
+    ws.close(status=4003)
+    app.wait_event("push closed code=4003")
+
+
 def test_websocket_reject(target, apps) -> None:
     t = target()
     apps("general", t.base)
