@@ -128,3 +128,10 @@ class Outflow:
         """Bytes of a body not yet let out (for read-ahead limits)."""
         q = self.queue
         return len(q[0][3]) if q and q[0][0] == _BODY else 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits that could go out: the queue is empty, or holds only a
+        body still open with no bytes in it (the handler library waits on this)."""
+        q = self.queue
+        return not q or (len(q) == 1 and q[0][0] == _BODY and not q[0][3] and not q[0][4])

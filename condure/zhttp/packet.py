@@ -322,3 +322,33 @@ def batches(ids: list[tuple[bytes, int]], limit: int = MAX_IDS,
         size += cost
     if group:
         yield group
+
+
+# --- building packets a handler sends (condure.handler) ---------------------
+
+
+def handler_packet(from_: bytes, rid: bytes, seq: int | None, type_: bytes = DATA,
+                   fields: Iterable[tuple[bytes, Any]] = ()) -> bytes:
+    """A packet of a handler library (the other end of the wire): `from`, `id`,
+    `seq` (left out when None: req mode), `type` unless data, then `fields` in
+    the given order. Condure's own hot path never calls this."""
+    pairs: list[tuple[bytes, Any]] = [(b"from", from_), (b"id", rid)]
+    if seq is not None:
+        pairs.append((b"seq", seq))
+    if type_:
+        pairs.append((b"type", type_))
+    pairs.extend(fields)
+    return encode(pairs)
+
+
+def request_info(p: Packet) -> tuple[bytes, bytes, tuple[bytes, int] | None]:
+    """(method, uri, peer) of a request packet condure sent, checked as
+    strictly as condure checks a handler's fields (a ParseError otherwise)."""
+    m = p.raw
+    method = _want(m.get(b"method", b""), bytes, "method")
+    uri = _want(m.get(b"uri", b""), bytes, "uri")
+    peer = None
+    if b"peer-address" in m:
+        peer = (_want(m[b"peer-address"], bytes, "peer-address"),
+                _uint(m.get(b"peer-port", 0), "peer-port"))
+    return method, uri, peer

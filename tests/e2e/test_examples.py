@@ -179,3 +179,80 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+# --- the examples on condure.handler (issue 18) ---------------------------------
+
+
+def start_lib_example(processes, tmp_path: Path, base: str, argv: list[str], name: str):
+    """An example on the library: this checkout's condure on the path (the
+    examples import it as an installed package would be)."""
+    env = example_env(base)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    log_path = tmp_path / f"{name}.out"
+    with open(log_path, "wb") as out:
+        proc = processes([sys.executable, *argv], env=env, stdout=out, stderr=subprocess.STDOUT)
+    end = time.monotonic() + 10
+    while b"connected to" not in log_path.read_bytes():  # the library logs once it is attached
+        assert proc.poll() is None, log_path.read_text()
+        assert time.monotonic() < end, log_path.read_text()
+        time.sleep(0.05)
+    return proc, log_path
+
+
+def test_hello_lib(condure, processes, tmp_path: Path) -> None:
+    """The seed's hello world, on the library: the same bytes as basichandler."""
+    c = condure()
+    start_lib_example(processes, tmp_path, c.base, ["examples/hello_lib.py"], "hello_lib")
+    with Client(c.port) as client:
+        for path in ("/", "/again"):
+            client.send(get(path, host=b"localhost"))
+            assert client.read_response().raw == HELLO
+    if shutil.which("curl"):
+        assert curl_request(c.port) == HELLO
+
+
+@pytest.mark.deadline(40)
+def test_stream_lib(condure, processes, tmp_path: Path) -> None:
+    """streamhandler.py's behaviour in a few lines of the library, and a WebSocket echo."""
+    import websocket
+    c = condure()
+    proc, out = start_lib_example(processes, tmp_path, c.base, ["examples/stream_lib.py"],
+                                  "stream_lib")
+    body = b"x" * 20000
+    parts = [b"part %d of 5\n" % i for i in range(1, 6)]
+    with Client(c.port, timeout=10) as getter, Client(c.port, timeout=10) as poster:
+        getter.send(get("/stream"))
+        poster.send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        ws = websocket.create_connection(f"ws://127.0.0.1:{c.port}/ws", timeout=10,
+                                         subprotocols=["echo"])
+        try:
+            assert ws.getsubprotocol() == "echo"
+            ws.send("hello")
+            assert ws.recv() == "hello"
+            ws.send_binary(b"\x00\x01")
+            assert ws.recv() == b"\x00\x01"
+        finally:
+            ws.close()
+        for client in (getter, poster):
+            r = client.read_response()
+            assert r.head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n"), r.head
+            assert r.chunks == parts
+    assert "BODY http://localhost/upload 20000 bytes" in out.read_text()
+
+
+def test_flask_app_through_the_gateway(condure, processes, tmp_path: Path) -> None:
+    """examples/flask_app.py as the README runs it: python -m condure.wsgi."""
+    c = condure()
+    start_lib_example(processes, tmp_path, c.base,
+                      ["-m", "condure.wsgi", "--chdir", "examples", "flask_app:app",
+                       "--zclient-stream", c.base], "flask_app")
+    with Client(c.port, timeout=10) as client:
+        client.send(get("/", host=b"localhost"))
+        assert client.read_response().raw == HELLO
+        client.send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
+        assert client.read_response().body == b'{"bytes":5,"first":"hello"}\n'
+        client.send(get("/stream", host=b"localhost"))
+        assert client.read_response().chunks == [b"part %d of 5\n" % i for i in range(1, 6)]

@@ -93,15 +93,16 @@ LAYERS = [
     ("leaves", "errors log private"),
     ("codecs", "blocks config options metrics wsdeflate zhttp.packet zhttp.trace server.parser "
                "server.request server.http1 server.wshead server.access"),
-    ("ZHTTP core", "zhttp.session zhttp.flow zhttp.wsmap"),
+    ("ZHTTP core", "zhttp.session zhttp.flow zhttp.wsmap handler.session handler.errors"),
     ("exchanges", "server.ports server.exchange server.wshandshake server.websocket server.req"),
     ("shells", "context timer zhttp.sockets server.listener server.tls server.modes "
                "server.connection server.http2 server.clientio server.outqueue server.timers "
                "client.service client.session client.link client.websocket client.context "
-               "client.http1 client.connect client.request"),
-    ("process", "__main__ app workers sizes pushpin connmgr debuglog"),
+               "client.http1 client.connect client.request "
+               "handler.request handler.websocket handler.sockets handler.prefork"),
+    ("process", "__main__ app workers sizes pushpin connmgr debuglog wsgi"),
 ]
-PACKAGES = {"condure", "condure.server", "condure.client", "condure.zhttp"}
+PACKAGES = {"condure", "condure.server", "condure.client", "condure.zhttp", "condure.handler"}
 
 
 def layer_of() -> dict[str, int]:
