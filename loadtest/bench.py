@@ -275,7 +275,12 @@ class Stack:
                   "--log-level", "1", "--stream-maxconn", "20000", "--workers", str(self.workers)]
         if self.connect:
             common.append("--zclient-connect")
-        common += self.extra_args  # (a later --stream-maxconn wins)
+        extra = list(self.extra_args)
+        while "--stream-maxconn" in extra:  # replaces the default (given once only)
+            i = extra.index("--stream-maxconn")
+            common[common.index("--stream-maxconn") + 1] = extra[i + 1]
+            del extra[i:i + 2]
+        common += extra
         if self.impl == RUST:
             return [RUST_CONDURE] + common
         if self.impl == HYPERCORN:  # no handler: the response is made in-process
