@@ -3,7 +3,7 @@
 
 Usage (from anywhere; paths are resolved from this file)::
 
-    .venv/bin/python loadtest/bench.py [--rounds 3] [--duration 5] [--quick]
+    .venv/bin/python loadtest/bench.py [--rounds 5] [--duration 5] [--quick]
                                        [--only NAME[,NAME...]] [--json FILE]
 
 For every scenario and every round it runs ours (``.venv/bin/python -m
@@ -12,9 +12,13 @@ condure``) and then, when /usr/bin/condure exists, the Rust condure
 processes: the server, then a fresh ``loadtest/bench_handler.py`` on ipc
 sockets in a short temporary directory. The load goes to
 ``127.0.0.1:PORT`` only, every wait is bounded, and the processes started
-for a run are stopped (by PID) when it ends. The final table gives the
-median per implementation, the ratio ours/condure, the target and a
-verdict. See loadtest/README.md for what each row means.
+for a run are stopped (by PID) when it ends. The primary figure of every
+throughput row is the server's CPU time per request (message, connection):
+utime+stime of its whole process tree over the measured window only (issue
+17), with req/s and latency beside it. The final table gives the median per
+implementation, the ratio ours/condure, the target and a verdict, each
+column's spread and the range of the rounds' A/B ratios; every round's
+value is printed under it. See loadtest/README.md for what each row means.
 """
 from __future__ import annotations
 
