@@ -595,8 +595,10 @@ def with_cpu(stack: Stack, load: Callable[[], dict], count_key: str) -> dict:
         "cpu_busy_pct": 100.0 * busy_s / total_s,
         "other_cpu_pct": max(0.0, 100.0 * (busy_s - server_s - handler_s - loadgen_s) / total_s),
     })
-    if s1 < s0:  # a descendant reaped outside the tree: the window lost its time
-        r["note"] = "; ".join(filter(None, [r.get("note"), "server CPU went down"]))
+    if s1 < s0 or not stack.alive():  # the server (or a worker reaped outside the
+        # tree) is gone: the window lost its time, the figure would be wrong
+        r["cpu_us"] = None
+        r["note"] = "; ".join(filter(None, [r.get("note"), "server CPU lost (server exited?)"]))
     return r
 
 
@@ -959,9 +961,9 @@ def print_table(rows: list[dict]) -> None:
         cols = []
         for lab in r["labels"]:
             vals = r["runs"].get(lab) or []
-            cols.append(f"{lab} " + " ".join(fmt(v, r["unit"]) if r["unit"] != "us"
-                                             else f"{v:.1f}" for v in vals
-                                             if isinstance(v, (int, float))))
+            shown = [fmt(v, r["unit"]) if r["unit"] != "us" else f"{v:.1f}"
+                     for v in vals if isinstance(v, (int, float))]
+            cols.append(f"{lab} " + (" ".join(shown) or "n/a"))
         line = f"  {r['scenario']} {r['metric']} ({r['unit']}): " + " | ".join(cols)
         if r["round_ratios"]:
             line += " | ratios " + " ".join(f"{x:.2f}" for x in r["round_ratios"])
