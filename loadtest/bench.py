@@ -3,7 +3,7 @@
 
 Usage (from anywhere; paths are resolved from this file)::
 
-    .venv/bin/python loadtest/bench.py [--rounds 3] [--duration 5] [--quick]
+    .venv/bin/python loadtest/bench.py [--rounds 5] [--duration 5] [--quick]
                                        [--only NAME[,NAME...]] [--json FILE]
 
 For every scenario and every round it runs ours (``.venv/bin/python -m
@@ -12,9 +12,13 @@ condure``) and then, when /usr/bin/condure exists, the Rust condure
 processes: the server, then a fresh ``loadtest/bench_handler.py`` on ipc
 sockets in a short temporary directory. The load goes to
 ``127.0.0.1:PORT`` only, every wait is bounded, and the processes started
-for a run are stopped (by PID) when it ends. The final table gives the
-median per implementation, the ratio ours/condure, the target and a
-verdict. See loadtest/README.md for what each row means.
+for a run are stopped (by PID) when it ends. The primary figure of every
+throughput row is the server's CPU time per request (message, connection):
+utime+stime of its whole process tree over the measured window only (issue
+17), with req/s and latency beside it. The final table gives the median per
+implementation, the ratio ours/condure, the target and a verdict, each
+column's spread and the range of the rounds' A/B ratios; every round's
+value is printed under it. See loadtest/README.md for what each row means.
 """
 from __future__ import annotations
 
@@ -129,18 +133,27 @@ def rss_kb(pid: int) -> int:
     return total
 
 
-def tree_cpu_s(pid: int) -> float:
-    """utime + stime of pid and its live descendants, in seconds (0 when gone)."""
+def tree_ticks(pid: int) -> int:
+    """CPU clock ticks of pid's process tree: for pid and each live descendant,
+    utime + stime (all its threads) + cutime + cstime (its children that have
+    exited and been reaped). A descendant that exits during a window is not
+    lost: its whole time moves into its parent's cutime/cstime when the parent
+    reaps it (a zombie not yet reaped still shows its own). 0 when pid is gone."""
     total = 0
     for p in [pid] + children_of(pid):
         try:
             with open(f"/proc/{p}/stat", "rb") as f:
                 stat = f.read()
             fields = stat[stat.rindex(b")") + 2:].split()
-            total += int(fields[11]) + int(fields[12])
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
         except (OSError, ValueError, IndexError):
             pass
-    return total / CLK_TCK
+    return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    """tree_ticks in seconds."""
+    return tree_ticks(pid) / CLK_TCK
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -193,6 +206,30 @@ def read_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str | None
     return None
 
 
+def count_lines(proc: subprocess.Popen, prefixes: tuple[str, ...], want: int,
+                timeout: float) -> int:
+    """Wait (bounded) until `want` stdout lines start with one of prefixes; the count seen."""
+    fd = proc.stdout.fileno()
+    buf = b""
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while seen < want and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
+        if not r:
+            if proc.poll() is not None:
+                break
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            if line.decode("utf-8", "replace").startswith(prefixes):
+                seen += 1
+    return seen
+
+
 def http_get_ok(port: int, timeout: float = 2.0) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -222,9 +259,13 @@ class RunError(Exception):
 class Stack:
     """A server (ours or condure) plus a fresh bench_handler, on a fresh port."""
 
-    def __init__(self, impl: str, workers: int = 1) -> None:
+    def __init__(self, impl: str, workers: int = 1, connect: bool = False,
+                 extra_args: tuple[str, ...] = (), opts: dict | None = None) -> None:
         self.impl = impl
         self.workers = workers
+        self.connect = connect  # --zclient-connect: the handler binds
+        self.extra_args = list(extra_args)  # more server options (this scenario's)
+        self.opts = opts or {}  # scenario options of this column (e.g. idle connections)
         self.dir = tempfile.mkdtemp(prefix="cb", dir="/tmp")
         self.base = f"ipc://{self.dir}/z"
         self.port = free_port()
@@ -236,6 +277,14 @@ class Stack:
     def server_cmd(self) -> list[str]:
         common = ["--listen", f"127.0.0.1:{self.port},stream", "--zclient-stream", self.base,
                   "--log-level", "1", "--stream-maxconn", "20000", "--workers", str(self.workers)]
+        if self.connect:
+            common.append("--zclient-connect")
+        extra = list(self.extra_args)
+        while "--stream-maxconn" in extra:  # replaces the default (given once only)
+            i = extra.index("--stream-maxconn")
+            common[common.index("--stream-maxconn") + 1] = extra[i + 1]
+            del extra[i:i + 2]
+        common += extra
         if self.impl == RUST:
             return [RUST_CONDURE] + common
         if self.impl == HYPERCORN:  # no handler: the response is made in-process
@@ -283,10 +332,16 @@ class Stack:
         if self.impl == HYPERCORN:
             self.warm_up()
             return
-        self.handler = subprocess.Popen([PY, HANDLER, "--base", self.base, "--id", HANDLER_ID],
+        self.handler = subprocess.Popen([PY, HANDLER, "--base", self.base, "--id", HANDLER_ID]
+                                        + (["--bind"] if self.connect else []),
                                         cwd=ROOT, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        if read_line(self.handler, "ready", 10) is None:
+        # ours: one SUB subscription per worker (its own `from`), seen by the
+        # handler's XPUB whether the parent proxies or the workers connect
+        want = self.workers if self.impl == OURS else 1
+        self.subscriptions = count_lines(self.handler, ("ready", "subscribed"), want,
+                                         10 if want == 1 else 15)
+        if self.subscriptions == 0:
             time.sleep(0.3)  # no subscription seen: fall back to the classic wait
         self.warm_up()
         if self.workers > 1:
@@ -378,42 +433,65 @@ def run_ws_echo(port: int, conns: int, duration: float) -> dict:
     return json.loads(lines[-1])
 
 
+CLIENT_CONNS_MAX = 25000  # per idle client: its fds, and ~28k ephemeral ports per source
+
+
 def measure_idle_rss(stack: Stack, proto: str, conns: int) -> dict:
-    """Open `conns` idle connections from a client process; server RSS delta per connection."""
+    """Open `conns` idle connections from client processes; server RSS delta per connection.
+
+    Up to CLIENT_CONNS_MAX (and the fd limit) one client from 127.0.0.1; more
+    are split over several clients, each from its own source address
+    (127.0.0.2, 127.0.0.3, ...: each has its own ephemeral ports)."""
     time.sleep(0.5)
     before = rss_kb(stack.server.pid)
     scheme = "ws" if proto == "ws" else "http"
-    cmd = [PY, WSLOAD, "idle", "--proto", proto, "--url", f"{scheme}://127.0.0.1:{stack.port}/",
-           "--conns", str(conns), "--hold", "120", "--stdin", "--json",
-           "--connect-timeout", "90"]
-    client = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    per = max(1, min(CLIENT_CONNS_MAX, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 500))
+    nclients = -(-conns // per)
+    big = nclients > 1
+    clients: list[subprocess.Popen] = []
+    opened = failed = 0
+    setup = 0.0
     try:
-        line = read_line(client, "ready", 120)
-        if line is None:
-            raise RunError(f"idle client did not get ready: {client.stderr.read(500) if client.poll() is not None else ''}")
-        _, opened, failed, setup = line.split()
-        opened = int(opened)
+        for i in range(nclients):
+            n = conns // nclients + (1 if i < conns % nclients else 0)
+            cmd = [PY, WSLOAD, "idle", "--proto", proto,
+                   "--url", f"{scheme}://127.0.0.1:{stack.port}/", "--conns", str(n),
+                   "--hold", "900" if big else "120", "--stdin", "--json",
+                   "--connect-timeout", "240" if big else "90"]
+            if big:
+                cmd += ["--source", f"127.0.0.{2 + i}"]
+            clients.append(subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        for client in clients:
+            line = read_line(client, "ready", 300 if big else 120)
+            if line is None:
+                raise RunError(f"idle client did not get ready: {client.stderr.read(500) if client.poll() is not None else ''}")
+            _, o, f, t = line.split()
+            opened += int(o)
+            failed += int(f)
+            setup = max(setup, float(t))
         time.sleep(1.0)  # let the server settle (lazy allocations, handler replies)
         after = rss_kb(stack.server.pid)
         alive = stack.alive()
     finally:
-        try:
-            client.stdin.close()  # EOF: the client closes everything (RST) and exits
-        except OSError:
-            pass
-        try:
-            client.wait(30)
-        except subprocess.TimeoutExpired:
-            stop_process(client, 5)
-        for f in (client.stdout, client.stderr):
-            if f:
-                f.close()
+        for client in clients:
+            try:
+                client.stdin.close()  # EOF: the client closes everything (RST) and exits
+            except OSError:
+                pass
+        for client in clients:
+            try:
+                client.wait(30)
+            except subprocess.TimeoutExpired:
+                stop_process(client, 5)
+            for f in (client.stdout, client.stderr):
+                if f:
+                    f.close()
     if opened == 0:
         raise RunError("no connection could be opened")
     res = {"kb_per_conn": (after - before) / opened, "rss_before_kb": before,
-           "rss_after_kb": after, "opened": opened, "failed": int(failed),
-           "setup_s": float(setup)}
+           "rss_after_kb": after, "opened": opened, "failed": failed,
+           "setup_s": setup, "clients": nclients}
     if not alive:
         res["note"] = "server died"
     return res
@@ -456,8 +534,9 @@ class Scenario:
     description: str
     metrics: list[Metric]
     run: Callable[["Stack", argparse.Namespace], dict]
-    impls: tuple[tuple[str, str, int], ...] = ((OURS, OURS, 1), (RUST, RUST, 1))
-    # (column label, implementation, workers)
+    impls: tuple[tuple, ...] = ((OURS, OURS, 1), (RUST, RUST, 1))
+    # (column label, implementation, workers[, options]); options: "connect" (our
+    # --zclient-connect, the handler binds), "args" (more server options), "conns"
     ref_label: str = "condure 1.9.1"
 
 
@@ -469,30 +548,80 @@ def cpu_times() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+def children_cpu_s() -> float:
+    """utime + stime of this script's reaped children (the load generators)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+SETTLE = 0.25  # s after the load ends before the window closes (connections' teardown)
+
+
+def with_cpu(stack: Stack, load: Callable[[], dict], count_key: str) -> dict:
+    """Run `load` (which returns the load generator's result) inside a CPU window.
+
+    The window opens after the start-up and warm-up (Stack.start) and closes
+    SETTLE s after the load generator has exited. Adds to the result:
+    cpu_us (server CPU per unit, r[count_key] units: requests, messages,
+    connections; the server's whole process tree, parent and workers,
+    utime+stime, see tree_ticks), handler_cpu_us (bench_handler's, apart),
+    loadgen_cpu_us (wrk / wsload / h2load), cpu_busy_pct (the machine's busy
+    share, all cores) and other_cpu_pct (the share of all cores used by
+    processes outside this run: other jobs on the machine)."""
+    server = stack.server.pid
+    handler = stack.handler.pid if stack.handler is not None else None
+    m0 = cpu_times()
+    c0 = children_cpu_s()
+    s0 = tree_ticks(server)
+    h0 = tree_ticks(handler) if handler else 0
+    t0 = time.monotonic()
+    r = load()
+    time.sleep(SETTLE)
+    s1 = tree_ticks(server)
+    h1 = tree_ticks(handler) if handler else 0
+    c1 = children_cpu_s()
+    m1 = cpu_times()
+    n = max(int(r.get(count_key) or 0), 1)
+    server_s = (s1 - s0) / CLK_TCK
+    handler_s = (h1 - h0) / CLK_TCK
+    loadgen_s = c1 - c0
+    busy_s = (m1[0] - m0[0]) / CLK_TCK
+    total_s = max((m1[1] - m0[1]) / CLK_TCK, 1e-9)
+    r.update({
+        "units": n, "window_s": round(time.monotonic() - t0, 3),
+        "server_cpu_s": server_s, "handler_cpu_s": handler_s, "loadgen_cpu_s": loadgen_s,
+        "cpu_us": server_s / n * 1e6, "handler_cpu_us": handler_s / n * 1e6,
+        "loadgen_cpu_us": loadgen_s / n * 1e6,
+        "cpu_busy_pct": 100.0 * busy_s / total_s,
+        "other_cpu_pct": max(0.0, 100.0 * (busy_s - server_s - handler_s - loadgen_s) / total_s),
+    })
+    if s1 < s0 or not stack.alive():  # the server (or a worker reaped outside the
+        # tree) is gone: the window lost its time, the figure would be wrong
+        r["cpu_us"] = None
+        r["note"] = "; ".join(filter(None, [r.get("note"), "server CPU lost (server exited?)"]))
+    return r
+
+
 def sc_ka(threads: int, conns: int) -> Callable:
     def run(stack: Stack, a: argparse.Namespace) -> dict:
-        busy0, total0 = cpu_times()
-        r = run_wrk(stack.port, threads, conns, a.duration)
-        busy1, total1 = cpu_times()
-        # how much of the machine the run used (server, handler and wrk together):
-        # what a second worker can add is bounded by what is left
-        r["cpu_busy_pct"] = 100.0 * (busy1 - busy0) / max(total1 - total0, 1)
-        r["note"] = wrk_note(r)
+        r = with_cpu(stack, lambda: run_wrk(stack.port, threads, conns, a.duration), "requests")
+        r["note"] = "; ".join(filter(None, [r.get("note"), wrk_note(r)]))
         return r
     return run
 
 
 def sc_conn_per_req(stack: Stack, a: argparse.Namespace) -> dict:
-    r = run_wrk(stack.port, 1, 50, a.duration, headers=["Connection: close"])
-    r["note"] = wrk_note(r)
+    r = with_cpu(stack, lambda: run_wrk(stack.port, 1, 50, a.duration,
+                                        headers=["Connection: close"]), "requests")
+    r["note"] = "; ".join(filter(None, [r.get("note"), wrk_note(r)]))
     return r
 
 
 def sc_ws_echo(stack: Stack, a: argparse.Namespace) -> dict:
-    r = run_ws_echo(stack.port, 50, a.duration)
+    r = with_cpu(stack, lambda: run_ws_echo(stack.port, 50, a.duration), "messages")
     if not r.get("connected"):
         raise RunError(f"no WebSocket connection: {r.get('error')}")
-    notes = []
+    notes = [r["note"]] if r.get("note") else []
     if r.get("connected") != 50:
         notes.append(f"connected {r.get('connected')}/50")
     if r.get("errors"):
@@ -504,14 +633,15 @@ def sc_ws_echo(stack: Stack, a: argparse.Namespace) -> dict:
 
 
 def sc_lat(stack: Stack, a: argparse.Namespace) -> dict:
-    r = run_wrk(stack.port, 2, 1000, a.duration, latency=True, timeout_s=10)
-    r["note"] = wrk_note(r)
+    r = with_cpu(stack, lambda: run_wrk(stack.port, 2, 1000, a.duration, latency=True,
+                                        timeout_s=10), "requests")
+    r["note"] = "; ".join(filter(None, [r.get("note"), wrk_note(r)]))
     return r
 
 
 def sc_rss(proto: str) -> Callable:
     def run(stack: Stack, a: argparse.Namespace) -> dict:
-        r = measure_idle_rss(stack, proto, a.idle_conns)
+        r = measure_idle_rss(stack, proto, stack.opts.get("conns", a.idle_conns))
         notes = [r.pop("note", "")] if r.get("note") else []
         if r["failed"]:
             notes.append(f"opened {r['opened']}/{r['opened'] + r['failed']}")
@@ -530,18 +660,15 @@ def sc_h2load(conns: int, streams: int, h1: tuple[int, int] | None = None) -> Ca
         c, m, use_h1 = conns, streams, False
         if h1 is not None and stack.label.endswith("h1"):
             (c, m), use_h1 = h1, True
-        server = stack.server.pid
-        handler = stack.handler.pid if stack.handler is not None else None
-        cpu0 = tree_cpu_s(server)
-        hcpu0 = tree_cpu_s(handler) if handler else 0.0
-        r = run_h2load(stack.port, c, m, a.duration, use_h1)
-        cpu = tree_cpu_s(server) - cpu0
-        n = max(r["succeeded"], 1)
-        r["cpu_us_per_req"] = cpu / n * 1e6
-        r["cpu_s"] = cpu
-        if handler:
-            r["handler_cpu_us_per_req"] = (tree_cpu_s(handler) - hcpu0) / n * 1e6
-        notes = []
+        r = with_cpu(stack, lambda: run_h2load(stack.port, c, m, a.duration, use_h1),
+                     "succeeded")
+        r["cpu_us_per_req"] = r["cpu_us"]  # (the names of the JSON before issue 17)
+        r["cpu_s"] = r["server_cpu_s"]
+        if stack.handler is not None:
+            r["handler_cpu_us_per_req"] = r["handler_cpu_us"]
+        else:
+            r.pop("handler_cpu_us", None)
+        notes = [r["note"]] if r.get("note") else []
         if r["failed"] or r["errored"] or r["timeout"]:
             notes.append(f"failed {r['failed']}, errored {r['errored']}, timeout {r['timeout']}")
         if r["2xx"] < r["succeeded"]:  # (with -D it counts a few answers not "done" too)
@@ -563,31 +690,55 @@ def sc_rss_h2(stack: Stack, a: argparse.Namespace) -> dict:
     return r
 
 
+def cpu(label: str = "server CPU/req", target: float | None = None) -> Metric:
+    """The primary figure of a throughput row: the server's CPU per unit (us)."""
+    return Metric("cpu_us", label, "us", target, False)
+
+
+BIG_IDLE = 50000  # connections of the rss_*50k rows
+CONNECT = {"connect": True}  # --zclient-connect (the handler binds)
+
 SCENARIOS = [
     Scenario("ka50", "keep-alive, wrk -t1 -c50",
-             [Metric("rps", "req/s", "req/s", 0.5)], sc_ka(1, 50)),
+             [cpu("server CPU/req", 1.1), Metric("rps", "req/s", "req/s")], sc_ka(1, 50)),
     Scenario("ka500", "keep-alive, wrk -t2 -c500",
-             [Metric("rps", "req/s", "req/s")], sc_ka(2, 500)),
+             [cpu(), Metric("rps", "req/s", "req/s")], sc_ka(2, 500)),
     Scenario("conn_per_req", "new connection per request, wrk -t1 -c50 Connection: close",
-             [Metric("rps", "req/s", "req/s", 1.0)], sc_conn_per_req),
+             [cpu("server CPU/conn", 0.8), Metric("rps", "req/s", "req/s")], sc_conn_per_req),
     Scenario("ws_echo50", "WebSocket echo, 50 connections (wsload.py)",
-             [Metric("msgs_per_s", "msgs/s", "msgs/s", 0.5)], sc_ws_echo),
+             [cpu("server CPU/msg", 1.3), Metric("msgs_per_s", "msgs/s", "msgs/s", 0.8)],
+             sc_ws_echo),
     Scenario("lat1000", "latency, wrk -t2 -c1000 --latency",
-             [Metric("p50_ms", "p50", "ms", None, False),
+             [cpu(),
+              Metric("p50_ms", "p50", "ms", None, False),
               Metric("p99_ms", "p99", "ms", 2.0, False),
               Metric("rps", "req/s", "req/s")], sc_lat),
     Scenario("rss_http10k", "RSS per idle keep-alive HTTP connection (after one request)",
-             [Metric("kb_per_conn", "RSS/conn", "KB", 0.6, False)], sc_rss("http")),
+             [Metric("kb_per_conn", "RSS/conn", "KB", 0.45, False)], sc_rss("http")),
     Scenario("rss_ws10k", "RSS per idle WebSocket connection (after the handshake)",
-             [Metric("kb_per_conn", "RSS/conn", "KB", 0.6, False)], sc_rss("ws")),
-    Scenario("workers", "ours --workers 2 vs ours --workers 1, keep-alive wrk -t1 -c50",
-             [Metric("rps", "req/s", "req/s", 1.2),
+             [Metric("kb_per_conn", "RSS/conn", "KB", 0.45, False)], sc_rss("ws")),
+    # 50,000 idle connections: does the cost per connection stay flat? (impls are
+    # set in main from the fd limit: ours vs condure when one process may hold
+    # 50,000 fds, else ours --workers K at 50,000 vs the same at 10,000)
+    Scenario("rss_http50k", "RSS per idle keep-alive HTTP connection at 50,000",
+             [Metric("kb_per_conn", "RSS/conn", "KB", None, False)], sc_rss("http")),
+    Scenario("rss_ws50k", "RSS per idle WebSocket connection at 50,000",
+             [Metric("kb_per_conn", "RSS/conn", "KB", None, False)], sc_rss("ws")),
+    Scenario("workers", "bind mode (the parent proxies): ours --workers 2 vs --workers 1, "
+             "keep-alive wrk -t1 -c50",
+             [cpu("server CPU/req", 1.2), Metric("rps", "req/s", "req/s"),
               Metric("cpu_busy_pct", "machine CPU busy", "%", None)], sc_ka(1, 50),
              impls=(("ours-w2", OURS, 2), ("ours-w1", OURS, 1)), ref_label="ours --workers 1"),
+    Scenario("workers_connect", "--zclient-connect (the handler binds): ours --workers 2 vs "
+             "--workers 1, keep-alive wrk -t1 -c50",
+             [cpu("server CPU/req", 1.05), Metric("rps", "req/s", "req/s"),
+              Metric("cpu_busy_pct", "machine CPU busy", "%", None)], sc_ka(1, 50),
+             impls=(("ours-w2-connect", OURS, 2, CONNECT), ("ours-w1-connect", OURS, 1, CONNECT)),
+             ref_label="ours --workers 1 --zclient-connect"),
     # the same comparison for condure itself: how much a second worker can give on
     # this machine at all, with the handler and wrk sharing its cores (no target)
     Scenario("workers_condure", "condure --workers 2 vs condure --workers 1, as `workers`",
-             [Metric("rps", "req/s", "req/s", None),
+             [cpu(), Metric("rps", "req/s", "req/s", None),
               Metric("cpu_busy_pct", "machine CPU busy", "%", None)], sc_ka(1, 50),
              impls=(("condure-w2", RUST, 2), ("condure-w1", RUST, 1)),
              ref_label="condure --workers 1"),
@@ -602,8 +753,8 @@ SCENARIOS = [
     # what an HTTP/2 request costs ours next to an HTTP/1.1 one, at the same
     # concurrency (100 requests in flight): h2load --h1 -c100 -m1 in the second column
     Scenario("h2_vs_h1", "ours: h2c h2load -c10 -m10 vs HTTP/1.1 h2load --h1 -c100 -m1",
-             [Metric("rps", "req/s", "req/s", None),
-              Metric("cpu_us_per_req", "server CPU/req", "us", None, False)],
+             [Metric("cpu_us_per_req", "server CPU/req", "us", None, False),
+              Metric("rps", "req/s", "req/s", None)],
              sc_h2load(10, 10, h1=(100, 1)), impls=(("ours-h2", OURS, 1), ("ours-h1", OURS, 1)),
              ref_label="ours HTTP/1.1"),
     Scenario("rss_h2_1k", "RSS per idle h2c connection (preface + SETTINGS) vs HTTP/1.1",
@@ -611,6 +762,19 @@ SCENARIOS = [
              impls=(("ours-h2", OURS, 1), ("ours-http1", OURS, 1)),
              ref_label="ours HTTP/1.1"),
 ]
+
+
+def big_idle_impls(nofile: int, conns: int = BIG_IDLE) -> tuple[tuple, ...]:
+    """The columns of the rss_*50k rows for this fd limit (the client side is split
+    over processes; the server needs one fd per connection in one process)."""
+    maxconn = ("--stream-maxconn", str(conns + 10000))
+    if nofile >= conns + 1000:
+        return ((OURS, OURS, 1, {"conns": conns, "args": maxconn}),
+                (RUST, RUST, 1, {"conns": conns, "args": maxconn}))
+    k = -(-conns // max(nofile - 2000, 1000))  # workers, each under the limit
+    maxconn = ("--stream-maxconn", str(k * (nofile - 500)))
+    return ((f"ours-w{k}-{conns // 1000}k", OURS, k, {"conns": conns, "args": maxconn}),
+            (f"ours-w{k}-10k", OURS, k, {"conns": 10000, "args": maxconn}))
 
 
 # --- driver ----------------------------------------------------------------------
@@ -626,20 +790,33 @@ class Outcome:
 def run_scenario(sc: Scenario, args: argparse.Namespace, have_rust: bool) -> Outcome:
     out = Outcome()
     impls = [i for i in sc.impls if i[1] != RUST or have_rust]
-    for label, _, _ in impls:
+    for label, *_ in impls:
         out.runs[label] = []
     for rnd in range(1, args.rounds + 1):
-        for label, impl, workers in impls:
+        for label, impl, workers, *more in impls:
+            opts = more[0] if more else {}
             if out.unsupported:
                 return out
             tag = f"[{sc.name} round {rnd}/{args.rounds}] {label}"
             try:
-                with Stack(impl, workers) as stack:
-                    stack.label = label
-                    res = sc.run(stack, args)
-                    if not stack.alive():
-                        res["note"] = ("; ".join(filter(None, [res.get("note"),
-                                                               "server exited during run"])))
+                for attempt in range(1 + (args.retries if args.max_others is not None else 0)):
+                    with Stack(impl, workers, connect=bool(opts.get("connect")),
+                               extra_args=tuple(opts.get("args", ())), opts=opts) as stack:
+                        stack.label = label
+                        res = sc.run(stack, args)
+                        res["round"] = rnd
+                        if not stack.alive():
+                            res["note"] = ("; ".join(filter(None, [res.get("note"),
+                                                                   "server exited during run"])))
+                    others = res.get("other_cpu_pct")
+                    if args.max_others is None or others is None or others <= args.max_others:
+                        break
+                    if attempt < args.retries:  # the machine was shared: run it again
+                        log(f"{tag}: others {others:.0f}% > {args.max_others:g}%, again")
+                        time.sleep(args.pause)
+                    else:
+                        res["note"] = "; ".join(filter(None, [
+                            res.get("note"), f"others above {args.max_others:g}%"]))
             except Unsupported as e:
                 out.unsupported = str(e)
                 log(f"{tag}: not supported: {e}")
@@ -652,6 +829,9 @@ def run_scenario(sc: Scenario, args: argparse.Namespace, have_rust: bool) -> Out
             out.runs[label].append(res)
             shown = ", ".join(f"{m.label} {fmt(res.get(m.key), m.unit)} {m.unit}"
                               for m in sc.metrics)
+            if "cpu_us" in res:
+                shown += (f" (handler {res['handler_cpu_us']:.1f} us, machine busy "
+                          f"{res['cpu_busy_pct']:.0f}%, others {res['other_cpu_pct']:.0f}%)")
             log(f"{tag}: {shown}" + (f" ({res['note']})" if res.get("note") else ""))
             time.sleep(args.pause)
     return out
@@ -681,10 +861,15 @@ def fmt(v: float | None, unit: str) -> str:
     return f"{v:.2f}"
 
 
+def _by_round(runs: list[dict], key: str) -> dict[int, float]:
+    return {r.get("round", i + 1): r[key] for i, r in enumerate(runs)
+            if isinstance(r.get(key), (int, float))}
+
+
 def build_rows(results: list[tuple[Scenario, Outcome]], have_rust: bool) -> list[dict]:
     rows = []
     for sc, out in results:
-        labels = [lab for lab, _, _ in sc.impls]
+        labels = [i[0] for i in sc.impls]
         for m in sc.metrics:
             a_vals = [r.get(m.key) for r in out.runs.get(labels[0], [])]
             b_vals = [r.get(m.key) for r in out.runs.get(labels[1], [])]
@@ -708,16 +893,30 @@ def build_rows(results: list[tuple[Scenario, Outcome]], have_rust: bool) -> list
                 notes.insert(0, out.unsupported)
             if out.errors:
                 notes.append(f"{len(out.errors)} run(s) failed")
-            if sc.impls[1][1] == HYPERCORN and ratio is not None and m.key == "rps":
-                spread = {lab: _spread([r.get(m.key) for r in rs]) for lab, rs in out.runs.items()}
-                notes.append("spread (max-min)/median: " + ", ".join(
-                    f"{lab} {v:.0%}" for lab, v in spread.items() if v is not None))
             if sc.impls[1][1] == RUST and not have_rust:
                 notes.append("no /usr/bin/condure")
+            # A/B pairs: the runs of one round ran back to back, so their ratio
+            # carries less of the machine's drift than the ratio of the medians
+            ra = _by_round(out.runs.get(labels[0], []), m.key)
+            rb = _by_round(out.runs.get(labels[1], []), m.key)
+            round_ratios = [ra[k] / rb[k] for k in sorted(ra) if k in rb and rb[k]]
+            context = {}
+            if m.key == "cpu_us":
+                for lab in labels:
+                    rs = out.runs.get(lab, [])
+                    context[lab] = {
+                        "handler_cpu_us": median([r.get("handler_cpu_us") for r in rs]),
+                        "loadgen_cpu_us": median([r.get("loadgen_cpu_us") for r in rs]),
+                        "cpu_busy_pct": median([r.get("cpu_busy_pct") for r in rs]),
+                        "other_cpu_pct": [r.get("other_cpu_pct") for r in rs]}
             rows.append({
                 "scenario": sc.name, "description": sc.description, "metric": m.label,
-                "unit": m.unit, "ours": a, "reference": b, "reference_is": sc.ref_label,
+                "key": m.key, "unit": m.unit, "ours": a, "reference": b,
+                "reference_is": sc.ref_label, "labels": labels,
                 "ratio": ratio, "target": target, "verdict": verdict,
+                "spread": {lab: _spread([r.get(m.key) for r in rs])
+                           for lab, rs in out.runs.items()},
+                "round_ratios": round_ratios, "context": context or None,
                 "runs": {lab: [r.get(m.key) for r in rs] for lab, rs in out.runs.items()},
                 "details": out.runs if m is sc.metrics[0] else None,
                 "notes": notes, "errors": out.errors,
@@ -725,17 +924,26 @@ def build_rows(results: list[tuple[Scenario, Outcome]], have_rust: bool) -> list
     return rows
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
 def print_table(rows: list[dict]) -> None:
-    head = ["scenario", "metric", "unit", "ours", "condure", "ratio", "target", "verdict"]
+    head = ["scenario", "metric", "unit", "ours", "condure", "ratio", "target", "verdict",
+            "spread", "round ratios"]
     table = [head]
     for r in rows:
+        sp = [r["spread"].get(lab) for lab in r["labels"]]
+        rr = r["round_ratios"]
         table.append([r["scenario"], r["metric"], r["unit"],
                       "n/a" if r["verdict"] == "n/a" and r["ours"] is None else fmt(r["ours"], r["unit"]),
                       fmt(r["reference"], r["unit"]),
                       "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}",
-                      r["target"] or "-", r["verdict"]])
+                      r["target"] or "-", r["verdict"],
+                      f"{_pct(sp[0])}/{_pct(sp[1])}",
+                      f"{min(rr):.2f}-{max(rr):.2f}" if len(rr) > 1 else "-"])
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    right = {3, 4, 5}
+    right = {3, 4, 5, 8}
     lines = []
     for k, row in enumerate(table):
         cells = [c.rjust(widths[i]) if i in right else c.ljust(widths[i])
@@ -745,19 +953,53 @@ def print_table(rows: list[dict]) -> None:
             lines.append("  ".join("-" * w for w in widths))
     print("\n".join(lines))
     print()
-    print("medians over the rounds; ratio = ours / condure; the 'workers' rows compare "
-          "--workers 2 (ours column) with --workers 1 (condure column), of ours and of condure;\n"
-          "h2_c10m10 compares with hypercorn (condure column), server CPU/req in us "
-          "(the server's process tree; ours' handler apart); h2_vs_h1 and rss_h2_1k compare "
-          "ours over h2c (ours column) with ours over HTTP/1.1 (condure column).")
+    print("medians over the rounds; ratio = ours / condure (median over median); spread = "
+          "(max-min)/median of each column's rounds (ours/condure);\n"
+          "round ratios = the lowest and highest ours/condure of one round's back-to-back pair. "
+          "Server CPU = utime+stime of the server's process tree\n"
+          "(parent and workers) over the measured window, per request / message / connection; "
+          "the handler's is apart (below).\n"
+          "The 'workers*' rows compare --workers 2 (ours column) with --workers 1 (condure "
+          "column); h2_c10m10 compares with hypercorn;\n"
+          "h2_vs_h1 and rss_h2_1k compare ours over h2c with ours over HTTP/1.1; "
+          "rss_*50k: see loadtest/README.md.")
+    print()
+    print("per round (in the order run):")
     for r in rows:
-        if r["notes"]:
-            print(f"  {r['scenario']} {r['metric']}: " + "; ".join(r["notes"])[:400])
+        if r["key"] not in ("cpu_us", "cpu_us_per_req", "kb_per_conn"):
+            continue
+        cols = []
+        for lab in r["labels"]:
+            vals = r["runs"].get(lab) or []
+            shown = [fmt(v, r["unit"]) if r["unit"] != "us" else f"{v:.1f}"
+                     for v in vals if isinstance(v, (int, float))]
+            cols.append(f"{lab} " + (" ".join(shown) or "n/a"))
+        line = f"  {r['scenario']} {r['metric']} ({r['unit']}): " + " | ".join(cols)
+        if r["round_ratios"]:
+            line += " | ratios " + " ".join(f"{x:.2f}" for x in r["round_ratios"])
+        print(line)
+        if r["context"]:
+            parts = []
+            for lab, c in r["context"].items():
+                others = [v for v in c["other_cpu_pct"] if isinstance(v, (int, float))]
+                if c["handler_cpu_us"] is None:
+                    continue
+                parts.append(f"{lab}: handler {c['handler_cpu_us']:.1f} us, load generator "
+                             f"{c['loadgen_cpu_us']:.1f} us, machine busy "
+                             f"{c['cpu_busy_pct']:.0f}%, others "
+                             f"{min(others):.0f}-{max(others):.0f}%")
+            if parts:
+                print("      " + "; ".join(parts))
+    notes = [r for r in rows if r["notes"]]
+    if notes:
+        print()
+    for r in notes:
+        print(f"  {r['scenario']} {r['metric']}: " + "; ".join(r["notes"])[:400])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="benchmark ours against condure 1.9.1")
-    ap.add_argument("--rounds", type=int, default=3, help="runs per implementation (default 3)")
+    ap.add_argument("--rounds", type=int, default=5, help="runs per implementation (default 5)")
     ap.add_argument("--duration", type=float, default=5.0,
                     help="seconds per throughput/latency run (default 5)")
     ap.add_argument("--quick", action="store_true",
@@ -767,12 +1009,19 @@ def main(argv: list[str] | None = None) -> int:
                          "one of " + ", ".join(s.name for s in SCENARIOS))
     ap.add_argument("--idle-conns", type=int, default=10000,
                     help="connections for the RSS scenarios (default 10000)")
+    ap.add_argument("--big-idle-conns", type=int, default=BIG_IDLE,
+                    help=f"connections for the rss_*50k scenarios (default {BIG_IDLE})")
     ap.add_argument("--h2-idle-conns", type=int, default=1000,
                     help="connections for the rss_h2_1k scenario (default 1000)")
     ap.add_argument("--hypercorn-python", metavar="PATH",
                     help="interpreter with hypercorn for the h2_c10m10 reference (default: "
                          "the venv's; pip install -r loadtest/requirements.txt)")
     ap.add_argument("--pause", type=float, default=0.5, help="pause between runs (s)")
+    ap.add_argument("--max-others", type=float, metavar="PCT",
+                    help="run a throughput run again (up to --retries times) when other "
+                         "processes took more than PCT%% of the machine during it")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="with --max-others: how many times a run may be repeated (default 2)")
     ap.add_argument("--no-condure", action="store_true", help="skip the Rust condure column")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--server-python", metavar="PATH",
@@ -790,10 +1039,14 @@ def main(argv: list[str] | None = None) -> int:
             args.duration = 2.0
     if not 1 <= args.rounds <= 50:
         ap.error("--rounds must be 1..50")
+    if not 0 <= args.retries <= 10:
+        ap.error("--retries must be 0..10")
     if not 1 <= args.duration <= 600:
         ap.error("--duration must be 1..600")
     if not 1 <= args.idle_conns <= 30000:
         ap.error("--idle-conns must be 1..30000")
+    if not 10000 <= args.big_idle_conns <= 200000:
+        ap.error("--big-idle-conns must be 10000..200000")
     if not 1 <= args.h2_idle_conns <= 30000:
         ap.error("--h2-idle-conns must be 1..30000")
     wanted = [n.strip() for a in args.only for n in a.split(",") if n.strip()]
@@ -804,14 +1057,19 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if not wanted or s.name in wanted]
 
     if not os.path.exists(WRK) and any(
-            s.name not in ("ws_echo50", "rss_http10k", "rss_ws10k", "h2_c10m10", "h2_vs_h1",
-                           "rss_h2_1k")
+            s.name not in ("ws_echo50", "rss_http10k", "rss_ws10k", "rss_http50k", "rss_ws50k",
+                           "h2_c10m10", "h2_vs_h1", "rss_h2_1k")
             for s in scenarios):
         ap.error("wrk not found (sudo apt-get install wrk)")
     if not os.path.exists(H2LOAD) and any(s.name in ("h2_c10m10", "h2_vs_h1") for s in scenarios):
         ap.error("h2load not found (sudo apt-get install nghttp2-client)")
     have_rust = os.path.exists(RUST_CONDURE) and not args.no_condure
     soft, hard = raise_nofile()
+    for sc in scenarios:
+        if sc.name in ("rss_http50k", "rss_ws50k"):
+            sc.impls = big_idle_impls(soft, args.big_idle_conns)
+            sc.ref_label = "condure 1.9.1" if sc.impls[1][1] == RUST else (
+                f"ours --workers {sc.impls[1][2]} at 10,000")
     global SERVER_PY, HYPERCORN_PY
     if args.server_python:
         SERVER_PY = args.server_python
@@ -836,7 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     if args.json:
         doc = {"config": {"rounds": args.rounds, "duration": args.duration,
-                          "idle_conns": args.idle_conns, "quick": args.quick,
+                          "idle_conns": args.idle_conns, "big_idle_conns": args.big_idle_conns, "quick": args.quick,
                           "condure": RUST_CONDURE if have_rust else None,
                           "nofile": [soft, hard], "elapsed_s": round(time.monotonic() - started, 1)},
                "rows": rows}

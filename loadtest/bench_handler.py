@@ -3,14 +3,17 @@
 
 Usage::
 
-    python loadtest/bench_handler.py --base ipc:///tmp/x/c [--id bench] [--window 262144]
+    python loadtest/bench_handler.py --base ipc:///tmp/x/c [--id bench] [--window 262144] [--bind]
 
 Sockets (shared/zhttp/server.md section 2.2): PULL connected to BASE-out
 (first packets), ROUTER with identity = our id connected to
 BASE-out-stream (later packets of our sessions), XPUB connected to
-BASE-in. The XPUB lets us see condure's SUB subscription arrive: the line
-``ready <topic>`` is printed (and flushed) on stdout the first time, so the
-benchmark knows when publishing stops being lost (PUB/SUB slow joiner).
+BASE-in. With ``--bind`` the three sockets bind those endpoints instead,
+for a condure started with ``--zclient-connect``. The XPUB lets us see
+condure's SUB subscription arrive: the line ``ready <topic>`` is printed
+(and flushed) on stdout the first time, so the benchmark knows when
+publishing stops being lost (PUB/SUB slow joiner); every later new topic
+(another worker's, with ``--workers N``) prints ``subscribed <topic>``.
 
 Behaviour:
 
@@ -72,7 +75,7 @@ class Session:
 
 
 class BenchHandler:
-    def __init__(self, base: str, ident: bytes, window: int = WINDOW) -> None:
+    def __init__(self, base: str, ident: bytes, window: int = WINDOW, bind: bool = False) -> None:
         self.ident = ident
         self.window = window
         self.grant_at = max(1, window // 4)
@@ -86,10 +89,14 @@ class BenchHandler:
             s.setsockopt(zmq.RCVHWM, 100000)
             s.setsockopt(zmq.SNDHWM, 100000)
         self.router.setsockopt(zmq.IDENTITY, ident)
-        self.pull.connect(base + "-out")
-        self.router.connect(base + "-out-stream")
-        self.pub.connect(base + "-in")
+        for sock, suffix in ((self.pull, "-out"), (self.router, "-out-stream"),
+                             (self.pub, "-in")):
+            if bind:
+                sock.bind(base + suffix)
+            else:
+                sock.connect(base + suffix)
         self.ready = False
+        self.topics: set[bytes] = set()
         self.running = True
 
     def close(self) -> None:
@@ -143,9 +150,14 @@ class BenchHandler:
                 msg = self.pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if msg[:1] == b"\x01" and not self.ready:
-                self.ready = True
-                print("ready", msg[1:].decode("latin-1").strip(), flush=True)
+            if msg[:1] == b"\x01" and msg[1:] not in self.topics:
+                self.topics.add(msg[1:])
+                topic = msg[1:].decode("latin-1").strip()
+                if not self.ready:
+                    self.ready = True
+                    print("ready", topic, flush=True)
+                else:
+                    print("subscribed", topic, flush=True)
 
     # --- condure -> us --------------------------------------------------------
 
@@ -328,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="our `from` and ROUTER identity (default bench.<pid>)")
     ap.add_argument("--window", type=int, default=WINDOW,
                     help=f"WebSocket credits granted to condure per session (default {WINDOW})")
+    ap.add_argument("--bind", action="store_true",
+                    help="bind BASE-out, BASE-out-stream and BASE-in (for condure "
+                         "--zclient-connect) instead of connecting to them")
     ap.add_argument("--workers-aware", action="store_true",
                     help="accepted for symmetry; replies always go to each request's `from`")
     args = ap.parse_args(argv)
@@ -335,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--id must be non-empty and contain no space")
     if args.window < 1:
         ap.error("--window must be positive")
-    handler = BenchHandler(args.base, args.id.encode(), args.window)
+    handler = BenchHandler(args.base, args.id.encode(), args.window, args.bind)
 
     def stop(signum: int, frame: object) -> None:
         handler.running = False

@@ -172,9 +172,16 @@ def hard_close(sock: socket.socket) -> None:
     sock.close()
 
 
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
 def open_conns(proto: str, host: str, port: int, path: str, n: int, concurrency: int,
-               timeout: float) -> tuple[list[Conn], int, str]:
+               timeout: float, source: str = "") -> tuple[list[Conn], int, str]:
     """Open n connections, at most `concurrency` handshakes in flight.
+
+    `source`: the local address to connect from (e.g. 127.0.0.2). Each source
+    address has its own ~28,000 ephemeral ports towards one server port, so
+    more connections than that need several clients with different sources.
 
     Returns (open connections with leftover bytes in .buf, failures, first error)."""
     sel = selectors.DefaultSelector()
@@ -210,6 +217,15 @@ def open_conns(proto: str, host: str, port: int, path: str, n: int, concurrency:
                 continue
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if source:
+                try:  # the port is chosen at connect (per 4-tuple), not at bind
+                    s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                    s.bind((source, 0))
+                except OSError as e:
+                    failed += 1
+                    first_error = first_error or f"bind {source}: {e}"
+                    s.close()
+                    continue
             c = Conn(s)
             pending += 1
             rc = s.connect_ex(addr)
@@ -348,7 +364,7 @@ def run_idle(args: argparse.Namespace, host: str, port: int, path: str) -> dict:
     signal.signal(signal.SIGINT, on_signal)
     t0 = time.monotonic()
     conns, failed, err = open_conns(args.proto, host, port, path, args.conns,
-                                    args.concurrency, args.connect_timeout)
+                                    args.concurrency, args.connect_timeout, args.source)
     setup = time.monotonic() - t0
     print(f"ready {len(conns)} {failed} {setup:.2f}", flush=True)
     sel = selectors.DefaultSelector()
@@ -407,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="longest time to hold the connections (s)")
             p.add_argument("--stdin", action="store_true",
                            help="also stop on a line or EOF on stdin")
+            p.add_argument("--source", default="",
+                           help="local address to connect from (e.g. 127.0.0.2; loopback "
+                                "answers on all of 127/8)")
     args = ap.parse_args(argv)
     if not 1 <= args.conns <= 60000:
         ap.error("--conns must be 1..60000")
