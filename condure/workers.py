@@ -150,12 +150,15 @@ class Parent:
         except ListenError as e:
             raise StartupError(str(e)) from None
         try:
-            if any(spec.stream for spec in self.cfg.listen):
-                with setting_specs("zhttp client stream"):
-                    self._stream_proxies()
-            if any(not spec.stream for spec in self.cfg.listen):
-                with setting_specs("zhttp client req"):
-                    self._req_forwarder()
+            if self.cfg.zclient_connect:
+                self._check_connect()
+            else:
+                if any(spec.stream for spec in self.cfg.listen):
+                    with setting_specs("zhttp client stream"):
+                        self._stream_proxies()
+                if any(not spec.stream for spec in self.cfg.listen):
+                    with setting_specs("zhttp client req"):
+                        self._req_forwarder()
         except SpecError as e:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
@@ -211,6 +214,37 @@ class Parent:
         s.setsockopt(zmq.RCVHWM, 0)
         s.bind(endpoint)
         return s
+
+    def _check_connect(self) -> None:
+        """--zclient-connect: each worker connects to the handlers itself, as a
+        condure of its own (its ROUTER named by its `from`), so the parent runs
+        no proxy and keeps no ZeroMQ socket. The specs are tried here first, on
+        sockets closed at once, so a bad one fails the start with the same
+        message as a single process (not as a worker that failed to start)."""
+        cfg = self.cfg
+        ctx = zmq.Context()
+        socks: list[zmq.Socket] = []
+        try:
+            if any(spec.stream for spec in cfg.listen):
+                ends = [stream_endpoints(b) for b in cfg.zclient_stream]
+                with setting_specs("zhttp client stream"):
+                    for i, kind in enumerate((zmq.PUSH, zmq.ROUTER, zmq.SUB)):
+                        socks.append(ctx.socket(kind))
+                        for e in ends:
+                            attach(socks[-1], e[i], True, cfg.ipc_file_mode)
+                log.info("zhttp client connect %s", " ".join(" ".join(e) for e in ends))
+            if any(not spec.stream for spec in cfg.listen):
+                with setting_specs("zhttp client req"):
+                    socks.append(ctx.socket(zmq.DEALER))
+                    for spec in cfg.zclient_req:
+                        if not spec.startswith(("ipc://", "tcp://")):
+                            raise SpecError(f"invalid req spec: {spec}")
+                        attach(socks[-1], spec, True, cfg.ipc_file_mode)
+                log.info("zhttp client connect req %s", " ".join(cfg.zclient_req))
+        finally:
+            for sock in socks:
+                sock.close(0)
+            ctx.term()
 
     def _stream_proxies(self) -> None:
         cfg = self.cfg

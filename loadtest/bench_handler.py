@@ -3,9 +3,9 @@
 
 Usage::
 
-    python loadtest/bench_handler.py --base ipc:///tmp/x/c [--id bench] [--window 262144]
+    python loadtest/bench_handler.py --base ipc:///tmp/x/c [--id bench] [--window 262144] [--bind]
 
-Sockets (shared/zhttp/server.md section 2.2): PULL connected to BASE-out
+Sockets (shared/zhttp/server.md section 2.2; bound instead with --bind): PULL connected to BASE-out
 (first packets), ROUTER with identity = our id connected to
 BASE-out-stream (later packets of our sessions), XPUB connected to
 BASE-in. The XPUB lets us see condure's SUB subscription arrive: the line
@@ -71,8 +71,17 @@ class Session:
         self.last_recv = now
 
 
+def stream_ends(base: str) -> tuple[str, str, str]:
+    """condure's BASE-out, BASE-out-stream, BASE-in (tcp://host:P: ports P, P+1, P+2)."""
+    if base.startswith("tcp://"):
+        host, port = base[len("tcp://"):].rsplit(":", 1)
+        return tuple(f"tcp://{host}:{int(port) + i}" for i in range(3))  # type: ignore[return-value]
+    return base + "-out", base + "-out-stream", base + "-in"
+
+
 class BenchHandler:
-    def __init__(self, base: str, ident: bytes, window: int = WINDOW) -> None:
+    def __init__(self, base: str, ident: bytes, window: int = WINDOW,
+                 bind: bool = False) -> None:
         self.ident = ident
         self.window = window
         self.grant_at = max(1, window // 4)
@@ -86,9 +95,13 @@ class BenchHandler:
             s.setsockopt(zmq.RCVHWM, 100000)
             s.setsockopt(zmq.SNDHWM, 100000)
         self.router.setsockopt(zmq.IDENTITY, ident)
-        self.pull.connect(base + "-out")
-        self.router.connect(base + "-out-stream")
-        self.pub.connect(base + "-in")
+        # --bind: the scale-out topology (condure --zclient-connect connects to us)
+        ends = stream_ends(base)
+        for sock, ep in zip((self.pull, self.router, self.pub), ends):
+            if bind:
+                sock.bind(ep)
+            else:
+                sock.connect(ep)
         self.ready = False
         self.running = True
 
@@ -328,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="our `from` and ROUTER identity (default bench.<pid>)")
     ap.add_argument("--window", type=int, default=WINDOW,
                     help=f"WebSocket credits granted to condure per session (default {WINDOW})")
+    ap.add_argument("--bind", action="store_true",
+                    help="bind the three sockets (for condure --zclient-connect)")
     ap.add_argument("--workers-aware", action="store_true",
                     help="accepted for symmetry; replies always go to each request's `from`")
     args = ap.parse_args(argv)
@@ -335,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--id must be non-empty and contain no space")
     if args.window < 1:
         ap.error("--window must be positive")
-    handler = BenchHandler(args.base, args.id.encode(), args.window)
+    handler = BenchHandler(args.base, args.id.encode(), args.window, args.bind)
 
     def stop(signum: int, frame: object) -> None:
         handler.running = False
