@@ -90,11 +90,12 @@ class App:
         # straight to the handlers: a single process, or a worker of --workers N
         # with --zclient-connect (each worker connects as a condure of its own,
         # named by its `from`; D15). Else a worker goes through the parent's proxies.
-        direct = w is None or cfg.zclient_connect
+        proxied = w if w is not None and not cfg.zclient_connect else None
+        direct = proxied is None
         try:
             zs = zr = None
             if stream:
-                internal = None if direct else [internal_stream_endpoints(w.dir)]
+                internal = None if proxied is None else [internal_stream_endpoints(proxied.dir)]
                 with setting_specs("zhttp client stream"):
                     zs = StreamSockets(self.ctx, list(cfg.zclient_stream), instance_id,
                                        cfg.zclient_connect, cfg.ipc_file_mode, hwm, internal)
@@ -102,10 +103,12 @@ class App:
                 if w is None:
                     log.info("zhttp client %s %s", mode, zs.describe())
             if req:
-                specs = list(cfg.zclient_req) if direct else [internal_req_endpoint(w.dir)]
+                specs = (list(cfg.zclient_req) if proxied is None
+                         else [internal_req_endpoint(proxied.dir)])
                 with setting_specs("zhttp client req"):
                     zr = ReqSockets(self.ctx, specs, cfg.zclient_connect or w is not None,
-                                    cfg.ipc_file_mode, hwm, None if direct else b"%d" % w.index)
+                                    cfg.ipc_file_mode, hwm,
+                                    None if proxied is None else b"%d" % proxied.index)
                 self._zsockets.append(zr)
                 if w is None:
                     log.info("zhttp client %s req %s", mode, zr.describe())

@@ -1,12 +1,15 @@
 """`--workers N` (N > 1): a parent process in front of N worker processes (D15).
 
-The parent binds everything the outside sees: the listening sockets and the
-ZeroMQ endpoints handlers connect to. On a TCP port each worker gets a
+The parent binds everything the outside sees: the listening sockets and, in
+bind mode, the ZeroMQ endpoints handlers connect to. With --zclient-connect
+the parent has no ZeroMQ socket and runs no proxy: each worker connects to
+the handlers itself, as a single condure named by its `from` would (app.py),
+so the handlers see N condures and router-resp works (D27). On a TCP port each worker gets a
 listening socket of its own (SO_REUSEPORT), so the kernel spreads new
 connections evenly; with one shared socket the first worker to wake would
 take a whole burst of them. A Unix socket is shared by the workers.
-libzmq's own proxies, in threads, forward stream-mode traffic so no Python
-code touches those messages:
+In bind mode libzmq's own proxies, in threads, forward stream-mode traffic so
+no Python code touches those messages:
 
 * workers' first packets: PULL (internal) -> PUSH (BASE-out);
 * workers' directed packets: PULL (internal) -> ROUTER (BASE-out-stream),
@@ -25,8 +28,9 @@ them up (`MetricsServer`, metrics.py), so one scrape covers the whole process.
 
 Req mode keeps condure's 3-frame envelope at the handler, so its replies are
 routed to the worker named in the id (`<worker>-<slot>-<counter>`) by a small
-forwarder thread. A worker that dies is logged and started again, unless it
-dies before it has started (each worker reports through a pipe): then the
+forwarder thread (bind mode; connected, each worker's DEALER gets its own).
+A worker that dies is logged and started again, unless it dies before it has
+started (each worker reports through a pipe): then the
 others are stopped and the process exits 1, as a single process would. SIGTERM
 or SIGINT stop the workers and the parent; a second signal kills them at once.
 """

@@ -75,7 +75,8 @@ def stream_ends(base: str) -> tuple[str, str, str]:
     """condure's BASE-out, BASE-out-stream, BASE-in (tcp://host:P: ports P, P+1, P+2)."""
     if base.startswith("tcp://"):
         host, port = base[len("tcp://"):].rsplit(":", 1)
-        return tuple(f"tcp://{host}:{int(port) + i}" for i in range(3))  # type: ignore[return-value]
+        p = int(port)
+        return f"tcp://{host}:{p}", f"tcp://{host}:{p + 1}", f"tcp://{host}:{p + 2}"
     return base + "-out", base + "-out-stream", base + "-in"
 
 
