@@ -21,6 +21,8 @@ import pytest
 import tnetstring
 import zmq
 
+from e2e.test_workers import wait_started
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT_MS = 10000
 WORKERS = {b"condure-0", b"condure-1"}
@@ -241,6 +243,7 @@ def test_restarted_worker_reconnects(connect2) -> None:
     name: its subscription comes back, and answers to it over the PUB and
     over the ROUTER reach it."""
     proc, port, _rport, h, logpath = connect2
+    wait_started(logpath)  # a worker killed before it reports is a failed start (exit 1)
     with open(logpath) as f:
         pids = [int(line.rsplit("pid ", 1)[1].rstrip(")\n")) for line in f
                 if "started (pid" in line]
