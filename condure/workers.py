@@ -4,10 +4,10 @@ The parent binds everything the outside sees: the listening sockets and, in
 bind mode, the ZeroMQ endpoints handlers connect to. With --zclient-connect
 the parent has no ZeroMQ socket and runs no proxy: each worker connects to
 the handlers itself, as a single condure named by its `from` would (app.py),
-so the handlers see N condures and router-resp works (D27). On a TCP port each worker gets a
-listening socket of its own (SO_REUSEPORT), so the kernel spreads new
-connections evenly; with one shared socket the first worker to wake would
-take a whole burst of them. A Unix socket is shared by the workers.
+so the handlers see N condures and router-resp works (D27). On a TCP port
+each worker gets a listening socket of its own (SO_REUSEPORT), so the kernel
+spreads new connections evenly; with one shared socket the first worker to
+wake would take a whole burst of them. A Unix socket is shared by the workers.
 In bind mode libzmq's own proxies, in threads, forward stream-mode traffic so
 no Python code touches those messages:
 
