@@ -87,10 +87,15 @@ class App:
         req = any(not spec.stream for spec in cfg.listen)
         instance_id = cfg.id.encode() if w is None else w.instance_id
         mode = "connect" if cfg.zclient_connect else "bind"
+        # straight to the handlers: a single process, or a worker of --workers N
+        # with --zclient-connect (each worker connects as a condure of its own,
+        # named by its `from`; D15). Else a worker goes through the parent's proxies.
+        proxied = w if w is not None and not cfg.zclient_connect else None
+        direct = proxied is None
         try:
             zs = zr = None
             if stream:
-                internal = None if w is None else [internal_stream_endpoints(w.dir)]
+                internal = None if proxied is None else [internal_stream_endpoints(proxied.dir)]
                 with setting_specs("zhttp client stream"):
                     zs = StreamSockets(self.ctx, list(cfg.zclient_stream), instance_id,
                                        cfg.zclient_connect, cfg.ipc_file_mode, hwm, internal)
@@ -98,10 +103,12 @@ class App:
                 if w is None:
                     log.info("zhttp client %s %s", mode, zs.describe())
             if req:
-                specs = list(cfg.zclient_req) if w is None else [internal_req_endpoint(w.dir)]
+                specs = (list(cfg.zclient_req) if proxied is None
+                         else [internal_req_endpoint(proxied.dir)])
                 with setting_specs("zhttp client req"):
                     zr = ReqSockets(self.ctx, specs, cfg.zclient_connect or w is not None,
-                                    cfg.ipc_file_mode, hwm, None if w is None else b"%d" % w.index)
+                                    cfg.ipc_file_mode, hwm,
+                                    None if proxied is None else b"%d" % proxied.index)
                 self._zsockets.append(zr)
                 if w is None:
                     log.info("zhttp client %s req %s", mode, zr.describe())
@@ -111,8 +118,10 @@ class App:
             raise StartupError(f"zhttp client setup failed: {e}") from None
         if w is None and (cfg.zserver_stream or cfg.zserver_req):
             self.client = self._client_mode()
+        # router-resp (D27): a handler answers over its ROUTER to the request's
+        # `from`, which must be our ROUTER's name: so only on a ROUTER of our own
         server = Server(cfg, zs, zr, 0 if w is None else w.index, instance_id,
-                        router_resp=w is None)
+                        router_resp=direct)
         self.server = server
         if zs is not None:
             zs.start(server.on_message, server.on_routed)

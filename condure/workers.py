@@ -1,12 +1,15 @@
 """`--workers N` (N > 1): a parent process in front of N worker processes (D15).
 
-The parent binds everything the outside sees: the listening sockets and the
-ZeroMQ endpoints handlers connect to. On a TCP port each worker gets a
-listening socket of its own (SO_REUSEPORT), so the kernel spreads new
-connections evenly; with one shared socket the first worker to wake would
-take a whole burst of them. A Unix socket is shared by the workers.
-libzmq's own proxies, in threads, forward stream-mode traffic so no Python
-code touches those messages:
+The parent binds everything the outside sees: the listening sockets and, in
+bind mode, the ZeroMQ endpoints handlers connect to. With --zclient-connect
+the parent has no ZeroMQ socket and runs no proxy: each worker connects to
+the handlers itself, as a single condure named by its `from` would (app.py),
+so the handlers see N condures and router-resp works (D27). On a TCP port
+each worker gets a listening socket of its own (SO_REUSEPORT), so the kernel
+spreads new connections evenly; with one shared socket the first worker to
+wake would take a whole burst of them. A Unix socket is shared by the workers.
+In bind mode libzmq's own proxies, in threads, forward stream-mode traffic so
+no Python code touches those messages:
 
 * workers' first packets: PULL (internal) -> PUSH (BASE-out);
 * workers' directed packets: PULL (internal) -> ROUTER (BASE-out-stream),
@@ -25,8 +28,9 @@ them up (`MetricsServer`, metrics.py), so one scrape covers the whole process.
 
 Req mode keeps condure's 3-frame envelope at the handler, so its replies are
 routed to the worker named in the id (`<worker>-<slot>-<counter>`) by a small
-forwarder thread. A worker that dies is logged and started again, unless it
-dies before it has started (each worker reports through a pipe): then the
+forwarder thread (bind mode; connected, each worker's DEALER gets its own).
+A worker that dies is logged and started again, unless it dies before it has
+started (each worker reports through a pipe): then the
 others are stopped and the process exits 1, as a single process would. SIGTERM
 or SIGINT stop the workers and the parent; a second signal kills them at once.
 """
@@ -150,12 +154,15 @@ class Parent:
         except ListenError as e:
             raise StartupError(str(e)) from None
         try:
-            if any(spec.stream for spec in self.cfg.listen):
-                with setting_specs("zhttp client stream"):
-                    self._stream_proxies()
-            if any(not spec.stream for spec in self.cfg.listen):
-                with setting_specs("zhttp client req"):
-                    self._req_forwarder()
+            if self.cfg.zclient_connect:
+                self._check_connect()
+            else:
+                if any(spec.stream for spec in self.cfg.listen):
+                    with setting_specs("zhttp client stream"):
+                        self._stream_proxies()
+                if any(not spec.stream for spec in self.cfg.listen):
+                    with setting_specs("zhttp client req"):
+                        self._req_forwarder()
         except SpecError as e:
             raise StartupError(str(e)) from None
         except zmq.ZMQError as e:
@@ -211,6 +218,37 @@ class Parent:
         s.setsockopt(zmq.RCVHWM, 0)
         s.bind(endpoint)
         return s
+
+    def _check_connect(self) -> None:
+        """--zclient-connect: each worker connects to the handlers itself, as a
+        condure of its own (its ROUTER named by its `from`), so the parent runs
+        no proxy and keeps no ZeroMQ socket. The specs are tried here first, on
+        sockets closed at once, so a bad one fails the start with the same
+        message as a single process (not as a worker that failed to start)."""
+        cfg = self.cfg
+        ctx = zmq.Context()
+        socks: list[zmq.Socket] = []
+        try:
+            if any(spec.stream for spec in cfg.listen):
+                ends = [stream_endpoints(b) for b in cfg.zclient_stream]
+                with setting_specs("zhttp client stream"):
+                    for i, kind in enumerate((zmq.PUSH, zmq.ROUTER, zmq.SUB)):
+                        socks.append(ctx.socket(kind))
+                        for e in ends:
+                            attach(socks[-1], e[i], True, cfg.ipc_file_mode)
+                log.info("zhttp client connect %s", " ".join(" ".join(e) for e in ends))
+            if any(not spec.stream for spec in cfg.listen):
+                with setting_specs("zhttp client req"):
+                    socks.append(ctx.socket(zmq.DEALER))
+                    for spec in cfg.zclient_req:
+                        if not spec.startswith(("ipc://", "tcp://")):
+                            raise SpecError(f"invalid req spec: {spec}")
+                        attach(socks[-1], spec, True, cfg.ipc_file_mode)
+                log.info("zhttp client connect req %s", " ".join(cfg.zclient_req))
+        finally:
+            for sock in socks:
+                sock.close(0)
+            ctx.term()
 
     def _stream_proxies(self) -> None:
         cfg = self.cfg

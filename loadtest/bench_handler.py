@@ -5,7 +5,7 @@ Usage::
 
     python loadtest/bench_handler.py --base ipc:///tmp/x/c [--id bench] [--window 262144] [--bind]
 
-Sockets (shared/zhttp/server.md section 2.2): PULL connected to BASE-out
+Sockets (shared/zhttp/server.md section 2.2; bound instead with --bind): PULL connected to BASE-out
 (first packets), ROUTER with identity = our id connected to
 BASE-out-stream (later packets of our sessions), XPUB connected to
 BASE-in. With ``--bind`` the three sockets bind those endpoints instead,
@@ -74,6 +74,15 @@ class Session:
         self.last_recv = now
 
 
+def stream_ends(base: str) -> tuple[str, str, str]:
+    """condure's BASE-out, BASE-out-stream, BASE-in (tcp://host:P: ports P, P+1, P+2)."""
+    if base.startswith("tcp://"):
+        host, port = base[len("tcp://"):].rsplit(":", 1)
+        p = int(port)
+        return f"tcp://{host}:{p}", f"tcp://{host}:{p + 1}", f"tcp://{host}:{p + 2}"
+    return base + "-out", base + "-out-stream", base + "-in"
+
+
 class BenchHandler:
     def __init__(self, base: str, ident: bytes, window: int = WINDOW, bind: bool = False) -> None:
         self.ident = ident
@@ -89,12 +98,13 @@ class BenchHandler:
             s.setsockopt(zmq.RCVHWM, 100000)
             s.setsockopt(zmq.SNDHWM, 100000)
         self.router.setsockopt(zmq.IDENTITY, ident)
-        for sock, suffix in ((self.pull, "-out"), (self.router, "-out-stream"),
-                             (self.pub, "-in")):
+        # --bind: the scale-out topology (condure --zclient-connect connects to us)
+        ends = stream_ends(base)
+        for sock, ep in zip((self.pull, self.router, self.pub), ends):
             if bind:
-                sock.bind(base + suffix)
+                sock.bind(ep)
             else:
-                sock.connect(base + suffix)
+                sock.connect(ep)
         self.ready = False
         self.topics: set[bytes] = set()
         self.running = True

@@ -216,9 +216,17 @@ def test_req_mode_garbage_replies_do_not_stop_the_forwarding(workers2):
         assert "Traceback" not in f.read()
 
 
+def wait_started(logpath: str) -> None:
+    """Until the parent logs "started": every worker has reported (bounded)."""
+    deadline = time.monotonic() + 20
+    while "[condure::workers] started" not in open(logpath).read():
+        assert time.monotonic() < deadline, open(logpath).read()
+        time.sleep(0.05)
+
+
 def test_dead_worker_is_restarted_and_sigterm_stops_all(workers2):
     proc, port, _rport, base, _req, logpath = workers2
-    time.sleep(0.5)
+    wait_started(logpath)  # a worker killed before it reports is a failed start (exit 1)
     pids = [int(line.rsplit("pid ", 1)[1].rstrip(")\n"))
             for line in open(logpath) if "started (pid" in line]
     assert len(pids) == 2
