@@ -60,7 +60,8 @@ class WebSocketSession:
         self.flow = Outflow(stream.buffer_size, credits)
         self.compressed = deflate is not None
         # compressed: client bytes go to wsproto a piece at a time (bounded inflation, D18)
-        self.reader = wsmap.Reader(self.ws, self.flow, DEFLATE_FEED if self.compressed else 0)
+        self.reader = wsmap.Reader(self.ws, self.flow, DEFLATE_FEED if self.compressed else 0,
+                                   fast=not self.compressed)
         self.writer = wsmap.Writer() if self.compressed else None
         self.messages_max = server.config.messages_max
 
