@@ -26,7 +26,14 @@ _FIN_TEXT = 0x81
 _FIN_BINARY = 0x82
 _SMALL_UNMASK = 512  # below: one XOR of two ints; from here: wsproto's translate tables
 
-_XOR_TABLE = [bytes(a ^ b for a in range(256)) for b in range(256)]
+_XOR_TABLE: list[bytes | None] = [None] * 256  # byte -> its XOR table, made on first use
+
+
+def _xor_table(b: int) -> bytes:
+    table = _XOR_TABLE[b]
+    if table is None:
+        table = _XOR_TABLE[b] = bytes(a ^ b for a in range(256))
+    return table
 
 Emit = Callable[[bytes, bytes, bool], None]
 """(content type, payload, finished): `Outflow.message`."""
@@ -41,7 +48,7 @@ def unmask(data: bytes, start: int, end: int, key: bytes) -> bytes:
                 ^ int.from_bytes(mask, "little")).to_bytes(n, "little")
     out = bytearray(data[start:end])
     for i in range(4):
-        out[i::4] = out[i::4].translate(_XOR_TABLE[key[i]])
+        out[i::4] = out[i::4].translate(_xor_table(key[i]))
     return bytes(out)
 
 
