@@ -85,7 +85,13 @@ def take(data: bytes, masked: bool, emit: Emit) -> int:
         if end > n:
             break  # not all here: wsproto reads it as it comes
         if masked:
-            payload = unmask(data, head + 4, end, data[head:head + 4])
+            start = head + 4
+            if size < _SMALL_UNMASK:  # unmask() inlined: the usual message is small
+                mask = (data[head:start] * ((size >> 2) + 1))[:size]
+                payload = (int.from_bytes(data[start:end], "little")
+                           ^ int.from_bytes(mask, "little")).to_bytes(size, "little")
+            else:
+                payload = unmask(data, start, end, data[head:start])
         else:
             payload = data[head:end]
         if first == _FIN_TEXT:

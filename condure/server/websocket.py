@@ -34,6 +34,7 @@ from .exchange import SESSION_HANDLERS, pump, send
 from .ports import ClientStream, HandlerLink, Worker
 
 MAX_CONTROL = 125
+_state = wsmap.state  # ws.state without the property call
 OPEN = ConnectionState.OPEN
 # states in which a handler's message still goes to the client: after the
 # client's close, handler messages are relayed until the handler closes too,
@@ -79,7 +80,7 @@ class WebSocketSession:
     def want_read(self) -> bool:
         if self.session.paused or self.flow.queue or self.reader.wire:
             return False
-        return self.flow.credits > 0 and self.ws.state in _READING
+        return self.flow.credits > 0 and _state(self.ws) in _READING
 
     def on_client_readable(self) -> None:
         data = self.stream.recv_now()
@@ -140,33 +141,34 @@ class WebSocketSession:
         self._forward()
 
     def _send_message(self, pkt: zp.Packet) -> None:
-        last = not pkt.more
-        if self.stream.queued_pieces >= self.messages_max:
+        stream = self.stream
+        if stream.queued_pieces >= self.messages_max:
             raise BufferExceeded("too many messages waiting for the client")
-        n = len(pkt.body)
+        body = pkt.body
+        n = len(body)
         credit = (lambda: send(self, b"credit", credits=n)) if n else None  # once written
-        state = self.ws.state
+        state = _state(self.ws)
         if self.writer is not None:  # compressed: wsproto's deflate frames it (not after a close)
             if state is OPEN:
                 self._write(self.writer.event(pkt), credit)
                 credit = None
         elif state in _RELAYING:
-            self.stream.queue_write(self._frame(pkt, last), credit)
+            # an unmasked data frame, the handler's bytes as they are (as condure)
+            if self._out_started:  # a later piece: continuation
+                first = 0
+            else:  # the first piece: the message's type
+                first = 2 if pkt.content_type == b"binary" else 1
+                self._out_started = True
+            if not pkt.more:
+                first |= 0x80
+            stream.queue_write((bytes((first, n)) if n < 126 else _frame_header(first, n)) + body,
+                               credit)
             credit = None
         if credit is not None:
             credit()  # not written (closing): the bytes are still given back
-        if last:
+        if not pkt.more:
             self._out_started = False
             self.server.metrics.ws_messages["out"] += 1
-
-    def _frame(self, pkt: zp.Packet, last: bool) -> bytes:
-        """An unmasked data frame, the handler's bytes as they are (as condure)."""
-        if not self._out_started:  # first piece: the message's type; later: continuation
-            opcode = 2 if pkt.content_type == b"binary" else 1
-            self._out_started = True
-        else:
-            opcode = 0
-        return _frame_header(opcode | (0x80 if last else 0), len(pkt.body)) + pkt.body
 
     def _on_credit(self, pkt: zp.Packet) -> None:
         self.flow.credits += pkt.credits

@@ -21,6 +21,7 @@ Pure: wsproto is a sans-IO state machine, and nothing here touches a socket.
 from __future__ import annotations
 
 import codecs
+import operator
 from typing import Any
 
 from wsproto.connection import ConnectionState
@@ -181,6 +182,9 @@ class Reader:
 
 _OPEN = ConnectionState.OPEN
 FAST_PATH = _fast_path_works()
+# a wsproto Connection's state without its property (a Python call); hot
+# paths read it several times a message
+state = operator.attrgetter("_state" if FAST_PATH else "state")
 
 
 class Writer:
