@@ -134,18 +134,15 @@ class WebSocketSession:
         handler(self, pkt)
 
     def _on_data(self, pkt: zp.Packet) -> None:
+        """A handler message (or a piece of one) to the client."""
         self.flow.credits += pkt.credits
-        if len(pkt.body) > self.stream.buffer_size:
-            raise BufferExceeded("handler sent more than its credits")
-        self._send_message(pkt)
-        self._forward()
-
-    def _send_message(self, pkt: zp.Packet) -> None:
         stream = self.stream
-        if stream.queued_pieces >= self.messages_max:
-            raise BufferExceeded("too many messages waiting for the client")
         body = pkt.body
         n = len(body)
+        if n > stream.buffer_size:
+            raise BufferExceeded("handler sent more than its credits")
+        if stream.queued_pieces >= self.messages_max:
+            raise BufferExceeded("too many messages waiting for the client")
         credit = (lambda: send(self, b"credit", credits=n)) if n else None  # once written
         state = _state(self.ws)
         if self.writer is not None:  # compressed: wsproto's deflate frames it (not after a close)
@@ -169,6 +166,8 @@ class WebSocketSession:
         if not pkt.more:
             self._out_started = False
             self.server.metrics.ws_messages["out"] += 1
+        if self.flow.queue or self.reader.wire:  # (`_forward` would find nothing otherwise)
+            self._forward()
 
     def _on_credit(self, pkt: zp.Packet) -> None:
         self.flow.credits += pkt.credits
