@@ -2,7 +2,8 @@
 
 A wsproto Connection takes over with the bytes the parser had already
 buffered. Client frames reach the handler through the shared core
-(zhttp/wsmap.py into zhttp/flow.py): in pieces under its credits, never
+(zhttp/wsmap.py into zhttp/flow.py; whole plain frames by wsframe.py's fast
+path, without compression): in pieces under its credits, never
 reassembled. Handler messages become frames, and their content bytes go
 back as credits once the client's socket has taken them. Protocol
 violations close with 1002/1007 and the handler gets that close (D2).
