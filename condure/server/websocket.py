@@ -2,7 +2,8 @@
 
 A wsproto Connection takes over with the bytes the parser had already
 buffered. Client frames reach the handler through the shared core
-(zhttp/wsmap.py into zhttp/flow.py): in pieces under its credits, never
+(zhttp/wsmap.py into zhttp/flow.py; whole plain frames by wsframe.py's fast
+path, without compression): in pieces under its credits, never
 reassembled. Handler messages become frames, and their content bytes go
 back as credits once the client's socket has taken them. Protocol
 violations close with 1002/1007 and the handler gets that close (D2).
@@ -34,6 +35,7 @@ from .exchange import SESSION_HANDLERS, pump, send
 from .ports import ClientStream, HandlerLink, Worker
 
 MAX_CONTROL = 125
+_state = wsmap.state  # ws.state without the property call
 OPEN = ConnectionState.OPEN
 # states in which a handler's message still goes to the client: after the
 # client's close, handler messages are relayed until the handler closes too,
@@ -60,7 +62,8 @@ class WebSocketSession:
         self.flow = Outflow(stream.buffer_size, credits)
         self.compressed = deflate is not None
         # compressed: client bytes go to wsproto a piece at a time (bounded inflation, D18)
-        self.reader = wsmap.Reader(self.ws, self.flow, DEFLATE_FEED if self.compressed else 0)
+        self.reader = wsmap.Reader(self.ws, self.flow, DEFLATE_FEED if self.compressed else 0,
+                                   fast=not self.compressed)
         self.writer = wsmap.Writer() if self.compressed else None
         self.messages_max = server.config.messages_max
 
@@ -78,7 +81,7 @@ class WebSocketSession:
     def want_read(self) -> bool:
         if self.session.paused or self.flow.queue or self.reader.wire:
             return False
-        return self.flow.credits > 0 and self.ws.state in _READING
+        return self.flow.credits > 0 and _state(self.ws) in _READING
 
     def on_client_readable(self) -> None:
         data = self.stream.recv_now()
@@ -132,40 +135,40 @@ class WebSocketSession:
         handler(self, pkt)
 
     def _on_data(self, pkt: zp.Packet) -> None:
+        """A handler message (or a piece of one) to the client."""
         self.flow.credits += pkt.credits
-        if len(pkt.body) > self.stream.buffer_size:
+        stream = self.stream
+        body = pkt.body
+        n = len(body)
+        if n > stream.buffer_size:
             raise BufferExceeded("handler sent more than its credits")
-        self._send_message(pkt)
-        self._forward()
-
-    def _send_message(self, pkt: zp.Packet) -> None:
-        last = not pkt.more
-        if self.stream.queued_pieces >= self.messages_max:
+        if stream.queued_pieces >= self.messages_max:
             raise BufferExceeded("too many messages waiting for the client")
-        n = len(pkt.body)
         credit = (lambda: send(self, b"credit", credits=n)) if n else None  # once written
-        state = self.ws.state
+        state = _state(self.ws)
         if self.writer is not None:  # compressed: wsproto's deflate frames it (not after a close)
             if state is OPEN:
                 self._write(self.writer.event(pkt), credit)
                 credit = None
         elif state in _RELAYING:
-            self.stream.queue_write(self._frame(pkt, last), credit)
+            # an unmasked data frame, the handler's bytes as they are (as condure)
+            if self._out_started:  # a later piece: continuation
+                first = 0
+            else:  # the first piece: the message's type
+                first = 2 if pkt.content_type == b"binary" else 1
+                self._out_started = True
+            if not pkt.more:
+                first |= 0x80
+            stream.queue_write((bytes((first, n)) if n < 126 else _frame_header(first, n)) + body,
+                               credit)
             credit = None
         if credit is not None:
             credit()  # not written (closing): the bytes are still given back
-        if last:
+        if not pkt.more:
             self._out_started = False
             self.server.metrics.ws_messages["out"] += 1
-
-    def _frame(self, pkt: zp.Packet, last: bool) -> bytes:
-        """An unmasked data frame, the handler's bytes as they are (as condure)."""
-        if not self._out_started:  # first piece: the message's type; later: continuation
-            opcode = 2 if pkt.content_type == b"binary" else 1
-            self._out_started = True
-        else:
-            opcode = 0
-        return _frame_header(opcode | (0x80 if last else 0), len(pkt.body)) + pkt.body
+        if self.flow.queue or self.reader.wire:  # (`_forward` would find nothing otherwise)
+            self._forward()
 
     def _on_credit(self, pkt: zp.Packet) -> None:
         self.flow.credits += pkt.credits

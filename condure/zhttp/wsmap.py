@@ -21,11 +21,14 @@ Pure: wsproto is a sans-IO state machine, and nothing here touches a socket.
 from __future__ import annotations
 
 import codecs
+import operator
 from typing import Any
 
+from wsproto.connection import ConnectionState
 from wsproto.events import (BytesMessage, CloseConnection, Event, Message, Ping, Pong,
                             TextMessage)
 
+from .. import wsframe
 from ..errors import HandlerError
 from .flow import Outflow
 from .packet import Packet
@@ -76,23 +79,57 @@ def control_event(pkt: Packet) -> Ping | Pong:
     return Ping(payload=pkt.body) if pkt.type == b"ping" else Pong(payload=pkt.body)
 
 
+def _fast_path_works() -> bool:
+    """wsproto's state between frames is where `Reader._idle` reads it (wsproto
+    1.2-1.3); with another layout the fast path stays off and wsproto reads all."""
+    from wsproto.connection import Connection, ConnectionType
+    try:
+        ws = Connection(ConnectionType.SERVER)
+        return _idle(ws) and ws._proto.extensions == []
+    except AttributeError:
+        return False
+
+
+def _idle(ws: Any) -> bool:
+    """wsproto's Connection `ws` is open, between frames and between messages,
+    with nothing buffered or waiting, and still parsing (after a protocol
+    error its frame generator is over while the state stays OPEN): the fast
+    path may read the next bytes."""
+    proto = ws._proto
+    decoder = proto._frame_decoder
+    return (ws._state is _OPEN and decoder.header is None and not decoder.buffer.buffer
+            and proto._message_decoder.opcode is None and not ws._events
+            and proto._parse_more.gi_frame is not None)
+
+
 class Reader:
     """The other end's bytes into wsproto and its events into an Outflow.
 
     `feed` > 0 (compression): bytes go to wsproto that many at a time and
     only while nothing waits for credits, so a small compressed frame cannot
     inflate into more than one piece's worth of waiting data (D18).
+
+    `fast`: `ws` is a wsproto Connection (not the handshake's WSConnection)
+    with no extension, and `feed` is 0. Then, whenever wsproto is between
+    messages with nothing buffered, the whole plain text and binary frames at
+    the start of the bytes go straight to the flow (`wsframe.take`, the same
+    items wsproto's events would have made) and only the rest goes to wsproto;
+    a fragmented message, a control frame, a frame cut by the read, anything
+    odd, is wsproto's, and it keeps the bytes from there on until it is back
+    between messages.
     """
 
-    __slots__ = ("ws", "flow", "feed", "wire", "eof", "_eof_given")
+    __slots__ = ("ws", "flow", "feed", "wire", "eof", "_eof_given", "_fast", "_masked")
 
-    def __init__(self, ws: Any, flow: Outflow, feed: int = 0) -> None:
+    def __init__(self, ws: Any, flow: Outflow, feed: int = 0, fast: bool = False) -> None:
         self.ws = ws  # a wsproto Connection or WSConnection
         self.flow = flow
         self.feed = feed
         self.wire = bytearray()  # bytes not yet given to wsproto (feed > 0 or handshake)
         self.eof = False
         self._eof_given = False
+        self._fast = fast and not feed and FAST_PATH and not ws._proto.extensions
+        self._masked = fast and not ws.client  # a server reads masked frames
 
     def receive(self, data: bytes) -> list[Event]:
         """New bytes (b"": end of input); returns the events that are not
@@ -100,6 +137,12 @@ class Reader:
         if not data:
             self.eof = True
         elif not self.feed and not self.wire:  # the usual case: no copy
+            if self._fast and _idle(self.ws):
+                n = wsframe.take(data, self._masked, self.flow.message)
+                if n == len(data):
+                    return []
+                if n:
+                    data = data[n:]
             self.ws.receive_data(data)
             return self._events()
         else:
@@ -135,6 +178,13 @@ class Reader:
             if not to_flow(ev, flow):
                 others.append(ev)
         return others
+
+
+_OPEN = ConnectionState.OPEN
+FAST_PATH = _fast_path_works()
+# a wsproto Connection's state without its property (a Python call); hot
+# paths read it several times a message
+state = operator.attrgetter("_state" if FAST_PATH else "state")
 
 
 class Writer:

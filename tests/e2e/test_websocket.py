@@ -430,6 +430,30 @@ def test_fragmented_client_message_arrives_as_more_pieces(ws) -> None:
     assert (p2[b"body"], p2.get(b"more"), p2[b"content-type"]) == (b"\x02", None, b"binary")
 
 
+def test_frames_of_every_kind_in_one_write_arrive_in_order(ws) -> None:
+    """Whole frames (the fast path), a fragmented message with a ping inside
+    and a frame cut by the write (wsproto), then whole frames again."""
+    c, h, client, req = ws
+    big = bytes(range(256)) * 4  # 16-bit length
+    last = frame(TEXT, "fin é".encode())
+    client.send(frame(TEXT, b"a") + frame(BINARY, big) + frame(TEXT, "é".encode())
+                + frame(TEXT, b"f1", fin=False) + frame(PING, b"p") + frame(CONT, b"f2")
+                + frame(BINARY, b"b") + last[:3])
+    def packets(n: int) -> list[tuple]:
+        got = [h.recv() for _ in range(n)]
+        assert all(p[b"id"] == req[b"id"] for p in got), got
+        return [(p.get(b"type"), p.get(b"content-type"), p.get(b"body"), p.get(b"more"))
+                for p in got]
+
+    assert packets(6) == [
+        (None, b"text", b"a", None), (None, b"binary", big, None),
+        (None, b"text", "é".encode(), None), (None, b"text", b"f1", True),
+        (b"ping", None, b"p", None), (None, b"text", b"f2", None)]
+    client.send(last[3:] + frame(BINARY, b"z"))
+    assert packets(3) == [(None, b"binary", b"b", None), (None, b"text", "fin é".encode(), None),
+                          (None, b"binary", b"z", None)]
+
+
 @pytest.mark.parametrize("ctype,opcode", [(b"text", TEXT), (b"binary", BINARY)])
 def test_handler_more_pieces_become_one_fragmented_message(ws, ctype: bytes,
                                                            opcode: int) -> None:
@@ -757,9 +781,16 @@ def test_refused_handshake_answer_is_502_and_cancel_d9_d17(ch, name: str) -> Non
     (frame(TEXT, b"\xff\xfe"), 1007),
     (frame(TEXT, b"ok\xc3", fin=False) + frame(CONT, b"("), 1007),
     (frame(TEXT, b"a", fin=False) + frame(BINARY, b"b"), 1002),
+    # after whole plain frames in the same read (the fast path's, then wsproto's)
+    (frame(TEXT, b"ok") + frame(BINARY, b"ok") + frame(TEXT, b"\xff\xfe"), 1007),
+    (frame(TEXT, b"ok") + frame(TEXT, b"hi", mask=False), 1002),
+    (frame(BINARY, b"ok") + frame(TEXT, b"x", rsv=4), 1002),
+    (frame(TEXT, b"ok") + frame(CONT, b"x"), 1002),
 ], ids=["unmasked", "opcode-3", "opcode-11", "rsv-bit", "stray-continuation",
         "long-ping", "fragmented-ping", "close-1-byte", "close-code-999",
-        "invalid-utf8", "invalid-utf8-fragmented", "new-message-inside-one"])
+        "invalid-utf8", "invalid-utf8-fragmented", "new-message-inside-one",
+        "whole-frames-then-invalid-utf8", "whole-frame-then-unmasked",
+        "whole-frame-then-rsv-bit", "whole-frame-then-stray-continuation"])
 def test_protocol_violation_closes_with_code_d2(ws, raw: bytes, code: int) -> None:
     c, h, client, req = ws
     client.send(raw)
