@@ -28,7 +28,7 @@ from .clientio import ClientIO
 from .parser import make_parser
 from .request import NEED_DATA, Http2Preface, RequestHead
 from .ports import Inbound
-from .timers import KeepAlives
+from .timers import Armed
 
 if TYPE_CHECKING:
     from ..context import Server
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("condure.connection")
 
 INBOX_MAX = 1024  # handler packets queued for one connection before it is aborted
-INF = float("inf")
 
 
 class Slots(Protocol):
@@ -72,7 +71,7 @@ def _refresh_debug() -> None:
     Connection.debug = log.isEnabledFor(logging.DEBUG)
 
 
-class Connection(ClientIO):
+class Connection(Armed, ClientIO):
     """Serves the HTTP/1.x requests of one client socket, one session at a time."""
 
     # State every connection starts with, as class attributes: an instance
@@ -88,7 +87,6 @@ class Connection(ClientIO):
     debug = False
     _log_id = b""
     session: Session | None = None
-    _armed = INF  # the deadline this connection is on the timer wheel for
     stopping = False  # shutting down: no further requests
     websocket = False
     protocol = "http"  # "websocket" once upgraded (for the connection gauge)
@@ -274,21 +272,6 @@ class Connection(ClientIO):
         return None
 
     # --- timers and shutdown -------------------------------------------------
-
-    def on_timer(self, now: float, keepalives: KeepAlives) -> float | None:
-        """Called by the timer sweeper, which took this connection off the wheel;
-        returns the deadline to put it back at (None: the connection ends)."""
-        d = self.mode.timers.check(self, now, keepalives)
-        self._armed = INF if d is None else d
-        return d  # type: ignore[no-any-return]
-
-    def arm(self) -> None:
-        """Make sure the sweeper looks at this connection by its next deadline
-        (see timers.py: only an earlier deadline touches the wheel)."""
-        d = self.mode.timers.deadline(self)
-        if d < self._armed:
-            self.server.wheel.add(d, self)
-            self._armed = d
 
     def flag(self, reason: str) -> None:
         """A timeout (or shutdown): the greenlet wakes and raises it."""

@@ -75,7 +75,7 @@ from .connection import Connection, flagged
 from .exchange import Exchange
 from .ports import Inbound
 from .request import END, MAX_HEADERS, NEED_DATA, Body, RequestHead, check_head
-from .timers import KeepAlives
+from .timers import Armed
 from .wshandshake import WsHandshake
 from .wshead import valid_upgrade
 
@@ -458,7 +458,7 @@ def _take(chunks: deque[bytes], limit: int) -> bytes:
     return b"".join(out)
 
 
-class H2Stream:
+class H2Stream(Armed):
     """One HTTP/2 request stream: its exchange's `ClientStream` and
     `HandlerLink`, and what the timer wheel and the SUB reader call (as for a
     `Connection`). Its methods run in the stream's greenlet, except the
@@ -468,7 +468,6 @@ class H2Stream:
     waiting_for_request = False
     session: Session | None = None
     _timeout: str | None = None
-    _armed = float("inf")
     _gone = False  # reset by the client, or the connection ended
     _ended = False  # END_STREAM received (the body is complete)
     _closed = False  # we sent END_STREAM or RST_STREAM
@@ -771,18 +770,7 @@ class H2Stream:
         self._inbox.append((rid, pkt, seq))
         self._wake()
 
-    # --- timers (as Connection's) ---------------------------------------------------------
-
-    def on_timer(self, now: float, keepalives: KeepAlives) -> float | None:
-        d = self.mode.timers.check(self, now, keepalives)
-        self._armed = float("inf") if d is None else d
-        return d  # type: ignore[no-any-return]
-
-    def arm(self) -> None:
-        d = self.mode.timers.deadline(self)
-        if d < self._armed:
-            self.server.wheel.add(d, self)
-            self._armed = d
+    # --- timers (on_timer and arm: Armed's, as a Connection's) ----------------------------
 
     def flag(self, reason: str) -> None:
         self._timeout = reason

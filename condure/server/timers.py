@@ -10,7 +10,7 @@ when a deadline comes earlier than the one armed (`Connection.arm`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..context import Server
@@ -30,6 +30,31 @@ class Timed(Protocol):
     waiting_for_request: bool
 
     def flag(self, reason: str) -> None: ...
+
+
+class Armed:
+    """The timer-wheel side of what the sweeper sweeps: a connection, or an
+    HTTP/2 stream (server/http2.py). The class sets `mode` (its timers) and
+    `server` (the wheel)."""
+
+    _armed = float("inf")  # the deadline it is on the wheel for
+    mode: Any
+    server: Server
+
+    def on_timer(self, now: float, keepalives: KeepAlives) -> float | None:
+        """Called by the timer sweeper, which took it off the wheel; returns
+        the deadline to put it back at (None: it ends)."""
+        d: float | None = self.mode.timers.check(self, now, keepalives)
+        self._armed = float("inf") if d is None else d
+        return d
+
+    def arm(self) -> None:
+        """Make sure the sweeper looks at it by its next deadline (only an
+        earlier deadline touches the wheel: see the module docstring)."""
+        d = self.mode.timers.deadline(self)
+        if d < self._armed:
+            self.server.wheel.add(d, self)
+            self._armed = d
 
 
 class StreamTimers:
