@@ -233,6 +233,12 @@ class DebugSocket:
             clients = list(self.clients)
         for client in clients:
             client.close()
+        # a client's own thread may be closing it at the same time (its close
+        # then returns at once, before its _gone): the feed is detached here,
+        # so that it is gone when close returns
+        with self.lock:
+            self.clients.clear()
+        self._sync_feed()
 
 
 def worker_feed_path(d: str) -> str:
